@@ -1,0 +1,225 @@
+//! Configuration: `config/default.toml` (built in), an optional file, then environment overrides
+//! `SLUICE__SECTION__KEY`. A bad file, an unknown key or a value of the wrong type fails at
+//! start-up with the key named.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::job::Limits;
+use crate::store::StoreSettings;
+use crate::validate;
+
+/// The built-in defaults: the same file operators read in `config/`.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration of a Sluice process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub queues: QueuesConfig,
+    pub producer: ProducerConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub command_timeout_ms: u64,
+}
+
+/// Settings that apply to every queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    pub max_job_bytes: usize,
+    pub dedupe_window_secs: u64,
+    pub retention_secs: u64,
+    pub dead_retention_secs: u64,
+    pub events_maxlen: u64,
+    pub dead_maxlen: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    pub default_queue: String,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub consumer: String,
+    pub lease_ms: u64,
+    pub grace_ms: u64,
+    pub http_port: u16,
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SLUICE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("worker.queues"),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults alone (tests, libraries used without a file).
+    pub fn defaults() -> Config {
+        let config: Result<Config, config::ConfigError> = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize());
+        match config {
+            Ok(c) => c,
+            // The defaults are compiled in and covered by a test: this cannot fail at run time.
+            Err(e) => panic!("built-in config/default.toml is invalid: {e}"),
+        }
+    }
+
+    /// Checks what types alone cannot.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        let url = &self.redis.url;
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        if self.redis.command_timeout_ms == 0 {
+            return Err(invalid("redis.command_timeout_ms", "must be positive"));
+        }
+        if self.queues.max_job_bytes == 0 {
+            return Err(invalid("queues.max_job_bytes", "must be positive"));
+        }
+        if self.queues.dedupe_window_secs == 0 {
+            return Err(invalid("queues.dedupe_window_secs", "must be positive"));
+        }
+        if self.queues.retention_secs == 0 || self.queues.dead_retention_secs == 0 {
+            return Err(invalid("queues.retention_secs", "must be positive"));
+        }
+        if validate::queue_name(&self.producer.default_queue).is_err() {
+            return Err(invalid(
+                "producer.default_queue",
+                "is not 1 to 64 of [A-Za-z0-9_.-]",
+            ));
+        }
+        if self.producer.batch_size == 0 {
+            return Err(invalid("producer.batch_size", "must be positive"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be positive"));
+        }
+        if self.worker.queues.is_empty()
+            || self
+                .worker
+                .queues
+                .iter()
+                .any(|q| validate::queue_name(q).is_err())
+        {
+            return Err(invalid(
+                "worker.queues",
+                "must list queue names of [A-Za-z0-9_.-]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What a producer may enqueue.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_job_bytes: self.queues.max_job_bytes,
+            dedupe_window: Duration::from_secs(self.queues.dedupe_window_secs),
+        }
+    }
+
+    /// Retention and caps for the store.
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            events_maxlen: self.queues.events_maxlen,
+            dead_maxlen: self.queues.dead_maxlen,
+            retention: Duration::from_secs(self.queues.retention_secs),
+            dead_retention: Duration::from_secs(self.queues.dead_retention_secs),
+            max_job_bytes: self.queues.max_job_bytes,
+            command_timeout: Duration::from_millis(self.redis.command_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_load() {
+        let c = Config::defaults();
+        assert_eq!(c.queues.max_job_bytes, 1024 * 1024);
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[redis]\nurl = \"redis://x\"\npool = 3\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key must fail");
+        assert!(err.to_string().contains("pool"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[worker]\nconcurrency = \"many\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("wrong type must fail");
+        assert!(err.to_string().contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_url_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[redis]\nurl = \"http://x\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("bad url must fail");
+        assert!(err.to_string().contains("redis.url"), "{err}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The job model: what a producer asks for and what a worker runs.
+//!
+//! A producer builds a [`NewJob`]; [`NewJob::prepare`] validates it against the [`Limits`] and
+//! turns it into a [`PreparedJob`], the only thing the store will enqueue. So a job that reached
+//! Redis through Sluice's own code has always passed validation, and the spec a worker reads back
+//! is the same JSON ([`JobSpec`]) that was checked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{self, InvalidJob};
+
+/// The HTTP methods a job may use against its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// Whether requests with this method carry a JSON body.
+    pub fn has_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+}
+
+/// The HTTP request a job makes, relative to its upstream's base URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    #[serde(default)]
+    pub method: Method,
+    /// Path (and query) below the upstream's base URL, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// JSON body; required for POST, PUT and PATCH, absent for GET and DELETE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    /// Extra, non-secret headers. Auth headers come from the worker's config, never from a job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What a worker needs to run a job: stored as JSON in the job hash's `spec` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Name of an upstream in the worker's config (never a URL).
+    pub upstream: String,
+    pub request: Request,
+    /// Attempt budget; the worker's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Per-call timeout in milliseconds; the upstream's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Unix time (ms) after which the job is not worth running any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// The caller's estimate of the tokens the call will use (rate limiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
+    /// Free-form data for the caller; Sluice stores it and never reads it.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// When a job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    #[default]
+    Now,
+    /// This long after the enqueue (server clock).
+    After(Duration),
+    /// At this Unix time in milliseconds.
+    At(u64),
+}
+
+/// A job as a producer asks for it, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Client-chosen id (must be unique in the queue); a UUIDv7 is generated when absent.
+    pub id: Option<String>,
+    pub queue: String,
+    /// Inside its window, a second job with this key returns the first job's id.
+    pub dedupe_key: Option<String>,
+    /// How long the dedupe key holds; the configured default when absent.
+    pub dedupe_window: Option<Duration>,
+    pub schedule: Schedule,
+    pub spec: JobSpec,
+}
+
+impl NewJob {
+    /// A job for `queue` calling `upstream` with a POST of `body` to `path`.
+    pub fn post(
+        queue: impl Into<String>,
+        upstream: impl Into<String>,
+        path: impl Into<String>,
+        body: serde_json::Value,
+    ) -> Self {
+        NewJob {
+            id: None,
+            queue: queue.into(),
+            dedupe_key: None,
+            dedupe_window: None,
+            schedule: Schedule::Now,
+            spec: JobSpec {
+                upstream: upstream.into(),
+                request: Request {
+                    method: Method::Post,
+                    path: path.into(),
+                    body: Some(body),
+                    headers: BTreeMap::new(),
+                },
+                max_attempts: None,
+                timeout_ms: None,
+                deadline_ms: None,
+                tokens: None,
+                metadata: serde_json::Map::new(),
+            },
+        }
+    }
+
+    pub fn with_dedupe_key(mut self, key: impl Into<String>) -> Self {
+        self.dedupe_key = Some(key.into());
+        self
+    }
+
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Validates the job and encodes its spec once; the result is what the store enqueues.
+    pub fn prepare(&self, limits: &Limits) -> Result<PreparedJob, InvalidJob> {
+        validate::job(self, limits)?;
+        let spec_json = serde_json::to_string(&self.spec).map_err(|e| InvalidJob::Field {
+            field: "spec",
+            reason: e.to_string(),
+        })?;
+        if spec_json.len() > limits.max_job_bytes {
+            return Err(InvalidJob::TooLarge {
+                size: spec_json.len(),
+                limit: limits.max_job_bytes,
+            });
+        }
+        let id = match &self.id {
+            Some(id) => id.clone(),
+            None => JobId::generate().0,
+        };
+        let window = self.dedupe_window.unwrap_or(limits.dedupe_window);
+        Ok(PreparedJob {
+            id: JobId(id),
+            queue: self.queue.clone(),
+            spec_json,
+            dedupe: self
+                .dedupe_key
+                .clone()
+                .map(|key| (key, window.as_millis().max(1) as u64)),
+            schedule: self.schedule,
+        })
+    }
+}
+
+/// A validated job, ready to enqueue: its spec already encoded as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedJob {
+    pub id: JobId,
+    pub queue: String,
+    pub spec_json: String,
+    /// Dedupe key and its window in milliseconds.
+    pub dedupe: Option<(String, u64)>,
+    pub schedule: Schedule,
+}
+
+/// A job's id: unique within its queue, sortable by creation when generated (UUIDv7).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl JobId {
+    pub fn generate() -> Self {
+        JobId(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Bounds on what a producer may enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded spec accepted, in bytes.
+    pub max_job_bytes: usize,
+    /// Dedupe window used when a job gives none.
+    pub dedupe_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_job_bytes: 1024 * 1024,
+            dedupe_window: Duration::from_secs(3600),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! sluice-common: what producers, workers and the CLI share.
+//!
+//! - [`job`]: the job model (`NewJob` → `PreparedJob`, `JobSpec`), and [`validate`] its rules;
+//! - [`state`]: the job states and the status read back from Redis;
+//! - [`keys`]: the Redis key layout (nothing else spells a key);
+//! - [`store`]: the server-side function library and the one typed call per function;
+//! - [`config`]: configuration from `config/default.toml`, a file and the environment.
+
+pub mod config;
+pub mod job;
+pub mod keys;
+pub mod reply;
+pub mod state;
+pub mod store;
+pub mod validate;
+
+pub use config::Config;
+pub use job::{JobId, JobSpec, Limits, Method, NewJob, PreparedJob, Request, Schedule};
+pub use state::{JobState, JobStatus};
+pub use store::{Enqueued, Store, StoreError, StoreSettings};
+pub use validate::InvalidJob;

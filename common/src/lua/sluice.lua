@@ -1,0 +1,368 @@
+#!lua name=sluice
+--[[
+Sluice's server-side function library (wire protocol v1, docs/PROTOCOL.md).
+
+Every change of a job's state is one call of one function here, so no client ever reads and then
+writes across round trips. Each function takes exactly one key, the queue's prefix `sluice:{Q}:`,
+and derives the queue's other keys from it; they all share the `{Q}` hash tag, so one call touches
+one Redis Cluster slot. Times come from the server's clock (TIME), so a fleet with skewed clocks
+still agrees on when a delayed job is due.
+
+Errors are replied as `SLUICE_INVALID <why>` or `SLUICE_TOO_LARGE <why>`; nothing is written then.
+]]
+
+local VERSION = '__SLUICE_LIB_VERSION__'
+
+local DEFAULT_EVENTS_MAXLEN = 10000
+local DEFAULT_MAX_BYTES = 1048576
+local DEFAULT_RETENTION_MS = 86400000
+local DEFAULT_DEAD_MAXLEN = 100000
+local HISTORY_MAX = 4096
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function num(v, default)
+  local n = tonumber(v)
+  if n == nil then return default end
+  return n
+end
+
+local function event(p, maxlen, id, state, info)
+  if info and info ~= '' then
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'id', id, 'state', state, 'info', info)
+  else
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'id', id, 'state', state)
+  end
+end
+
+-- Per-state counters: live states are exact gauges, terminal states are totals.
+local function move(p, from, to)
+  if from then redis.call('HINCRBY', p .. 'counts', from, -1) end
+  if to then redis.call('HINCRBY', p .. 'counts', to, 1) end
+end
+
+local function terminal(state)
+  return state == 'completed' or state == 'dead' or state == 'cancelled'
+end
+
+-- Removes a delivered entry from the ready stream: acked for the group, deleted for memory.
+local function drop_entry(p, group, entry)
+  if entry and entry ~= '' then
+    pcall(redis.call, 'XACK', p .. 'stream', group, entry)
+    redis.call('XDEL', p .. 'stream', entry)
+  end
+end
+
+local function push_ready(p, jk, id)
+  local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+  redis.call('HSET', jk, 'entry', entry)
+  return entry
+end
+
+local function valid_id(id)
+  return type(id) == 'string' and #id > 0 and #id <= 128 and not string.find(id, '[{}%s]')
+end
+
+-- enqueue: ARGV id, spec, dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms, max_bytes, events_maxlen
+-- -> {'created'|'duplicate', id, state}
+local function enqueue(keys, args)
+  local p = keys[1]
+  local id, spec, dkey = args[1], args[2], args[3] or ''
+  local dttl, delay, run_at = num(args[4], 0), num(args[5], 0), num(args[6], 0)
+  local max_bytes, emax = num(args[7], DEFAULT_MAX_BYTES), num(args[8], DEFAULT_EVENTS_MAXLEN)
+  if not valid_id(id) then
+    return redis.error_reply('SLUICE_INVALID id: 1 to 128 characters without braces or spaces')
+  end
+  if type(spec) ~= 'string' or #spec == 0 then
+    return redis.error_reply('SLUICE_INVALID spec: empty')
+  end
+  if #spec > max_bytes then
+    return redis.error_reply('SLUICE_TOO_LARGE spec: ' .. #spec .. ' bytes, over the limit of ' .. max_bytes)
+  end
+  local ok, decoded = pcall(cjson.decode, spec)
+  if not ok or type(decoded) ~= 'table' then
+    return redis.error_reply('SLUICE_INVALID spec: not a JSON object')
+  end
+  if type(decoded.upstream) ~= 'string' or decoded.upstream == '' then
+    return redis.error_reply('SLUICE_INVALID spec.upstream: missing')
+  end
+  if type(decoded.request) ~= 'table' or type(decoded.request.path) ~= 'string' then
+    return redis.error_reply('SLUICE_INVALID spec.request.path: missing')
+  end
+
+  local jk = p .. 'job:' .. id
+  local existing = redis.call('HGET', jk, 'state')
+  if existing then
+    redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
+    return {'duplicate', id, existing}
+  end
+  if dkey ~= '' then
+    local dk = p .. 'dedupe:' .. dkey
+    local owner = redis.call('GET', dk)
+    if owner then
+      redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
+      return {'duplicate', owner, redis.call('HGET', p .. 'job:' .. owner, 'state') or 'expired'}
+    end
+    if dttl <= 0 then
+      return redis.error_reply('SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key')
+    end
+    redis.call('SET', dk, id, 'PX', dttl)
+  end
+
+  local now = now_ms()
+  local due = 0
+  if run_at > now then due = run_at end
+  if delay > 0 and now + delay > due then due = now + delay end
+  local state = 'queued'
+  if due > 0 then state = 'scheduled' end
+  redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'state', state,
+    'attempts', 0, 'created_ms', now, 'updated_ms', now)
+  if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey) end
+  if due > 0 then
+    redis.call('HSET', jk, 'run_at_ms', due)
+    redis.call('ZADD', p .. 'delayed', due, id)
+  else
+    push_ready(p, jk, id)
+  end
+  move(p, nil, state)
+  event(p, emax, id, state)
+  return {'created', id, state}
+end
+
+-- start: ARGV group, events_maxlen, then pairs (entry, id)
+-- -> per pair {entry, id, 'run', spec, attempts} | {entry, id, 'skip', state} | {entry, id, 'missing'}
+local function start(keys, args)
+  local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local now = now_ms()
+  local out = {}
+  for i = 3, #args, 2 do
+    local entry, id = args[i], args[i + 1]
+    local jk = p .. 'job:' .. id
+    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec')
+    local state, current = f[1], f[2]
+    if not state then
+      out[#out + 1] = {entry, id, 'missing'}
+    elseif (state == 'queued' or state == 'running') and current == entry then
+      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+      redis.call('HINCRBY', jk, 'total_attempts', 1)
+      redis.call('HSET', jk, 'state', 'running', 'started_ms', now, 'updated_ms', now)
+      if state == 'queued' then
+        move(p, 'queued', 'running')
+        event(p, emax, id, 'running')
+      end
+      out[#out + 1] = {entry, id, 'run', f[3], attempts}
+    else
+      -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
+      drop_entry(p, group, entry)
+      out[#out + 1] = {entry, id, 'skip', state}
+    end
+  end
+  return out
+end
+
+-- complete: ARGV group, id, entry, result, status, retention_ms, events_maxlen
+-- -> {'completed'} | {'refused', state}
+local function complete(keys, args)
+  local p, group, id, entry = keys[1], args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local state = redis.call('HGET', jk, 'state')
+  drop_entry(p, group, entry)
+  if state ~= 'running' then
+    redis.call('HINCRBY', p .. 'counts', 'refused_completions', 1)
+    return {'refused', state or 'missing'}
+  end
+  local now = now_ms()
+  redis.call('HSET', jk, 'state', 'completed', 'result', args[4] or '', 'status', args[5] or '',
+    'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', jk, 'entry')
+  redis.call('PEXPIRE', jk, num(args[6], DEFAULT_RETENTION_MS))
+  move(p, 'running', 'completed')
+  event(p, num(args[7], DEFAULT_EVENTS_MAXLEN), id, 'completed')
+  return {'completed'}
+end
+
+-- retry: ARGV group, id, entry, delay_ms, class, error, status, spends_attempt (1|0), events_maxlen
+-- -> {'retrying', due_ms} | {'refused', state}
+local function retry(keys, args)
+  local p, group, id, entry = keys[1], args[1], args[2], args[3]
+  local jk = p .. 'job:' .. id
+  local state = redis.call('HGET', jk, 'state')
+  drop_entry(p, group, entry)
+  if state ~= 'running' then
+    return {'refused', state or 'missing'}
+  end
+  local now = now_ms()
+  local due = now + num(args[4], 0)
+  if args[8] == '0' then
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HINCRBY', jk, 'waits', 1)
+  end
+  redis.call('HSET', jk, 'state', 'retrying', 'last_class', args[5] or '', 'last_error', args[6] or '',
+    'last_status', args[7] or '', 'run_at_ms', due, 'updated_ms', now)
+  redis.call('HDEL', jk, 'entry')
+  redis.call('ZADD', p .. 'delayed', due, id)
+  move(p, 'running', 'retrying')
+  event(p, num(args[9], DEFAULT_EVENTS_MAXLEN), id, 'retrying', args[5])
+  return {'retrying', due}
+end
+
+-- dead: ARGV group, id, entry, reason, error, status, retention_ms, dead_maxlen, events_maxlen, raw
+-- A job whose hash is missing (garbage in the stream) is dead-lettered from `raw` alone.
+-- -> {'dead'} | {'refused', state}
+local function dead(keys, args)
+  local p, group, id, entry = keys[1], args[1], args[2] or '', args[3]
+  local reason, err, status = args[4] or '', args[5] or '', args[6] or ''
+  local dmax, emax = num(args[8], DEFAULT_DEAD_MAXLEN), num(args[9], DEFAULT_EVENTS_MAXLEN)
+  local now = now_ms()
+  drop_entry(p, group, entry)
+  local jk = p .. 'job:' .. id
+  local f = {}
+  if id ~= '' then f = redis.call('HMGET', jk, 'state', 'attempts', 'upstream') end
+  local state = f[1]
+  if not state then
+    redis.call('XADD', p .. 'dead', 'MAXLEN', '~', dmax, '*', 'id', id, 'reason', reason,
+      'status', status, 'attempts', 0, 'error', err, 'upstream', '', 'at_ms', now, 'raw', args[10] or '')
+    redis.call('HINCRBY', p .. 'counts', 'dead', 1)
+    return {'dead'}
+  end
+  if terminal(state) then
+    return {'refused', state}
+  end
+  if state == 'scheduled' or state == 'retrying' then redis.call('ZREM', p .. 'delayed', id) end
+  redis.call('XADD', p .. 'dead', 'MAXLEN', '~', dmax, '*', 'id', id, 'reason', reason,
+    'status', status, 'attempts', f[2] or 0, 'error', err, 'upstream', f[3] or '', 'at_ms', now)
+  redis.call('HSET', jk, 'state', 'dead', 'dead_reason', reason, 'last_error', err,
+    'last_status', status, 'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', jk, 'entry')
+  redis.call('PEXPIRE', jk, num(args[7], DEFAULT_RETENTION_MS))
+  move(p, state, 'dead')
+  event(p, emax, id, 'dead', reason)
+  return {'dead'}
+end
+
+-- promote: ARGV limit, events_maxlen -> {promoted, next_due_ms or -1}
+local function promote(keys, args)
+  local p, limit, emax = keys[1], num(args[1], 1000), num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local now = now_ms()
+  local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
+  local promoted = 0
+  for _, id in ipairs(due) do
+    redis.call('ZREM', p .. 'delayed', id)
+    local jk = p .. 'job:' .. id
+    local state = redis.call('HGET', jk, 'state')
+    if state == 'scheduled' or state == 'retrying' then
+      push_ready(p, jk, id)
+      redis.call('HSET', jk, 'state', 'queued', 'updated_ms', now)
+      redis.call('HDEL', jk, 'run_at_ms')
+      move(p, state, 'queued')
+      event(p, emax, id, 'queued')
+      promoted = promoted + 1
+    end
+  end
+  local nxt = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
+  if nxt[2] then return {promoted, tonumber(nxt[2])} end
+  return {promoted, -1}
+end
+
+-- cancel: ARGV group, id, retention_ms, events_maxlen
+-- -> {'cancelled', previous} | {'refused', state} | {'missing', ''}
+local function cancel(keys, args)
+  local p, group, id = keys[1], args[1], args[2]
+  local jk = p .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'state', 'entry')
+  local state = f[1]
+  if not state then return {'missing', ''} end
+  if state == 'queued' then
+    drop_entry(p, group, f[2])
+  elseif state == 'scheduled' or state == 'retrying' then
+    redis.call('ZREM', p .. 'delayed', id)
+  else
+    return {'refused', state}
+  end
+  local now = now_ms()
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', jk, 'entry', 'run_at_ms')
+  redis.call('PEXPIRE', jk, num(args[3], DEFAULT_RETENTION_MS))
+  move(p, state, 'cancelled')
+  event(p, num(args[4], DEFAULT_EVENTS_MAXLEN), id, 'cancelled')
+  return {'cancelled', state}
+end
+
+-- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, expired, skipped}
+-- Attempts restart at 0; what happened before is kept in `history` and `total_attempts`.
+local function redrive(keys, args)
+  local p, emax = keys[1], num(args[1], DEFAULT_EVENTS_MAXLEN)
+  local now = now_ms()
+  local redriven, expired, skipped = 0, 0, 0
+  for i = 2, #args do
+    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
+    if #rows == 0 then
+      skipped = skipped + 1
+    else
+      local fields = {}
+      local kv = rows[1][2]
+      for j = 1, #kv, 2 do fields[kv[j]] = kv[j + 1] end
+      local id = fields['id'] or ''
+      local jk = p .. 'job:' .. id
+      local state = nil
+      if id ~= '' then state = redis.call('HGET', jk, 'state') end
+      if state == 'dead' then
+        local line = now .. ' redriven after ' .. (fields['attempts'] or '?') .. ' attempts, dead ('
+          .. (fields['reason'] or '') .. '): ' .. (fields['error'] or '') .. '\n'
+        local history = (redis.call('HGET', jk, 'history') or '') .. line
+        if #history > HISTORY_MAX then history = string.sub(history, #history - HISTORY_MAX + 1) end
+        redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'history', history, 'updated_ms', now)
+        redis.call('HINCRBY', jk, 'redrives', 1)
+        redis.call('HDEL', jk, 'finished_ms', 'dead_reason')
+        redis.call('PERSIST', jk)
+        push_ready(p, jk, id)
+        move(p, nil, 'queued')
+        redis.call('HINCRBY', p .. 'counts', 'redriven', 1)
+        event(p, emax, id, 'queued', 'redrive')
+        redriven = redriven + 1
+      elseif state == nil then
+        expired = expired + 1
+      else
+        skipped = skipped + 1
+      end
+      redis.call('XDEL', p .. 'dead', args[i])
+    end
+  end
+  return {redriven, expired, skipped}
+end
+
+-- purge: ARGV dead-stream entry ids -> removed
+-- Removes the entries and the hashes of the jobs that are still dead.
+local function purge(keys, args)
+  local p = keys[1]
+  local removed = 0
+  for i = 1, #args do
+    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
+    if #rows > 0 then
+      local kv = rows[1][2]
+      for j = 1, #kv, 2 do
+        if kv[j] == 'id' and kv[j + 1] ~= '' then
+          local jk = p .. 'job:' .. kv[j + 1]
+          if redis.call('HGET', jk, 'state') == 'dead' then redis.call('DEL', jk) end
+        end
+      end
+      removed = removed + redis.call('XDEL', p .. 'dead', args[i])
+    end
+  end
+  return removed
+end
+
+redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
+  flags = {'no-writes'}}
+redis.register_function('sluice_enqueue', enqueue)
+redis.register_function('sluice_start', start)
+redis.register_function('sluice_complete', complete)
+redis.register_function('sluice_retry', retry)
+redis.register_function('sluice_dead', dead)
+redis.register_function('sluice_promote', promote)
+redis.register_function('sluice_cancel', cancel)
+redis.register_function('sluice_redrive', redrive)
+redis.register_function('sluice_purge', purge)

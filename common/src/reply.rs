@@ -1,0 +1,86 @@
+//! Small readers for raw Redis replies (`redis::Value`), in RESP2 or RESP3 shape.
+//!
+//! The function library answers with nested arrays; these turn them into Rust values without
+//! panicking on a reply of the wrong shape (the caller turns `None` into a protocol error).
+
+use std::collections::HashMap;
+
+use redis::Value;
+
+/// A string-like reply as text (integers are formatted).
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".to_string()),
+        _ => None,
+    }
+}
+
+/// An integer reply, or a string holding one.
+pub fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        _ => text(v)?.parse().ok(),
+    }
+}
+
+/// An array (or set) reply.
+pub fn array(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// Field/value pairs, flat (RESP2) or as a map (RESP3), with raw values.
+pub fn map_values(v: &Value) -> Option<HashMap<String, Value>> {
+    match v {
+        Value::Map(pairs) => Some(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?, v.clone())))
+                .collect(),
+        ),
+        _ => {
+            let items = array(v)?;
+            Some(
+                items
+                    .chunks_exact(2)
+                    .filter_map(|kv| Some((text(&kv[0])?, kv[1].clone())))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Field/value pairs with text values (a hash, or a stream entry's fields).
+pub fn map(v: &Value) -> Option<HashMap<String, String>> {
+    Some(
+        map_values(v)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, text(&v)?)))
+            .collect(),
+    )
+}
+
+/// Stream entries (XRANGE, or one stream of XREAD): `[[id, [field, value, …]], …]`.
+pub fn stream_entries(v: &Value) -> Option<Vec<(String, HashMap<String, String>)>> {
+    if matches!(v, Value::Nil) {
+        return Some(Vec::new());
+    }
+    array(v)?
+        .iter()
+        .map(|e| {
+            let e = array(e)?;
+            let id = text(e.first()?)?;
+            let fields = match e.get(1) {
+                Some(Value::Nil) | None => HashMap::new(),
+                Some(f) => map(f)?,
+            };
+            Some((id, fields))
+        })
+        .collect()
+}

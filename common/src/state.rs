@@ -1,0 +1,147 @@
+//! A job's states and the status record read back from its hash.
+//!
+//! `queued → running → completed`, or `running → retrying → queued → …`, or `→ dead`, or
+//! `cancelled`; `scheduled` for a job enqueued with a delay. The strings are the wire format
+//! (docs/PROTOCOL.md), stored in the job hash's `state` field and in events.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Scheduled,
+    Running,
+    Retrying,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Completed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A terminal job never changes state again (until a re-drive of a dead one).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state string that is not one of Sluice's states.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// Everything the job hash says about one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub queue: String,
+    pub state: JobState,
+    pub upstream: String,
+    /// Attempts in the current life (reset by a re-drive).
+    pub attempts: u32,
+    /// Attempts over all lives.
+    pub total_attempts: u32,
+    pub created_ms: Option<u64>,
+    pub updated_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// When a scheduled or retrying job is due.
+    pub run_at_ms: Option<u64>,
+    pub dedupe_key: Option<String>,
+    pub last_class: Option<String>,
+    pub last_error: Option<String>,
+    pub last_status: Option<String>,
+    pub dead_reason: Option<String>,
+    /// HTTP status of the successful call.
+    pub status: Option<String>,
+    /// The stored result (JSON text) of a completed job.
+    pub result: Option<String>,
+    pub redrives: u32,
+    /// One line per earlier life (re-drives).
+    pub history: Option<String>,
+    /// The job spec as stored (JSON text).
+    pub spec: String,
+}
+
+impl JobStatus {
+    /// Builds the status from a job hash's fields (HGETALL).
+    pub fn from_fields(
+        queue: &str,
+        mut f: HashMap<String, String>,
+    ) -> Result<JobStatus, UnknownState> {
+        let state = f.get("state").map(String::as_str).unwrap_or("").parse()?;
+        fn num<T: FromStr>(f: &HashMap<String, String>, k: &str) -> Option<T> {
+            f.get(k).and_then(|v| v.parse().ok())
+        }
+        Ok(JobStatus {
+            id: f.remove("id").unwrap_or_default(),
+            queue: queue.to_string(),
+            state,
+            upstream: f.remove("upstream").unwrap_or_default(),
+            attempts: num(&f, "attempts").unwrap_or(0),
+            total_attempts: num(&f, "total_attempts").unwrap_or(0),
+            created_ms: num(&f, "created_ms"),
+            updated_ms: num(&f, "updated_ms"),
+            started_ms: num(&f, "started_ms"),
+            finished_ms: num(&f, "finished_ms"),
+            run_at_ms: num(&f, "run_at_ms"),
+            redrives: num(&f, "redrives").unwrap_or(0),
+            dedupe_key: f.remove("dedupe"),
+            last_class: f.remove("last_class"),
+            last_error: f.remove("last_error"),
+            last_status: f.remove("last_status"),
+            dead_reason: f.remove("dead_reason"),
+            status: f.remove("status"),
+            result: f.remove("result"),
+            history: f.remove("history"),
+            spec: f.remove("spec").unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,776 @@
+//! The one module that talks to Redis: the function library and a typed call for each of its
+//! functions, plus the few plain reads (status, stats, dead-letter listing).
+//!
+//! A [`Store`] holds a multiplexed, self-reconnecting connection: many tasks share it and their
+//! commands are pipelined on one socket. Blocking reads (`XREAD BLOCK`, `XREADGROUP BLOCK`) must
+//! not run on it, because they would stall every other command; callers give those their own
+//! connection from [`Store::blocking_pool`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::job::{PreparedJob, Schedule};
+use crate::keys::{self, QueueKeys};
+use crate::reply::{self, array, int, text};
+use crate::state::{JobState, JobStatus};
+
+/// The function library's source; `__SLUICE_LIB_VERSION__` is replaced by a hash of it.
+const LIBRARY: &str = include_str!("lua/sluice.lua");
+
+/// Errors from the store. Server-side refusals keep the function's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis unreachable at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The function library refused the job (`SLUICE_INVALID`).
+    #[error("refused by Redis: {0}")]
+    Invalid(String),
+    /// The job was over the size limit (`SLUICE_TOO_LARGE`).
+    #[error("refused by Redis: {0}")]
+    TooLarge(String),
+    /// A reply that does not have the shape the protocol promises.
+    #[error("unexpected reply from Redis for {0}")]
+    Protocol(&'static str),
+    #[error("connection pool: {0}")]
+    Pool(String),
+}
+
+impl StoreError {
+    fn from_redis(e: redis::RedisError) -> Self {
+        match e.code() {
+            Some("SLUICE_INVALID") => StoreError::Invalid(e.detail().unwrap_or("").to_string()),
+            Some("SLUICE_TOO_LARGE") => StoreError::TooLarge(e.detail().unwrap_or("").to_string()),
+            _ => StoreError::Redis(e),
+        }
+    }
+}
+
+/// Retention and caps applied by the functions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Approximate cap of each queue's events stream.
+    pub events_maxlen: u64,
+    /// Approximate cap of each queue's dead-letter stream.
+    pub dead_maxlen: u64,
+    /// How long a completed or cancelled job's hash is kept.
+    pub retention: Duration,
+    /// How long a dead job's hash is kept (it can be re-driven until then).
+    pub dead_retention: Duration,
+    /// Largest spec the library accepts (the producer checks first).
+    pub max_job_bytes: usize,
+    /// Most time a non-blocking command may take before it counts as failed.
+    pub command_timeout: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            events_maxlen: 10_000,
+            dead_maxlen: 100_000,
+            retention: Duration::from_secs(24 * 3600),
+            dead_retention: Duration::from_secs(14 * 24 * 3600),
+            max_job_bytes: 1024 * 1024,
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The id of the job that now owns this work: the new job, or the earlier one on a duplicate.
+    pub id: String,
+    /// False when the dedupe key (or the id) already belonged to a job.
+    pub created: bool,
+    /// The owning job's state; `None` when its hash has expired but its dedupe key has not.
+    pub state: Option<JobState>,
+}
+
+/// What cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled from this state.
+    Cancelled(JobState),
+    /// Not cancellable in this state (running or terminal).
+    Refused(JobState),
+    NotFound,
+}
+
+/// What the start function says of one delivered entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// Run it: the spec as stored and the attempt number in this life.
+    Run {
+        entry: String,
+        id: String,
+        spec: String,
+        attempt: u32,
+    },
+    /// Terminal, cancelled or stale: acked and removed already.
+    Skip { entry: String, id: String },
+    /// No such job: left pending for the caller to dead-letter as malformed.
+    Missing { entry: String, id: String },
+}
+
+/// What complete, retry or dead-letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    /// The job was not running (already terminal, or never started): nothing was changed.
+    Refused(String),
+}
+
+/// One entry of the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadEntry {
+    /// Entry id in the dead stream (what re-drive and purge take).
+    pub entry: String,
+    pub id: String,
+    pub reason: String,
+    pub status: String,
+    pub attempts: u32,
+    pub error: String,
+    pub upstream: String,
+    pub at_ms: u64,
+    /// Raw fields of a malformed stream entry that had no job.
+    pub raw: String,
+}
+
+/// Re-drive counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Redriven {
+    pub redriven: u64,
+    /// Their job hash had expired: the entry was removed, nothing re-queued.
+    pub expired: u64,
+    /// Not dead any more, or no such entry.
+    pub skipped: u64,
+}
+
+/// A queue's numbers for `sluice stats`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Entries in the ready stream (delivered or not).
+    pub stream_len: u64,
+    /// Entries not yet delivered to any worker (consumer-group lag).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    pub consumers: u64,
+    pub delayed: u64,
+    pub dead_len: u64,
+    pub paused: bool,
+    /// Gauges for live states, totals for terminal ones, plus `deduplicated` and friends.
+    pub counts: BTreeMap<String, i64>,
+}
+
+/// Handle on Redis for one Sluice process. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    client: redis::Client,
+    url: String,
+    settings: StoreSettings,
+    /// Queues already registered in `sluice:queues` by this process.
+    known_queues: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Store {
+    /// Connects, and loads the function library if Redis lacks this version of it.
+    pub async fn connect(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
+        let shown = redact_url(url);
+        let unreachable = |source| StoreError::Unreachable {
+            url: shown.clone(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(unreachable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.command_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unreachable)?;
+        let store = Store {
+            conn,
+            client,
+            url: shown.clone(),
+            settings,
+            known_queues: Arc::default(),
+        };
+        store.load_library().await.map_err(|e| match e {
+            StoreError::Redis(source) if source.is_io_error() || source.is_timeout() => {
+                StoreError::Unreachable { url: shown, source }
+            }
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// The URL, with any password hidden, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// The shared connection, for callers that pipeline their own reads.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A pool of dedicated connections without a response timeout, for blocking reads.
+    pub fn blocking_pool(&self, size: usize) -> Result<deadpool_redis::Pool, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        let manager = deadpool_redis::Manager::new_with_config(
+            self.client.get_connection_info().clone(),
+            config,
+        )?;
+        deadpool_redis::Pool::builder(manager)
+            .max_size(size)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))
+    }
+
+    /// The library version this build carries.
+    pub fn library_version() -> String {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in LIBRARY.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("1.{h:016x}")
+    }
+
+    /// The library source as it is loaded (for foreign clients and tests).
+    pub fn library_source() -> String {
+        LIBRARY.replace("__SLUICE_LIB_VERSION__", &Self::library_version())
+    }
+
+    async fn load_library(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let want = Self::library_version();
+        let have: Result<String, _> = redis::cmd("FCALL_RO")
+            .arg("sluice_version")
+            .arg(0)
+            .query_async(&mut conn)
+            .await;
+        match have {
+            Ok(v) if v == want => Ok(()),
+            Err(e) if e.is_io_error() || e.is_timeout() => Err(StoreError::Redis(e)),
+            _ => {
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(Self::library_source())
+                    .query_async::<String>(&mut conn)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    fn fcall(name: &str, keys: &QueueKeys) -> redis::Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(name).arg(1).arg(keys.prefix());
+        cmd
+    }
+
+    fn enqueue_cmd(&self, job: &PreparedJob) -> redis::Cmd {
+        let keys = QueueKeys::new(&job.queue);
+        let (dkey, dttl) = match &job.dedupe {
+            Some((k, ttl)) => (k.as_str(), *ttl),
+            None => ("", 0),
+        };
+        let (delay_ms, run_at_ms) = match job.schedule {
+            Schedule::Now => (0, 0),
+            Schedule::After(d) => (d.as_millis() as u64, 0),
+            Schedule::At(ms) => (0, ms),
+        };
+        let mut cmd = Self::fcall("sluice_enqueue", &keys);
+        cmd.arg(job.id.as_str())
+            .arg(&job.spec_json)
+            .arg(dkey)
+            .arg(dttl)
+            .arg(delay_ms)
+            .arg(run_at_ms)
+            .arg(self.settings.max_job_bytes)
+            .arg(self.settings.events_maxlen);
+        cmd
+    }
+
+    /// Queues of `jobs` not yet registered in `sluice:queues` by this process.
+    fn unregistered<'a>(&self, queues: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut known = self
+            .known_queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues
+            .filter(|q| known.insert(q.to_string()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Enqueues one job (one round trip, plus a one-time registration of its queue).
+    pub async fn enqueue(&self, job: &PreparedJob) -> Result<Enqueued, StoreError> {
+        let mut results = self.enqueue_batch(std::slice::from_ref(job)).await?;
+        results.pop().ok_or(StoreError::Protocol("sluice_enqueue"))?
+    }
+
+    /// Enqueues many jobs in one pipeline. The outer error is a failure of the whole round trip;
+    /// each job has its own result (a refusal of one does not affect the others).
+    pub async fn enqueue_batch(
+        &self,
+        jobs: &[PreparedJob],
+    ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
+        for q in &new_queues {
+            pipe.cmd("SADD").arg(keys::QUEUES).arg(q).ignore();
+        }
+        for job in jobs {
+            pipe.add_command(self.enqueue_cmd(job));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Let a later call register these queues again.
+                let mut known = self
+                    .known_queues
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for q in &new_queues {
+                    known.remove(q);
+                }
+                return Err(StoreError::Redis(e));
+            }
+        };
+        if replies.len() != jobs.len() {
+            return Err(StoreError::Protocol("sluice_enqueue"));
+        }
+        Ok(replies.into_iter().map(parse_enqueued).collect())
+    }
+
+    /// The job's status, or `None` if no such job (never enqueued, or expired).
+    pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys.job(id))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        JobStatus::from_fields(queue, fields)
+            .map(Some)
+            .map_err(|_| StoreError::Protocol("job hash state"))
+    }
+
+    /// Cancels a job that has not started (queued, scheduled or retrying).
+    pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
+            .arg(keys::GROUP)
+            .arg(id)
+            .arg(self.settings.retention.as_millis() as u64)
+            .arg(self.settings.events_maxlen)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        let state = |s: &str| s.parse().map_err(|_| StoreError::Protocol("sluice_cancel"));
+        match reply.as_slice() {
+            [o, prev] if o == "cancelled" => Ok(CancelOutcome::Cancelled(state(prev)?)),
+            [o, st] if o == "refused" => Ok(CancelOutcome::Refused(state(st)?)),
+            [o, _] if o == "missing" => Ok(CancelOutcome::NotFound),
+            _ => Err(StoreError::Protocol("sluice_cancel")),
+        }
+    }
+
+    /// Marks delivered entries running (one call for the whole batch).
+    pub async fn start(
+        &self,
+        queue: &str,
+        entries: &[(String, String)],
+    ) -> Result<Vec<Started>, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut cmd = Self::fcall("sluice_start", &keys);
+        cmd.arg(keys::GROUP).arg(self.settings.events_maxlen);
+        for (entry, id) in entries {
+            cmd.arg(entry).arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        let bad = || StoreError::Protocol("sluice_start");
+        array(&reply)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|item| {
+                let f = array(item).ok_or_else(bad)?;
+                let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
+                let (entry, id) = (s(0)?, s(1)?);
+                Ok(match s(2)?.as_str() {
+                    "run" => Started::Run {
+                        entry,
+                        id,
+                        spec: s(3)?,
+                        attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
+                    },
+                    "skip" => Started::Skip { entry, id },
+                    "missing" => Started::Missing { entry, id },
+                    _ => return Err(bad()),
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a result and completes a running job; refused if it is not running.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        result: &str,
+        http_status: u16,
+    ) -> Result<Transition, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = Self::fcall("sluice_complete", &keys)
+            .arg(keys::GROUP)
+            .arg(id)
+            .arg(entry)
+            .arg(result)
+            .arg(http_status)
+            .arg(self.settings.retention.as_millis() as u64)
+            .arg(self.settings.events_maxlen)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        transition(reply, "sluice_complete")
+    }
+
+    /// Puts a running job to sleep in the delayed ZSET for `delay`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retry(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        delay: Duration,
+        class: &str,
+        error: &str,
+        http_status: Option<u16>,
+        spends_attempt: bool,
+    ) -> Result<Transition, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = Self::fcall("sluice_retry", &keys)
+            .arg(keys::GROUP)
+            .arg(id)
+            .arg(entry)
+            .arg(delay.as_millis() as u64)
+            .arg(class)
+            .arg(error)
+            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(if spends_attempt { "1" } else { "0" })
+            .arg(self.settings.events_maxlen)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        transition(reply, "sluice_retry")
+    }
+
+    /// Dead-letters a job (or, with an empty or unknown id, a raw stream entry).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        reason: &str,
+        error: &str,
+        http_status: Option<u16>,
+        raw: &str,
+    ) -> Result<Transition, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = Self::fcall("sluice_dead", &keys)
+            .arg(keys::GROUP)
+            .arg(id)
+            .arg(entry)
+            .arg(reason)
+            .arg(error)
+            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(self.settings.dead_retention.as_millis() as u64)
+            .arg(self.settings.dead_maxlen)
+            .arg(self.settings.events_maxlen)
+            .arg(raw)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        transition(reply, "sluice_dead")
+    }
+
+    /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
+    pub async fn promote(
+        &self,
+        queue: &str,
+        limit: u32,
+    ) -> Result<(u64, Option<u64>), StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let (n, next): (i64, i64) = Self::fcall("sluice_promote", &keys)
+            .arg(limit)
+            .arg(self.settings.events_maxlen)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        Ok((n.max(0) as u64, (next >= 0).then_some(next as u64)))
+    }
+
+    /// Reads up to `count` dead-letter entries after `after` (exclusive; `None` from the start).
+    pub async fn dead_list(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<DeadEntry>, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let start = match after {
+            Some(id) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(keys.dead())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        reply::stream_entries(&reply)
+            .ok_or(StoreError::Protocol("XRANGE dead"))
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|(entry, f)| {
+                        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                        DeadEntry {
+                            id: get("id"),
+                            reason: get("reason"),
+                            status: get("status"),
+                            attempts: get("attempts").parse().unwrap_or(0),
+                            error: get("error"),
+                            upstream: get("upstream"),
+                            at_ms: get("at_ms").parse().unwrap_or(0),
+                            raw: get("raw"),
+                            entry,
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    /// Re-drives dead-letter entries: their jobs are queued again with attempts reset.
+    pub async fn redrive(&self, queue: &str, entries: &[String]) -> Result<Redriven, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let (redriven, expired, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
+            .arg(self.settings.events_maxlen)
+            .arg(entries)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        Ok(Redriven {
+            redriven,
+            expired,
+            skipped,
+        })
+    }
+
+    /// Deletes dead-letter entries and their dead jobs; returns how many entries went.
+    pub async fn purge(&self, queue: &str, entries: &[String]) -> Result<u64, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        Self::fcall("sluice_purge", &keys)
+            .arg(entries)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+    }
+
+    /// Pauses (workers stop fetching from the queue) or resumes it.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut conn = self.conn.clone();
+        let cmd = if paused {
+            let mut c = redis::cmd("SET");
+            c.arg(keys.paused()).arg("1");
+            c
+        } else {
+            let mut c = redis::cmd("DEL");
+            c.arg(keys.paused());
+            c
+        };
+        cmd.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every queue that a Sluice producer has enqueued to.
+    pub async fn queues(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut q: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::QUEUES)
+            .query_async(&mut conn)
+            .await?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// A queue's numbers, read in one pipeline.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let keys = QueueKeys::new(queue);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("XLEN")
+            .arg(keys.stream())
+            .cmd("ZCARD")
+            .arg(keys.delayed())
+            .cmd("XLEN")
+            .arg(keys.dead())
+            .cmd("EXISTS")
+            .arg(keys.paused())
+            .cmd("HGETALL")
+            .arg(keys.counts())
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(keys.stream());
+        let mut conn = self.conn.clone();
+        let r: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let n = |i: usize| r.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+        let mut stats = QueueStats {
+            queue: queue.to_string(),
+            stream_len: n(0),
+            delayed: n(1),
+            dead_len: n(2),
+            paused: n(3) == 1,
+            ..QueueStats::default()
+        };
+        if let Some(map) = r.get(4).and_then(reply::map) {
+            stats.counts = map
+                .into_iter()
+                .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+                .collect();
+        }
+        if let Some(groups) = r.get(5).and_then(array) {
+            for g in groups {
+                let g = reply::map_values(g).unwrap_or_default();
+                if g.get("name").and_then(text).as_deref() == Some(keys::GROUP) {
+                    stats.pending = g.get("pending").and_then(int).unwrap_or(0).max(0) as u64;
+                    stats.consumers = g.get("consumers").and_then(int).unwrap_or(0).max(0) as u64;
+                    stats.lag = g.get("lag").and_then(int).map(|l| l.max(0) as u64);
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
+    if let Value::ServerError(e) = v {
+        return Err(StoreError::from_redis(e.into()));
+    }
+    let bad = || StoreError::Protocol("sluice_enqueue");
+    let f = array(&v).ok_or_else(bad)?;
+    let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
+    let created = match s(0)?.as_str() {
+        "created" => true,
+        "duplicate" => false,
+        _ => return Err(bad()),
+    };
+    Ok(Enqueued {
+        id: s(1)?,
+        created,
+        state: s(2)?.parse().ok(),
+    })
+}
+
+fn transition(reply: Vec<String>, name: &'static str) -> Result<Transition, StoreError> {
+    match reply.first().map(String::as_str) {
+        Some("completed" | "retrying" | "dead") => Ok(Transition::Done),
+        Some("refused") => Ok(Transition::Refused(
+            reply.get(1).cloned().unwrap_or_default(),
+        )),
+        _ => Err(StoreError::Protocol(name)),
+    }
+}
+
+/// Hides the password of a Redis URL (`redis://user:secret@host` → `redis://user:***@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact_url("redis://worker:s3cret@10.0.0.1:6379/0"),
+            "redis://worker:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://:pw@host"),
+            "rediss://:***@host".to_string()
+        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn library_version_is_stamped_into_the_source() {
+        let src = Store::library_source();
+        assert!(src.contains(&Store::library_version()));
+        assert!(!src.contains("__SLUICE_LIB_VERSION__"));
+    }
+}
