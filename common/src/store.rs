@@ -106,6 +106,16 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// How a wait ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waited {
+    /// The job reached a terminal state.
+    Done(JobStatus),
+    TimedOut,
+    /// No such job (never enqueued, or its hash expired).
+    NotFound,
+}
+
 /// What the start function says of one delivered entry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Started {
@@ -330,7 +340,9 @@ impl Store {
     /// Enqueues one job (one round trip, plus a one-time registration of its queue).
     pub async fn enqueue(&self, job: &PreparedJob) -> Result<Enqueued, StoreError> {
         let mut results = self.enqueue_batch(std::slice::from_ref(job)).await?;
-        results.pop().ok_or(StoreError::Protocol("sluice_enqueue"))?
+        results
+            .pop()
+            .ok_or(StoreError::Protocol("sluice_enqueue"))?
     }
 
     /// Enqueues many jobs in one pipeline. The outer error is a failure of the whole round trip;
@@ -371,7 +383,7 @@ impl Store {
 
     /// The job's status, or `None` if no such job (never enqueued, or expired).
     pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(keys.job(id))
@@ -385,9 +397,96 @@ impl Store {
             .map_err(|_| StoreError::Protocol("job hash state"))
     }
 
+    /// Waits until the job is terminal and returns its status.
+    ///
+    /// Blocks on the queue's events stream (XREAD BLOCK) over `blocking`, a dedicated connection,
+    /// rather than polling. The state and the stream's last id are read in one MULTI, so no event
+    /// can fall between them. If the capped stream might have been trimmed past an event, the
+    /// job's state is read once more directly.
+    pub async fn wait_terminal<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        blocking: &mut C,
+        queue: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Waited, StoreError> {
+        const READ_COUNT: usize = 1000;
+        let keys = keys_for(queue)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut conn = self.conn.clone();
+        let (state, last): (Option<String>, Value) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(keys.job(id))
+            .arg("state")
+            .cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let terminal = |s: Option<&str>| {
+            s.and_then(|s| s.parse::<JobState>().ok())
+                .is_some_and(JobState::is_terminal)
+        };
+        if state.is_none() || terminal(state.as_deref()) {
+            return Ok(match self.status(queue, id).await? {
+                Some(status) => Waited::Done(status),
+                None => Waited::NotFound,
+            });
+        }
+        let mut last = reply::stream_entries(&last)
+            .and_then(|e| e.into_iter().next())
+            .map(|(entry, _)| entry)
+            .unwrap_or_else(|| "0-0".to_string());
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Waited::TimedOut);
+            }
+            let block_ms = (deadline - now).as_millis().clamp(1, 5000) as u64;
+            let reply: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(keys.events())
+                .arg(&last)
+                .query_async(blocking)
+                .await?;
+            // XREAD answers [[stream, entries]] or nil on timeout.
+            let entries = array(&reply)
+                .and_then(|streams| streams.first())
+                .and_then(array)
+                .and_then(|s| s.get(1))
+                .and_then(reply::stream_entries)
+                .unwrap_or_default();
+            let full = entries.len() >= READ_COUNT;
+            let mut seen = false;
+            for (entry, fields) in entries {
+                last = entry;
+                if fields.get("id").map(String::as_str) == Some(id)
+                    && terminal(fields.get("state").map(String::as_str))
+                {
+                    seen = true;
+                }
+            }
+            if seen || full {
+                match self.status(queue, id).await? {
+                    Some(status) if status.state.is_terminal() => return Ok(Waited::Done(status)),
+                    Some(_) => {}
+                    None => return Ok(Waited::NotFound),
+                }
+            }
+        }
+    }
+
     /// Cancels a job that has not started (queued, scheduled or retrying).
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
             .arg(keys::GROUP)
@@ -412,7 +511,7 @@ impl Store {
         queue: &str,
         entries: &[(String, String)],
     ) -> Result<Vec<Started>, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_start", &keys);
         cmd.arg(keys::GROUP).arg(self.settings.events_maxlen);
         for (entry, id) in entries {
@@ -455,7 +554,7 @@ impl Store {
         result: &str,
         http_status: u16,
     ) -> Result<Transition, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_complete", &keys)
             .arg(keys::GROUP)
@@ -484,7 +583,7 @@ impl Store {
         http_status: Option<u16>,
         spends_attempt: bool,
     ) -> Result<Transition, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_retry", &keys)
             .arg(keys::GROUP)
@@ -514,7 +613,7 @@ impl Store {
         http_status: Option<u16>,
         raw: &str,
     ) -> Result<Transition, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_dead", &keys)
             .arg(keys::GROUP)
@@ -534,12 +633,8 @@ impl Store {
     }
 
     /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
-    pub async fn promote(
-        &self,
-        queue: &str,
-        limit: u32,
-    ) -> Result<(u64, Option<u64>), StoreError> {
-        let keys = QueueKeys::new(queue);
+    pub async fn promote(&self, queue: &str, limit: u32) -> Result<(u64, Option<u64>), StoreError> {
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let (n, next): (i64, i64) = Self::fcall("sluice_promote", &keys)
             .arg(limit)
@@ -557,7 +652,7 @@ impl Store {
         after: Option<&str>,
         count: usize,
     ) -> Result<Vec<DeadEntry>, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let start = match after {
             Some(id) => format!("({id}"),
             None => "-".to_string(),
@@ -596,7 +691,7 @@ impl Store {
 
     /// Re-drives dead-letter entries: their jobs are queued again with attempts reset.
     pub async fn redrive(&self, queue: &str, entries: &[String]) -> Result<Redriven, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let (redriven, expired, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
             .arg(self.settings.events_maxlen)
@@ -613,7 +708,7 @@ impl Store {
 
     /// Deletes dead-letter entries and their dead jobs; returns how many entries went.
     pub async fn purge(&self, queue: &str, entries: &[String]) -> Result<u64, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         Self::fcall("sluice_purge", &keys)
             .arg(entries)
@@ -624,7 +719,7 @@ impl Store {
 
     /// Pauses (workers stop fetching from the queue) or resumes it.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let cmd = if paused {
             let mut c = redis::cmd("SET");
@@ -652,7 +747,7 @@ impl Store {
 
     /// A queue's numbers, read in one pipeline.
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
-        let keys = QueueKeys::new(queue);
+        let keys = keys_for(queue)?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
             .cmd("XLEN")
@@ -697,6 +792,12 @@ impl Store {
         }
         Ok(stats)
     }
+}
+
+/// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
+fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
+    crate::validate::queue_name(queue).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(QueueKeys::new(queue))
 }
 
 fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
@@ -764,7 +865,10 @@ mod tests {
             redact_url("rediss://:pw@host"),
             "rediss://:***@host".to_string()
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ pub fn job_id(id: &str) -> Result<(), InvalidJob> {
     if ok {
         Ok(())
     } else {
-        Err(bad("id", format!("{id:?} is not 1 to 128 of [A-Za-z0-9_.:-]")))
+        Err(bad(
+            "id",
+            format!("{id:?} is not 1 to 128 of [A-Za-z0-9_.:-]"),
+        ))
     }
 }
 

@@ -1,0 +1,171 @@
+//! sluice-producer: enqueue model-API calls as durable jobs, and read their states back.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_producer::ProducerError> {
+//! use sluice_producer::{NewJob, Producer};
+//! let producer = Producer::connect("redis://127.0.0.1:6379").await?;
+//! let job = NewJob::post("reports", "openai", "/v1/chat/completions",
+//!     serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+//!     .with_dedupe_key("upload-4711");
+//! let enqueued = producer.enqueue(job).await?;        // same dedupe key again → same id
+//! let status = producer.wait("reports", &enqueued.id, std::time::Duration::from_secs(60)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Everything goes through `sluice_common::Store`, so a state change is one server-side call.
+
+pub mod input;
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+
+pub use sluice_common::store::{CancelOutcome, Enqueued, Waited};
+pub use sluice_common::{Config, InvalidJob, JobState, JobStatus, NewJob, Schedule, Store};
+use sluice_common::{Limits, StoreError};
+
+/// Why a producer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("invalid job: {0}")]
+    Invalid(#[from] InvalidJob),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no job {id} in queue {queue}")]
+    NotFound { queue: String, id: String },
+    #[error("job {id} not finished after {timeout:?}")]
+    Timeout { id: String, timeout: Duration },
+}
+
+/// Enqueues jobs and reads them back. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Producer {
+    store: Store,
+    limits: Limits,
+    batch_size: usize,
+    /// Batches of one `enqueue_batch` call in flight at once.
+    batches_in_flight: usize,
+    /// Dedicated connections for `wait`, which blocks.
+    blocking: deadpool_redis::Pool,
+}
+
+impl Producer {
+    /// Connects with the built-in defaults (`config/default.toml`) and this URL.
+    pub async fn connect(url: &str) -> Result<Producer, ProducerError> {
+        let mut config = Config::defaults();
+        config.redis.url = url.to_string();
+        Self::from_config(&config).await
+    }
+
+    /// Connects as the configuration says.
+    pub async fn from_config(config: &Config) -> Result<Producer, ProducerError> {
+        let store = Store::connect(&config.redis.url, config.store_settings()).await?;
+        let blocking = store.blocking_pool(16)?;
+        Ok(Producer {
+            store,
+            limits: config.limits(),
+            batch_size: config.producer.batch_size,
+            batches_in_flight: 4,
+            blocking,
+        })
+    }
+
+    /// The store underneath, for operations beyond enqueue and status (the CLI's).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Enqueues one job. A duplicate (same dedupe key in its window, or same id) returns the
+    /// existing job's id and state with `created == false`.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, ProducerError> {
+        let prepared = job.prepare(&self.limits)?;
+        Ok(self.store.enqueue(&prepared).await?)
+    }
+
+    /// Enqueues many jobs, pipelined `batch_size` to a round trip. Results are in input order;
+    /// an invalid job is refused alone, without touching Redis or the other jobs.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Vec<Result<Enqueued, ProducerError>> {
+        let mut results: Vec<Option<Result<Enqueued, ProducerError>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let mut valid = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            match job.prepare(&self.limits) {
+                Ok(p) => valid.push((i, p)),
+                Err(e) => results[i] = Some(Err(e.into())),
+            }
+        }
+        let store = &self.store;
+        let chunks: Vec<_> = valid.chunks(self.batch_size).collect();
+        let answers: Vec<_> = stream::iter(chunks)
+            .map(|chunk| async move {
+                let prepared: Vec<_> = chunk.iter().map(|(_, p)| p.clone()).collect();
+                (chunk, store.enqueue_batch(&prepared).await)
+            })
+            .buffered(self.batches_in_flight)
+            .collect()
+            .await;
+        for (chunk, answer) in answers {
+            match answer {
+                Ok(per_job) => {
+                    for ((i, _), r) in chunk.iter().zip(per_job) {
+                        results[*i] = Some(r.map_err(ProducerError::from));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (i, _) in chunk {
+                        results[*i] =
+                            Some(Err(ProducerError::Store(StoreError::Pool(msg.clone()))));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ProducerError::Store(StoreError::Protocol("batch")))))
+            .collect()
+    }
+
+    /// The job's status, or `None` if there is no such job (never enqueued, or expired).
+    pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, ProducerError> {
+        Ok(self.store.status(queue, id).await?)
+    }
+
+    /// Waits for the job to end (completed, dead or cancelled), blocking on the queue's events.
+    pub async fn wait(
+        &self,
+        queue: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<JobStatus, ProducerError> {
+        let mut conn = self
+            .blocking
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        match self
+            .store
+            .wait_terminal(&mut conn, queue, id, timeout)
+            .await?
+        {
+            Waited::Done(status) => Ok(status),
+            Waited::TimedOut => Err(ProducerError::Timeout {
+                id: id.to_string(),
+                timeout,
+            }),
+            Waited::NotFound => Err(ProducerError::NotFound {
+                queue: queue.to_string(),
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Cancels a job that has not started yet (queued, scheduled or retrying).
+    pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, ProducerError> {
+        Ok(self.store.cancel(queue, id).await?)
+    }
+}

@@ -1,1 +1,111 @@
-fn main() {}
+//! `sluice`: the operator's command line. Enqueue from flags, JSON or a JSONL file (with a
+//! progress bar), look a job up, wait for it, cancel it, read queue stats, list / re-drive /
+//! purge the dead-letter stream, pause and resume a queue.
+//!
+//! Exit codes: 0 done, 1 an error (one line naming the cause), 2 a usage error.
+
+mod dlq;
+mod enqueue;
+mod inspect;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_producer::{Config, Producer};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Durable model-API jobs on Redis Streams"
+)]
+struct Cli {
+    /// Redis URL (redis://[user:password@]host:port, rediss:// for TLS).
+    #[arg(long, global = true, env = "SLUICE_REDIS_URL")]
+    redis: Option<String>,
+    /// Config file (TOML); environment SLUICE__SECTION__KEY overrides it.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enqueue one job from flags or JSON, or many from a JSONL file or stdin.
+    Enqueue(enqueue::Args),
+    /// Show a job's state, attempts, last error and result.
+    Status(inspect::StatusArgs),
+    /// Wait until a job is completed, dead or cancelled.
+    Wait(inspect::WaitArgs),
+    /// Cancel a job that has not started (queued, scheduled or retrying).
+    Cancel(inspect::CancelArgs),
+    /// Queue numbers: ready, pending, delayed, dead, counts by state.
+    Stats(inspect::StatsArgs),
+    /// The dead-letter stream: list, re-drive, purge.
+    Dlq(dlq::Args),
+    /// Stop workers fetching from a queue (enqueues still land).
+    Pause(inspect::QueueArg),
+    /// Let workers fetch from a paused queue again.
+    Resume(inspect::QueueArg),
+}
+
+/// What every command needs: the config and a connected producer.
+pub struct Ctx {
+    pub config: Config,
+    pub producer: Producer,
+}
+
+impl Ctx {
+    /// The queue named on the command line, or the configured default.
+    pub fn queue(&self, given: &Option<String>) -> String {
+        given
+            .clone()
+            .unwrap_or_else(|| self.config.producer.default_queue.clone())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.redis {
+        config.redis.url = url;
+    }
+    let producer = Producer::from_config(&config).await?;
+    let ctx = Ctx { config, producer };
+    match cli.command {
+        Command::Enqueue(args) => enqueue::run(&ctx, args).await,
+        Command::Status(args) => inspect::status(&ctx, args).await,
+        Command::Wait(args) => inspect::wait(&ctx, args).await,
+        Command::Cancel(args) => inspect::cancel(&ctx, args).await,
+        Command::Stats(args) => inspect::stats(&ctx, args).await,
+        Command::Dlq(args) => dlq::run(&ctx, args).await,
+        Command::Pause(q) => inspect::pause(&ctx, q, true).await,
+        Command::Resume(q) => inspect::pause(&ctx, q, false).await,
+    }
+}

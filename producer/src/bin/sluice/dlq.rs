@@ -1,0 +1,159 @@
+//! `sluice dlq list | redrive | purge`: the dead-letter stream of a queue.
+//!
+//! Re-drive and purge take entries by id, by filter (reason, upstream) or all; they page through
+//! the stream and act on each page in one server-side call.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use sluice_common::store::{DeadEntry, Redriven};
+
+use crate::Ctx;
+use crate::show;
+
+const PAGE: usize = 500;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// List dead-lettered jobs, oldest first.
+    List {
+        #[arg(long, short)]
+        queue: Option<String>,
+        /// Most entries to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead jobs again, attempts reset, history kept.
+    Redrive(Select),
+    /// Delete dead-letter entries and their dead jobs.
+    Purge(Select),
+}
+
+/// Which dead-letter entries to act on.
+#[derive(clap::Args)]
+struct Select {
+    #[arg(long, short)]
+    queue: Option<String>,
+    /// Dead-stream entry ids (as `sluice dlq list` shows them).
+    #[arg(long = "entry")]
+    entries: Vec<String>,
+    /// Only entries with this reason (e.g. invalid, malformed, exhausted).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only entries of this upstream.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Every entry (required when no other selector is given).
+    #[arg(long)]
+    all: bool,
+}
+
+impl Select {
+    fn matches(&self, e: &DeadEntry) -> bool {
+        (self.entries.is_empty() || self.entries.contains(&e.entry))
+            && self.reason.as_ref().is_none_or(|r| *r == e.reason)
+            && self.upstream.as_ref().is_none_or(|u| *u == e.upstream)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.entries.is_empty() && self.reason.is_none() && self.upstream.is_none() && !self.all
+        {
+            bail!("say which entries: --entry ID, --reason R, --upstream U, or --all");
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::List { queue, limit, json } => list(ctx, &ctx.queue(&queue), limit, json).await,
+        Command::Redrive(sel) => {
+            sel.check()?;
+            let queue = ctx.queue(&sel.queue);
+            let mut total = Redriven::default();
+            for page in selected(ctx, &queue, &sel).await? {
+                let r = ctx.producer.store().redrive(&queue, &page).await?;
+                total.redriven += r.redriven;
+                total.expired += r.expired;
+                total.skipped += r.skipped;
+            }
+            println!(
+                "re-driven {}, expired (hash gone, entry removed) {}, skipped {}",
+                show::count(total.redriven),
+                show::count(total.expired),
+                show::count(total.skipped)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Purge(sel) => {
+            sel.check()?;
+            let queue = ctx.queue(&sel.queue);
+            let mut removed = 0;
+            for page in selected(ctx, &queue, &sel).await? {
+                removed += ctx.producer.store().purge(&queue, &page).await?;
+            }
+            println!("purged {}", show::count(removed));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The selected entry ids, in pages.
+async fn selected(ctx: &Ctx, queue: &str, sel: &Select) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let entries = ctx
+            .producer
+            .store()
+            .dead_list(queue, after.as_deref(), PAGE)
+            .await?;
+        let Some(last) = entries.last() else { break };
+        after = Some(last.entry.clone());
+        let page: Vec<String> = entries
+            .iter()
+            .filter(|e| sel.matches(e))
+            .map(|e| e.entry.clone())
+            .collect();
+        if !page.is_empty() {
+            pages.push(page);
+        }
+        if entries.len() < PAGE {
+            break;
+        }
+    }
+    Ok(pages)
+}
+
+async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let entries = ctx.producer.store().dead_list(queue, None, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("dead-letter stream of {queue} is empty");
+    }
+    for e in entries {
+        let error = if e.raw.is_empty() { &e.error } else { &e.raw };
+        println!(
+            "{}  {}  {} HTTP {} after {} attempts, {}  {}",
+            e.entry,
+            if e.id.is_empty() { "-" } else { &e.id },
+            e.reason,
+            if e.status.is_empty() { "-" } else { &e.status },
+            e.attempts,
+            show::time(Some(e.at_ms)),
+            show::excerpt(error, 100)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

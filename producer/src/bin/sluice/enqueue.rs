@@ -1,0 +1,267 @@
+//! `sluice enqueue`: one job from flags or JSON, or many from a JSONL file or stdin, pipelined in
+//! batches behind a progress bar, closing with a summary (enqueued / deduplicated / rejected
+//! with line numbers and reasons) and the rate achieved.
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_producer::input::{Defaults, JobInput};
+use sluice_producer::{NewJob, ProducerError};
+use tokio::sync::mpsc;
+
+use crate::Ctx;
+use crate::show;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Queue (default: producer.default_queue); a job's own `queue` field wins.
+    #[arg(long, short)]
+    queue: Option<String>,
+    /// Upstream name from the worker's config; a job's own `upstream` field wins.
+    #[arg(long, short)]
+    upstream: Option<String>,
+    /// Request path for jobs that give none.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    path: String,
+    /// JSON body of a single POST job.
+    #[arg(long, conflicts_with_all = ["job", "file"])]
+    body: Option<String>,
+    /// One whole job as JSON (the JSONL line format).
+    #[arg(long, conflicts_with = "file")]
+    job: Option<String>,
+    /// JSONL file of jobs, one per line; `-` for stdin.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// Dedupe key of a single job.
+    #[arg(long, conflicts_with = "file")]
+    dedupe_key: Option<String>,
+    /// Id of a single job (default: a new UUIDv7).
+    #[arg(long, conflicts_with = "file")]
+    id: Option<String>,
+    /// Delay a single job by this many milliseconds (it waits as `scheduled`).
+    #[arg(long, conflicts_with = "file")]
+    delay_ms: Option<u64>,
+    /// Print rejected lines beyond the first 20 too.
+    #[arg(long)]
+    all_errors: bool,
+}
+
+impl Args {
+    fn defaults(&self, ctx: &Ctx) -> Defaults {
+        Defaults {
+            queue: ctx.queue(&self.queue),
+            upstream: self.upstream.clone(),
+            path: self.path.clone(),
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    match args.file.clone() {
+        Some(path) => many(ctx, &args, path).await,
+        None => one(ctx, &args).await,
+    }
+}
+
+async fn one(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
+    let mut input = match (&args.job, &args.body) {
+        (Some(text), _) => JobInput::parse(text).context("--job")?,
+        (None, Some(body)) => {
+            let body: serde_json::Value =
+                serde_json::from_str(body).context("--body is not JSON")?;
+            JobInput::parse("{}")?.with_body(body)
+        }
+        (None, None) => bail!("give --body, --job or --file (see sluice enqueue --help)"),
+    };
+    if args.dedupe_key.is_some() {
+        input.dedupe_key = args.dedupe_key.clone();
+    }
+    if args.id.is_some() {
+        input.id = args.id.clone();
+    }
+    if args.delay_ms.is_some() {
+        input.delay_ms = args.delay_ms;
+    }
+    let job = input.into_job(&args.defaults(ctx))?;
+    let queue = job.queue.clone();
+    let e = ctx.producer.enqueue(job).await?;
+    let state = e.state.map(|s| s.to_string()).unwrap_or("expired".into());
+    if e.created {
+        println!("enqueued {} in {queue} ({state})", e.id);
+    } else {
+        println!("duplicate of {} in {queue} ({state})", e.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A chunk of parsed lines on its way to Redis: (line number, job or why it was refused).
+type Chunk = Vec<(u64, Result<NewJob, String>)>;
+
+async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode> {
+    let stdin = path.as_os_str() == "-";
+    let total = if stdin {
+        None
+    } else {
+        Some(count_lines(&path).with_context(|| format!("read {}", path.display()))?)
+    };
+    let bar = progress_bar(total);
+    let chunk_size = ctx.config.producer.batch_size * 4;
+    let defaults = args.defaults(ctx);
+    let (tx, mut rx) = mpsc::channel::<anyhow::Result<Chunk>>(2);
+    // Reading and parsing run on a blocking thread, overlapping the round trips to Redis.
+    let reader = tokio::task::spawn_blocking(move || read_lines(path, defaults, chunk_size, tx));
+
+    let started = Instant::now();
+    let (mut enqueued, mut duplicates, mut processed) = (0u64, 0u64, 0u64);
+    let mut rejected: Vec<(u64, String)> = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk?;
+        processed += chunk.len() as u64;
+        let mut lines = Vec::with_capacity(chunk.len());
+        let mut jobs = Vec::with_capacity(chunk.len());
+        for (line, parsed) in chunk {
+            match parsed {
+                Ok(job) => {
+                    lines.push(line);
+                    jobs.push(job);
+                }
+                Err(why) => rejected.push((line, why)),
+            }
+        }
+        for (line, result) in lines
+            .into_iter()
+            .zip(ctx.producer.enqueue_batch(jobs).await)
+        {
+            match result {
+                Ok(e) if e.created => enqueued += 1,
+                Ok(_) => duplicates += 1,
+                Err(ProducerError::Store(e)) if is_connection_error(&e) => {
+                    bar.abandon();
+                    return Err(e).context(format!(
+                        "stopped at line {line}: {enqueued} enqueued before"
+                    ));
+                }
+                Err(e) => rejected.push((line, e.to_string())),
+            }
+        }
+        bar.set_position(processed);
+    }
+    reader.await.context("reader thread")??;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let accepted = enqueued + duplicates;
+    println!(
+        "enqueued {}, deduplicated {}, rejected {} in {:.2} s ({} jobs/s)",
+        show::count(enqueued),
+        show::count(duplicates),
+        show::count(rejected.len() as u64),
+        elapsed.as_secs_f64(),
+        show::count(rate(accepted, elapsed))
+    );
+    rejected.sort_by_key(|(line, _)| *line);
+    let shown = if args.all_errors { rejected.len() } else { 20 };
+    for (line, why) in rejected.iter().take(shown) {
+        eprintln!("line {line}: {why}");
+    }
+    if rejected.len() > shown {
+        eprintln!(
+            "… and {} more rejected lines (--all-errors lists them)",
+            rejected.len() - shown
+        );
+    }
+    Ok(if rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn is_connection_error(e: &sluice_common::StoreError) -> bool {
+    use sluice_common::StoreError::*;
+    match e {
+        Redis(r) => r.is_io_error() || r.is_timeout() || r.is_connection_refusal(),
+        Unreachable { .. } | Pool(_) => true,
+        _ => false,
+    }
+}
+
+fn rate(n: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        (n as f64 / secs) as u64
+    } else {
+        n
+    }
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let template = if total.is_some() {
+        "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} jobs {per_sec} eta {eta}"
+    } else {
+        "{spinner} {elapsed_precise} {human_pos} jobs {per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn count_lines(path: &PathBuf) -> std::io::Result<u64> {
+    let file = std::fs::File::open(path)?;
+    let mut n = 0;
+    for line in BufReader::new(file).split(b'\n') {
+        if !line?.iter().all(u8::is_ascii_whitespace) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn read_lines(
+    path: PathBuf,
+    defaults: Defaults,
+    chunk_size: usize,
+    tx: mpsc::Sender<anyhow::Result<Chunk>>,
+) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    let mut chunk: Chunk = Vec::with_capacity(chunk_size);
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let number = i as u64 + 1;
+        let line = line.with_context(|| format!("read line {number}"))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(|text| JobInput::parse(text).map_err(|e| e.to_string()))
+            .and_then(|input| input.into_job(&defaults).map_err(|e| e.to_string()));
+        chunk.push((number, parsed));
+        if chunk.len() >= chunk_size {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
+            if tx.blocking_send(Ok(full)).is_err() {
+                return Ok(()); // the receiver stopped (an error was reported there)
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! `sluice status | wait | cancel | stats | pause | resume`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sluice_producer::{CancelOutcome, JobState, JobStatus, ProducerError};
+
+use crate::Ctx;
+use crate::show;
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Job id.
+    id: String,
+    /// Queue of the job (default: producer.default_queue).
+    #[arg(long, short)]
+    queue: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct WaitArgs {
+    id: String,
+    #[arg(long, short)]
+    queue: Option<String>,
+    /// Give up after this many seconds (exit 1).
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    id: String,
+    #[arg(long, short)]
+    queue: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// One queue; all known queues when left out.
+    queue: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct QueueArg {
+    queue: String,
+}
+
+fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    println!("job        {}", s.id);
+    println!("queue      {}", s.queue);
+    println!("state      {}", s.state);
+    println!("upstream   {}", s.upstream);
+    println!(
+        "attempts   {} (all lives: {}, re-drives: {})",
+        s.attempts, s.total_attempts, s.redrives
+    );
+    println!("created    {}", show::time(s.created_ms));
+    println!("updated    {}", show::time(s.updated_ms));
+    if s.started_ms.is_some() {
+        println!("started    {}", show::time(s.started_ms));
+    }
+    if s.finished_ms.is_some() {
+        println!("finished   {}", show::time(s.finished_ms));
+    }
+    if s.run_at_ms.is_some() {
+        println!("due        {}", show::time(s.run_at_ms));
+    }
+    if let Some(k) = &s.dedupe_key {
+        println!("dedupe     {k}");
+    }
+    if let Some(r) = &s.dead_reason {
+        println!("dead       {r}");
+    }
+    if let Some(e) = &s.last_error {
+        let class = s.last_class.as_deref().unwrap_or("-");
+        let status = s.last_status.as_deref().unwrap_or("-");
+        println!(
+            "last error [{class}, HTTP {status}] {}",
+            show::excerpt(e, 200)
+        );
+    }
+    if let Some(r) = &s.result {
+        let status = s.status.as_deref().unwrap_or("-");
+        println!("result     HTTP {status} {}", show::excerpt(r, 400));
+    }
+    if let Some(h) = &s.history {
+        for line in h.lines() {
+            println!("history    {line}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let queue = ctx.queue(&args.queue);
+    match ctx.producer.status(&queue, &args.id).await? {
+        Some(s) => {
+            print_status(&s, args.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no job {} in queue {queue}", args.id),
+    }
+}
+
+pub async fn wait(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<ExitCode> {
+    let queue = ctx.queue(&args.queue);
+    let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
+    match ctx.producer.wait(&queue, &args.id, timeout).await {
+        Ok(s) => {
+            print_status(&s, args.json)?;
+            Ok(if s.state == JobState::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e @ ProducerError::Timeout { .. }) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let queue = ctx.queue(&args.queue);
+    match ctx.producer.cancel(&queue, &args.id).await? {
+        CancelOutcome::Cancelled(from) => {
+            println!("cancelled {} (was {from})", args.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        CancelOutcome::Refused(state) => {
+            bail!(
+                "job {} is {state}: only queued, scheduled or retrying jobs can be cancelled",
+                args.id
+            )
+        }
+        CancelOutcome::NotFound => bail!("no job {} in queue {queue}", args.id),
+    }
+}
+
+pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.producer.store();
+    let queues = match args.queue {
+        Some(q) => vec![q],
+        None => store.queues().await?,
+    };
+    let mut all = Vec::with_capacity(queues.len());
+    for q in &queues {
+        all.push(store.stats(q).await?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("no queues yet");
+    }
+    for s in all {
+        let c = |k: &str| s.counts.get(k).copied().unwrap_or(0).max(0) as u64;
+        let lag = s.lag.map(show::count).unwrap_or_else(|| "-".into());
+        println!("{}{}", s.queue, if s.paused { "  (paused)" } else { "" });
+        println!(
+            "  stream   {} entries: {} not yet delivered (lag), {} pending, {} consumers",
+            show::count(s.stream_len),
+            lag,
+            show::count(s.pending),
+            s.consumers
+        );
+        println!(
+            "  delayed  {}    dead-letter stream {}",
+            show::count(s.delayed),
+            show::count(s.dead_len)
+        );
+        println!(
+            "  now      queued {}  scheduled {}  running {}  retrying {}",
+            show::count(c("queued")),
+            show::count(c("scheduled")),
+            show::count(c("running")),
+            show::count(c("retrying"))
+        );
+        println!(
+            "  totals   completed {}  dead {}  cancelled {}  deduplicated {}  re-driven {}",
+            show::count(c("completed")),
+            show::count(c("dead")),
+            show::count(c("cancelled")),
+            show::count(c("deduplicated")),
+            show::count(c("redriven"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn pause(ctx: &Ctx, q: QueueArg, paused: bool) -> anyhow::Result<ExitCode> {
+    sluice_common::validate::queue_name(&q.queue)?;
+    ctx.producer.store().set_paused(&q.queue, paused).await?;
+    println!("{} {}", if paused { "paused" } else { "resumed" }, q.queue);
+    Ok(ExitCode::SUCCESS)
+}

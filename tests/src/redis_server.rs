@@ -1,0 +1,207 @@
+//! A real Redis for one test: started by the test, on a free loopback port, with its own
+//! temporary data directory, and killed when the handle drops.
+//!
+//! Readiness is awaited from the server's own "Ready to accept connections" log line, not by
+//! sleeping. With `SLUICE_TEST_REDIS=docker` the server is testcontainers' `redis` image instead
+//! (for machines with Docker and no redis-server binary).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+
+/// How long a starting server may take before the harness gives up (a bound, not a wait).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+enum Backend {
+    Local {
+        child: Child,
+        dir: tempfile::TempDir,
+    },
+    /// Kept for its drop, which removes the container.
+    Docker(#[allow(dead_code)] Box<ContainerAsync<GenericImage>>),
+}
+
+/// A running Redis that belongs to one test.
+pub struct RedisServer {
+    backend: Backend,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+/// Which `redis-server` binary to run: `SLUICE_REDIS_SERVER`, else the one on PATH.
+pub fn redis_server_binary() -> PathBuf {
+    std::env::var_os("SLUICE_REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener
+        .local_addr()
+        .expect("local address of the ephemeral listener")
+        .port()
+}
+
+impl RedisServer {
+    /// Starts a Redis with default settings (no persistence).
+    pub async fn start() -> RedisServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a Redis with extra `redis-server` arguments (`["--appendonly", "yes"]`).
+    pub async fn start_with(args: &[&str]) -> RedisServer {
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if std::env::var("SLUICE_TEST_REDIS").as_deref() == Ok("docker") {
+            return Self::start_docker(extra_args).await;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        // A port can be taken between choosing and binding it; try a few.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_local(dir.path(), port, &extra_args) {
+                Ok(child) => {
+                    return RedisServer {
+                        backend: Backend::Local { child, dir },
+                        port,
+                        extra_args,
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    async fn start_docker(extra_args: Vec<String>) -> RedisServer {
+        let mut cmd = vec!["redis-server".to_string()];
+        cmd.extend(extra_args.iter().cloned());
+        let image = GenericImage::new("redis", "7")
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"));
+        let container = testcontainers::ImageExt::with_cmd(image, cmd)
+            .start()
+            .await
+            .expect("start testcontainers' redis (SLUICE_TEST_REDIS=docker)");
+        let port = container
+            .get_host_port_ipv4(6379.tcp())
+            .await
+            .expect("mapped redis port");
+        RedisServer {
+            backend: Backend::Docker(Box::new(container)),
+            port,
+            extra_args,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory of a local server (None under Docker).
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Local { dir, .. } => Some(dir.path()),
+            Backend::Docker(_) => None,
+        }
+    }
+
+    /// Kills the server at once (SIGKILL) and starts it again on the same port and data dir.
+    pub fn restart_hard(&mut self) {
+        if let Backend::Local { child, dir } = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
+            *child = spawn_local(dir.path(), self.port, &self.extra_args)
+                .unwrap_or_else(|e| panic!("restart redis-server: {e}"));
+        } else {
+            panic!("restart_hard needs a local redis-server");
+        }
+    }
+
+    /// A plain client connection for assertions.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis")
+    }
+}
+
+fn spawn_local(dir: &Path, port: u16, extra: &[String]) -> Result<Child, String> {
+    let bin = redis_server_binary();
+    let mut child = Command::new(&bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (install it: apt-get install redis-server)",
+                bin.display()
+            )
+        })?;
+    let stdout = child.stdout.take().ok_or("no stdout from redis-server")?;
+    let (tx, rx) = mpsc::channel();
+    // Reads the log until ready, then keeps draining it so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut log = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(t) = &tx {
+                if line.contains("Ready to accept connections") {
+                    let _ = t.send(Ok(()));
+                    tx = None;
+                } else {
+                    log.push(line);
+                }
+            }
+        }
+        if let Some(t) = tx {
+            let _ = t.send(Err(log.join("\n")));
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(())) => Ok(child),
+        Ok(Err(log)) => {
+            let _ = child.wait();
+            Err(format!("redis-server exited on port {port}:\n{log}"))
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("redis-server not ready after {START_TIMEOUT:?}"))
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Backend::Local { child, .. } = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
