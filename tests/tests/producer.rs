@@ -1,0 +1,635 @@
+//! The producer and the function library on a real Redis: enqueue, dedupe, delay, cancel,
+//! dead-letter re-drive, wait, and refusal of bad input.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use serde_json::json;
+use sluice_common::store::{CancelOutcome, Started, Transition};
+use sluice_common::{JobSpec, JobState, NewJob, Schedule};
+use sluice_producer::{Producer, ProducerError};
+use sluice_tests::RedisServer;
+
+fn chat(queue: &str, n: u64) -> NewJob {
+    NewJob::post(
+        queue,
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("hello {n}")}]}),
+    )
+}
+
+async fn setup() -> (RedisServer, Producer) {
+    let redis = RedisServer::start().await;
+    let producer = Producer::connect(&redis.url()).await.expect("connect");
+    (redis, producer)
+}
+
+async fn dbsize(redis: &RedisServer) -> u64 {
+    let mut c = redis.client().await;
+    redis::cmd("DBSIZE")
+        .query_async(&mut c)
+        .await
+        .expect("DBSIZE")
+}
+
+/// Starts the oldest undelivered jobs as a worker would: XREADGROUP, then the start function.
+async fn start_next(redis: &RedisServer, producer: &Producer, queue: &str) -> Vec<Started> {
+    let mut c = redis.client().await;
+    let stream = format!("sluice:{{{queue}}}:stream");
+    let _: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("sluice")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut c)
+        .await;
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("sluice")
+        .arg("test-worker")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .expect("XREADGROUP");
+    let entries: Vec<(String, String)> = reply
+        .keys
+        .iter()
+        .flat_map(|k| k.ids.iter())
+        .map(|e| (e.id.clone(), e.get::<String>("id").expect("id field")))
+        .collect();
+    producer
+        .store()
+        .start(queue, &entries)
+        .await
+        .expect("start")
+}
+
+fn run_entry(s: &Started) -> (String, String) {
+    match s {
+        Started::Run { entry, id, .. } => (entry.clone(), id.clone()),
+        other => panic!("expected a job to run, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enqueue_returns_an_id_and_the_job_is_in_the_stream_and_its_hash() {
+    let (redis, producer) = setup().await;
+    let e = producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    assert!(e.created);
+    assert_eq!(e.state, Some(JobState::Queued));
+
+    let mut c = redis.client().await;
+    let entries: redis::streams::StreamRangeReply =
+        c.xrange_all("sluice:{q}:stream").await.expect("XRANGE");
+    assert_eq!(entries.ids.len(), 1);
+    assert_eq!(entries.ids[0].get::<String>("id"), Some(e.id.clone()));
+
+    let status = producer
+        .status("q", &e.id)
+        .await
+        .expect("status")
+        .expect("job exists");
+    assert_eq!(status.state, JobState::Queued);
+    assert_eq!(status.attempts, 0);
+    let spec: JobSpec = serde_json::from_str(&status.spec).expect("spec is a JobSpec");
+    assert_eq!(spec, chat("q", 1).spec);
+    let queues = producer.store().queues().await.expect("queues");
+    assert_eq!(queues, vec!["q".to_string()]);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_enqueues_over_a_hundred_keys_make_a_hundred_jobs() {
+    let (redis, producer) = setup().await;
+    let results = futures::stream::iter(0..1000u64)
+        .map(|i| {
+            let p = producer.clone();
+            async move {
+                let key = format!("user-action-{}", i % 100);
+                let r = p.enqueue(chat("q", i).with_dedupe_key(key.clone())).await;
+                (key, r.expect("enqueue"))
+            }
+        })
+        .buffer_unordered(200)
+        .collect::<Vec<_>>()
+        .await;
+
+    let created: Vec<_> = results.iter().filter(|(_, e)| e.created).collect();
+    assert_eq!(created.len(), 100, "exactly one job per dedupe key");
+    let owner: std::collections::HashMap<&str, &str> = created
+        .iter()
+        .map(|(k, e)| (k.as_str(), e.id.as_str()))
+        .collect();
+    for (key, e) in &results {
+        assert_eq!(
+            owner[key.as_str()],
+            e.id,
+            "every duplicate gets the owner's id"
+        );
+    }
+    let mut c = redis.client().await;
+    let len: u64 = c.xlen("sluice:{q}:stream").await.expect("XLEN");
+    assert_eq!(len, 100);
+    let stats = producer.store().stats("q").await.expect("stats");
+    assert_eq!(stats.counts.get("queued"), Some(&100));
+    assert_eq!(stats.counts.get("deduplicated"), Some(&900));
+}
+
+#[tokio::test]
+async fn enqueue_batch_pipelines_and_dedupes_inside_one_batch() {
+    let (redis, producer) = setup().await;
+    let jobs: Vec<NewJob> = (0..5000u64)
+        .map(|i| chat("q", i).with_dedupe_key(format!("k{}", i % 2500)))
+        .collect();
+    let results = producer.enqueue_batch(jobs).await;
+    let created = results
+        .iter()
+        .filter(|r| r.as_ref().expect("enqueued").created)
+        .count();
+    assert_eq!(created, 2500);
+    let mut c = redis.client().await;
+    let len: u64 = c.xlen("sluice:{q}:stream").await.expect("XLEN");
+    assert_eq!(len, 2500);
+}
+
+#[tokio::test]
+async fn after_the_dedupe_window_expires_a_new_job_is_created() {
+    let (redis, producer) = setup().await;
+    // Await the dedupe key's expiry as an event (keyspace notification), not by sleeping.
+    let mut c = redis.client().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ex")
+        .query_async(&mut c)
+        .await
+        .expect("CONFIG SET");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe("__keyevent@0__:expired")
+        .await
+        .expect("subscribe");
+
+    let mut job = chat("q", 1).with_dedupe_key("once");
+    job.dedupe_window = Some(Duration::from_millis(300));
+    let first = producer.enqueue(job.clone()).await.expect("first");
+    let second = producer.enqueue(job.clone()).await.expect("second");
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(second.id, first.id);
+
+    let mut messages = pubsub.on_message();
+    let expired = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = messages.next().await {
+            let key: String = msg.get_payload().expect("payload");
+            if key == "sluice:{q}:dedupe:once" {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(expired.is_ok(), "the dedupe key never expired");
+    drop(messages);
+
+    let third = producer.enqueue(job).await.expect("third");
+    assert!(third.created, "a new job after the window");
+    assert_ne!(third.id, first.id);
+}
+
+#[tokio::test]
+async fn a_delayed_enqueue_lands_in_the_zset_with_its_due_score() {
+    let (redis, producer) = setup().await;
+    let mut c = redis.client().await;
+    let time = |t: (u64, u64)| t.0 * 1000 + t.1 / 1000;
+    let before: (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.expect("TIME");
+    let e = producer
+        .enqueue(chat("q", 1).with_schedule(Schedule::After(Duration::from_secs(90))))
+        .await
+        .expect("enqueue");
+    let after: (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.expect("TIME");
+    assert_eq!(e.state, Some(JobState::Scheduled));
+
+    let score: Option<f64> = c.zscore("sluice:{q}:delayed", &e.id).await.expect("ZSCORE");
+    let score = score.expect("job is in the delayed ZSET") as u64;
+    assert!(
+        (time(before) + 90_000..=time(after) + 90_000).contains(&score),
+        "score {score} not within the enqueue's window + 90 s"
+    );
+    let len: u64 = c.xlen("sluice:{q}:stream").await.expect("XLEN");
+    assert_eq!(len, 0, "a scheduled job is not ready");
+
+    // An absolute time works the same way.
+    let at = time(after) + 3_600_000;
+    let e2 = producer
+        .enqueue(chat("q", 2).with_schedule(Schedule::At(at)))
+        .await
+        .expect("enqueue at");
+    let score2: Option<f64> = c
+        .zscore("sluice:{q}:delayed", &e2.id)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(score2.map(|s| s as u64), Some(at));
+}
+
+#[tokio::test]
+async fn due_jobs_are_promoted_once_into_the_stream() {
+    let (redis, producer) = setup().await;
+    let store = producer.store();
+    let mut ids = HashSet::new();
+    for i in 0..50 {
+        let e = producer
+            .enqueue(chat("q", i).with_schedule(Schedule::After(Duration::from_millis(100))))
+            .await
+            .expect("enqueue");
+        ids.insert(e.id);
+    }
+    let (n, mut next) = store.promote("q", 1000).await.expect("promote");
+    assert_eq!(n, 0, "nothing is due yet");
+    let mut c = redis.client().await;
+    let mut promoted = 0;
+    for _ in 0..1000 {
+        if promoted == 50 {
+            break;
+        }
+        // Sleep until the due time Redis reported: that is the scheduler's own timer.
+        let due = next.expect("jobs left, so a next due time");
+        let now: (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.expect("TIME");
+        let now_ms = now.0 * 1000 + now.1 / 1000;
+        tokio::time::sleep(Duration::from_millis(due.saturating_sub(now_ms))).await;
+        let (n, n_next) = store.promote("q", 7).await.expect("promote");
+        promoted += n;
+        next = n_next;
+    }
+    assert_eq!(promoted, 50);
+    let (n, next) = store.promote("q", 1000).await.expect("promote");
+    assert_eq!((n, next), (0, None), "each job promoted once");
+    let entries: redis::streams::StreamRangeReply =
+        c.xrange_all("sluice:{q}:stream").await.expect("XRANGE");
+    let streamed: HashSet<String> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("id").expect("id"))
+        .collect();
+    assert_eq!(entries.ids.len(), 50);
+    assert_eq!(streamed, ids);
+}
+
+#[tokio::test]
+async fn cancel_works_only_from_queued_scheduled_or_retrying() {
+    let (redis, producer) = setup().await;
+    let store = producer.store();
+    let mut c = redis.client().await;
+
+    let queued = producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    let scheduled = producer
+        .enqueue(chat("q", 2).with_schedule(Schedule::After(Duration::from_secs(600))))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        producer.cancel("q", &queued.id).await.expect("cancel"),
+        CancelOutcome::Cancelled(JobState::Queued)
+    );
+    let len: u64 = c.xlen("sluice:{q}:stream").await.expect("XLEN");
+    assert_eq!(len, 0, "a cancelled queued job leaves the stream");
+    assert_eq!(
+        producer.cancel("q", &scheduled.id).await.expect("cancel"),
+        CancelOutcome::Cancelled(JobState::Scheduled)
+    );
+    let delayed: u64 = c.zcard("sluice:{q}:delayed").await.expect("ZCARD");
+    assert_eq!(delayed, 0, "a cancelled scheduled job leaves the ZSET");
+
+    // running → refused; retrying → cancellable; completed → refused.
+    let a = producer.enqueue(chat("q", 3)).await.expect("enqueue");
+    let b = producer.enqueue(chat("q", 4)).await.expect("enqueue");
+    let started = start_next(&redis, &producer, "q").await;
+    assert_eq!(started.len(), 2);
+    assert_eq!(
+        producer.cancel("q", &a.id).await.expect("cancel"),
+        CancelOutcome::Refused(JobState::Running)
+    );
+    let (entry_a, _) = run_entry(&started[0]);
+    let (entry_b, _) = run_entry(&started[1]);
+    let t = store
+        .retry(
+            "q",
+            &b.id,
+            &entry_b,
+            Duration::from_secs(60),
+            "transient",
+            "503",
+            Some(503),
+            true,
+        )
+        .await
+        .expect("retry");
+    assert_eq!(t, Transition::Done);
+    assert_eq!(
+        producer.cancel("q", &b.id).await.expect("cancel"),
+        CancelOutcome::Cancelled(JobState::Retrying)
+    );
+    let t = store
+        .complete("q", &a.id, &entry_a, "{\"ok\":true}", 200)
+        .await
+        .expect("complete");
+    assert_eq!(t, Transition::Done);
+    assert_eq!(
+        producer.cancel("q", &a.id).await.expect("cancel"),
+        CancelOutcome::Refused(JobState::Completed)
+    );
+    assert_eq!(
+        producer.cancel("q", "no-such-job").await.expect("cancel"),
+        CancelOutcome::NotFound
+    );
+    let stats = store.stats("q").await.expect("stats");
+    for live in ["queued", "scheduled", "running", "retrying"] {
+        assert_eq!(stats.counts.get(live), Some(&0), "{live} gauge back to 0");
+    }
+    assert_eq!(stats.counts.get("cancelled"), Some(&3));
+    assert_eq!(stats.counts.get("completed"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_second_completion_of_a_terminal_job_is_refused_and_counted() {
+    let (redis, producer) = setup().await;
+    let store = producer.store();
+    let e = producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    let started = start_next(&redis, &producer, "q").await;
+    let (entry, id) = run_entry(&started[0]);
+    assert_eq!(id, e.id);
+    let first = store
+        .complete("q", &id, &entry, "{\"n\":1}", 200)
+        .await
+        .expect("complete");
+    let second = store
+        .complete("q", &id, &entry, "{\"n\":2}", 200)
+        .await
+        .expect("complete");
+    assert_eq!(first, Transition::Done);
+    assert_eq!(second, Transition::Refused("completed".into()));
+    let status = producer
+        .status("q", &id)
+        .await
+        .expect("status")
+        .expect("job");
+    assert_eq!(
+        status.result.as_deref(),
+        Some("{\"n\":1}"),
+        "first result kept"
+    );
+    let stats = store.stats("q").await.expect("stats");
+    assert_eq!(stats.counts.get("refused_completions"), Some(&1));
+    assert_eq!(stats.counts.get("completed"), Some(&1));
+    assert_eq!(stats.stream_len, 0, "completed entries leave the stream");
+}
+
+#[tokio::test]
+async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
+    let (redis, producer) = setup().await;
+    let store = producer.store();
+    let e = producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    let other = producer.enqueue(chat("q", 2)).await.expect("enqueue");
+    let started = start_next(&redis, &producer, "q").await;
+    let (entry, _) = run_entry(&started[0]);
+    let (entry2, _) = run_entry(&started[1]);
+    // Attempt 1 fails transiently, attempt 2 is hopeless.
+    store
+        .retry(
+            "q",
+            &e.id,
+            &entry,
+            Duration::ZERO,
+            "transient",
+            "HTTP 503",
+            Some(503),
+            true,
+        )
+        .await
+        .expect("retry");
+    assert_eq!(store.promote("q", 10).await.expect("promote").0, 1);
+    let started = start_next(&redis, &producer, "q").await;
+    let (entry, _) = run_entry(&started[0]);
+    store
+        .dead_letter(
+            "q",
+            &e.id,
+            &entry,
+            "invalid",
+            "HTTP 400: context_length_exceeded",
+            Some(400),
+            "",
+        )
+        .await
+        .expect("dead");
+    store
+        .dead_letter(
+            "q",
+            &other.id,
+            &entry2,
+            "exhausted",
+            "HTTP 503",
+            Some(503),
+            "",
+        )
+        .await
+        .expect("dead");
+
+    let dead = store.dead_list("q", None, 10).await.expect("list");
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].id, e.id);
+    assert_eq!(dead[0].reason, "invalid");
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(dead[0].status, "400");
+    let before = producer.status("q", &e.id).await.expect("s").expect("job");
+    assert_eq!(before.state, JobState::Dead);
+
+    // Re-drive by filter: only the `invalid` one.
+    let picked: Vec<String> = dead
+        .iter()
+        .filter(|d| d.reason == "invalid")
+        .map(|d| d.entry.clone())
+        .collect();
+    let r = store.redrive("q", &picked).await.expect("redrive");
+    assert_eq!((r.redriven, r.expired, r.skipped), (1, 0, 0));
+
+    let after = producer.status("q", &e.id).await.expect("s").expect("job");
+    assert_eq!(after.state, JobState::Queued);
+    assert_eq!(after.attempts, 0, "attempts reset");
+    assert_eq!(after.total_attempts, 2, "all attempts remembered");
+    assert_eq!(after.redrives, 1);
+    let history = after.history.expect("history kept");
+    assert!(
+        history.contains("context_length_exceeded") && history.contains("after 2 attempts"),
+        "{history}"
+    );
+    let left = store.dead_list("q", None, 10).await.expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, other.id);
+    let started = start_next(&redis, &producer, "q").await;
+    assert_eq!(run_entry(&started[0]).1, e.id, "re-driven job runs again");
+
+    // Purge removes the other entry and its dead job.
+    let removed = store
+        .purge("q", &[left[0].entry.clone()])
+        .await
+        .expect("purge");
+    assert_eq!(removed, 1);
+    assert!(producer.status("q", &other.id).await.expect("s").is_none());
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_input_is_refused_and_nothing_is_written() {
+    let (redis, producer) = setup().await;
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let cases: Vec<(NewJob, &str)> = vec![
+        (
+            NewJob::post("q", "mock", "/v1/chat", json!({"prompt": huge})),
+            "over the limit",
+        ),
+        (
+            NewJob::post("q", "https://evil.example", "/v1", json!({"a": 1})),
+            "upstream",
+        ),
+        (
+            NewJob::post("q", "mock", "https://evil.example/v1", json!({"a": 1})),
+            "request.path",
+        ),
+        (
+            NewJob::post("q", "mock", "/v1/%2e%2e/admin", json!({"a": 1})),
+            "request.path",
+        ),
+        (
+            NewJob::post("q", "mock", "/v1/chat", serde_json::Value::Null),
+            "request.body",
+        ),
+        (
+            NewJob::post("q", "mock", "/v1/chat", json!({"stream": true})),
+            "request.body.stream",
+        ),
+        (
+            NewJob::post("bad{queue}", "mock", "/v1/chat", json!({"a": 1})),
+            "queue",
+        ),
+        (
+            {
+                let mut j = NewJob::post("q", "mock", "/v1/chat", json!({"a": 1}));
+                j.spec
+                    .request
+                    .headers
+                    .insert("Authorization".into(), "Bearer stolen".into());
+                j
+            },
+            "Authorization",
+        ),
+        (
+            {
+                let mut j = NewJob::post("q", "mock", "/v1/chat", json!({"a": 1}));
+                j.spec
+                    .request
+                    .headers
+                    .insert("X-Note".into(), "a\r\nX-Evil: 1".into());
+                j
+            },
+            "line break",
+        ),
+    ];
+    for (job, names) in cases {
+        match producer.enqueue(job).await {
+            Err(ProducerError::Invalid(e)) => {
+                assert!(e.to_string().contains(names), "{e} should name {names}")
+            }
+            other => panic!("expected a refusal naming {names}, got {other:?}"),
+        }
+    }
+    assert_eq!(dbsize(&redis).await, 0, "nothing written for refused jobs");
+
+    // A foreign client that skips validation still meets the library's own checks.
+    let mut c = redis.client().await;
+    for (spec, code) in [
+        ("not json", "SLUICE_INVALID"),
+        ("{\"request\": {\"path\": \"/x\"}}", "SLUICE_INVALID"),
+        (huge.as_str(), "SLUICE_TOO_LARGE"),
+    ] {
+        let r: redis::RedisResult<redis::Value> = redis::cmd("FCALL")
+            .arg("sluice_enqueue")
+            .arg(1)
+            .arg("sluice:{q}:")
+            .arg("job-1")
+            .arg(spec)
+            .query_async(&mut c)
+            .await;
+        let err = r.expect_err("refused");
+        assert_eq!(err.code(), Some(code), "{err}");
+    }
+    assert_eq!(
+        dbsize(&redis).await,
+        0,
+        "nothing written for refused raw calls"
+    );
+}
+
+#[tokio::test]
+async fn wait_blocks_until_the_job_ends() {
+    let (redis, producer) = setup().await;
+    let e = producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    let waiter = {
+        let p = producer.clone();
+        let id = e.id.clone();
+        tokio::spawn(async move { p.wait("q", &id, Duration::from_secs(30)).await })
+    };
+    let started = start_next(&redis, &producer, "q").await;
+    let (entry, id) = run_entry(&started[0]);
+    producer
+        .store()
+        .complete("q", &id, &entry, "{\"answer\":42}", 200)
+        .await
+        .expect("complete");
+    let status = waiter.await.expect("join").expect("wait");
+    assert_eq!(status.state, JobState::Completed);
+    assert_eq!(status.result.as_deref(), Some("{\"answer\":42}"));
+
+    let missing = producer
+        .wait("q", "nope", Duration::from_millis(10))
+        .await
+        .expect_err("no such job");
+    assert!(matches!(missing, ProducerError::NotFound { .. }));
+    let pending = producer.enqueue(chat("q", 2)).await.expect("enqueue");
+    let timeout = producer
+        .wait("q", &pending.id, Duration::from_millis(50))
+        .await
+        .expect_err("not done");
+    assert!(matches!(timeout, ProducerError::Timeout { .. }));
+}
+
+#[tokio::test]
+async fn a_client_chosen_id_is_idempotent() {
+    let (_redis, producer) = setup().await;
+    let first = producer
+        .enqueue(chat("q", 1).with_id("order-7"))
+        .await
+        .expect("enqueue");
+    let again = producer
+        .enqueue(chat("q", 2).with_id("order-7"))
+        .await
+        .expect("enqueue");
+    assert!(first.created && !again.created);
+    assert_eq!(again.id, "order-7");
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_visible_in_stats() {
+    let (_redis, producer) = setup().await;
+    producer.enqueue(chat("q", 1)).await.expect("enqueue");
+    let store = producer.store();
+    store.set_paused("q", true).await.expect("pause");
+    assert!(store.stats("q").await.expect("stats").paused);
+    store.set_paused("q", false).await.expect("resume");
+    assert!(!store.stats("q").await.expect("stats").paused);
+}
