@@ -1,0 +1,191 @@
+//! The `sluice` CLI as an operator runs it: a real process against a real Redis.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use sluice_tests::RedisServer;
+use sluice_tests::bins::cargo_bin;
+
+fn sluice() -> PathBuf {
+    cargo_bin("sluice-producer", "sluice")
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    Command::new(sluice())
+        .arg("--redis")
+        .arg(url)
+        .args(args)
+        .env_remove("SLUICE_REDIS_URL")
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .expect("run sluice")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn enqueue_from_a_file_reports_every_rejected_line_and_dedupes_a_rerun() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jobs.jsonl");
+    let mut f = std::fs::File::create(&path).expect("create");
+    for i in 1..=2000 {
+        let line = match i {
+            5 => "{not json".to_string(),
+            10 => r#"{"request": {"path": "/v1/../admin", "body": {"a": 1}}}"#.to_string(),
+            20 => r#"{"body": {"a": 1}, "priority": 9}"#.to_string(),
+            _ => format!(r#"{{"dedupe_key": "row-{i}", "body": {{"model": "m", "n": {i}}}}}"#),
+        };
+        writeln!(f, "{line}").expect("write");
+    }
+    drop(f);
+    let file = path.to_str().expect("utf-8 path");
+
+    let out = run(
+        &redis.url(),
+        &["enqueue", "--file", file, "-u", "mock", "-q", "batch"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "rejected lines make exit 1: {}",
+        stderr(&out)
+    );
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("enqueued 1,997, deduplicated 0, rejected 3"),
+        "{summary}"
+    );
+    let errors = stderr(&out);
+    assert!(errors.contains("line 5: not a job"), "{errors}");
+    assert!(errors.contains("line 10:") && errors.contains("request.path"), "{errors}");
+    assert!(errors.contains("line 20:") && errors.contains("priority"), "{errors}");
+
+    let rerun = run(
+        &redis.url(),
+        &["enqueue", "--file", file, "-u", "mock", "-q", "batch"],
+    );
+    assert!(
+        stdout(&rerun).contains("enqueued 0, deduplicated 1,997, rejected 3"),
+        "{}",
+        stdout(&rerun)
+    );
+
+    let stats = run(&redis.url(), &["stats", "batch", "--json"]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    assert_eq!(stats[0]["stream_len"], 1997);
+    assert_eq!(stats[0]["counts"]["queued"], 1997);
+    assert_eq!(stats[0]["counts"]["deduplicated"], 1997);
+}
+
+#[tokio::test]
+async fn a_single_job_can_be_enqueued_looked_up_and_cancelled() {
+    let redis = RedisServer::start().await;
+    let out = run(
+        &redis.url(),
+        &[
+            "enqueue",
+            "-u",
+            "mock",
+            "--body",
+            r#"{"model": "m", "messages": []}"#,
+            "--id",
+            "job-1",
+            "--delay-ms",
+            "60000",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("enqueued job-1 in default (scheduled)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let status = run(&redis.url(), &["status", "job-1", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(status["state"], "scheduled");
+    assert_eq!(status["upstream"], "mock");
+
+    let cancel = run(&redis.url(), &["cancel", "job-1"]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let again = run(&redis.url(), &["cancel", "job-1"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("is cancelled"), "{}", stderr(&again));
+
+    let missing = run(&redis.url(), &["status", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(stderr(&missing).trim(), "sluice: no job nope in queue default");
+
+    let paused = run(&redis.url(), &["pause", "default"]);
+    assert!(paused.status.success());
+    let stats = run(&redis.url(), &["stats"]);
+    assert!(
+        stdout(&stats).contains("default  (paused)"),
+        "{}",
+        stdout(&stats)
+    );
+    let dlq = run(&redis.url(), &["dlq", "list"]);
+    assert!(stdout(&dlq).contains("is empty"), "{}", stdout(&dlq));
+    let no_selector = run(&redis.url(), &["dlq", "redrive"]);
+    assert_eq!(no_selector.status.code(), Some(1));
+}
+
+#[test]
+fn an_unreachable_redis_is_one_line_naming_the_url() {
+    // A port nothing listens on: bound and released by this test.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = run(&url, &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("sluice: Redis unreachable at {url}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_bad_config_names_the_key() {
+    let out = run("redis://127.0.0.1:1", &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[producer]\nbatch_size = \"lots\"\n").expect("write");
+    let out = Command::new(sluice())
+        .arg("--config")
+        .arg(&path)
+        .arg("stats")
+        .env_remove("SLUICE_REDIS_URL")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("batch_size"), "{}", stderr(&out));
+
+    let out = Command::new(sluice())
+        .arg("stats")
+        .env("SLUICE__WORKER__CONCURRENCY", "0")
+        .env_remove("SLUICE_REDIS_URL")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("worker.concurrency"),
+        "{}",
+        stderr(&out)
+    );
+}
