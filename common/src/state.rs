@@ -133,7 +133,7 @@ impl JobStatus {
             finished_ms: num(&f, "finished_ms"),
             run_at_ms: num(&f, "run_at_ms"),
             redrives: num(&f, "redrives").unwrap_or(0),
-            dedupe_key: f.remove("dedupe"),
+            dedupe_key: f.remove("dedupe").filter(|k| !k.is_empty()),
             last_class: f.remove("last_class"),
             last_error: f.remove("last_error"),
             last_status: f.remove("last_status"),

@@ -110,7 +110,7 @@ pub enum CancelOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Waited {
     /// The job reached a terminal state.
-    Done(JobStatus),
+    Done(Box<JobStatus>),
     TimedOut,
     /// No such job (never enqueued, or its hash expired).
     NotFound,
@@ -433,7 +433,7 @@ impl Store {
         };
         if state.is_none() || terminal(state.as_deref()) {
             return Ok(match self.status(queue, id).await? {
-                Some(status) => Waited::Done(status),
+                Some(status) => Waited::Done(Box::new(status)),
                 None => Waited::NotFound,
             });
         }
@@ -476,7 +476,9 @@ impl Store {
             }
             if seen || full {
                 match self.status(queue, id).await? {
-                    Some(status) if status.state.is_terminal() => return Ok(Waited::Done(status)),
+                    Some(status) if status.state.is_terminal() => {
+                        return Ok(Waited::Done(Box::new(status)));
+                    }
                     Some(_) => {}
                     None => return Ok(Waited::NotFound),
                 }

@@ -152,7 +152,7 @@ impl Producer {
             .wait_terminal(&mut conn, queue, id, timeout)
             .await?
         {
-            Waited::Done(status) => Ok(status),
+            Waited::Done(status) => Ok(*status),
             Waited::TimedOut => Err(ProducerError::Timeout {
                 id: id.to_string(),
                 timeout,

@@ -65,8 +65,14 @@ async fn enqueue_from_a_file_reports_every_rejected_line_and_dedupes_a_rerun() {
     );
     let errors = stderr(&out);
     assert!(errors.contains("line 5: not a job"), "{errors}");
-    assert!(errors.contains("line 10:") && errors.contains("request.path"), "{errors}");
-    assert!(errors.contains("line 20:") && errors.contains("priority"), "{errors}");
+    assert!(
+        errors.contains("line 10:") && errors.contains("request.path"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("line 20:") && errors.contains("priority"),
+        "{errors}"
+    );
 
     let rerun = run(
         &redis.url(),
@@ -120,11 +126,18 @@ async fn a_single_job_can_be_enqueued_looked_up_and_cancelled() {
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     let again = run(&redis.url(), &["cancel", "job-1"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("is cancelled"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("is cancelled"),
+        "{}",
+        stderr(&again)
+    );
 
     let missing = run(&redis.url(), &["status", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert_eq!(stderr(&missing).trim(), "sluice: no job nope in queue default");
+    assert_eq!(
+        stderr(&missing).trim(),
+        "sluice: no job nope in queue default"
+    );
 
     let paused = run(&redis.url(), &["pause", "default"]);
     assert!(paused.status.success());

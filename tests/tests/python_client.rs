@@ -92,7 +92,10 @@ async fn a_python_service_enqueues_with_dedupe_and_reads_the_result() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(blocked, "the Python client never blocked on the events stream");
+    assert!(
+        blocked,
+        "the Python client never blocked on the events stream"
+    );
     store
         .complete("py", &id, &e.id, "{\"choices\":[]}", 200)
         .await

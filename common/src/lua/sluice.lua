@@ -93,39 +93,37 @@ local function enqueue(keys, args)
     return redis.error_reply('SLUICE_INVALID spec.request.path: missing')
   end
 
-  local jk = p .. 'job:' .. id
-  local existing = redis.call('HGET', jk, 'state')
-  if existing then
-    redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
-    return {'duplicate', id, existing}
-  end
+  -- The dedupe key first (SET NX GET: one command claims it or names its owner), then the id
+  -- (HSETNX claims the hash). A claimed key whose id already exists points at that same job.
   if dkey ~= '' then
-    local dk = p .. 'dedupe:' .. dkey
-    local owner = redis.call('GET', dk)
+    if dttl <= 0 then
+      return redis.error_reply('SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key')
+    end
+    local owner = redis.call('SET', p .. 'dedupe:' .. dkey, id, 'NX', 'PX', dttl, 'GET')
     if owner then
       redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
       return {'duplicate', owner, redis.call('HGET', p .. 'job:' .. owner, 'state') or 'expired'}
     end
-    if dttl <= 0 then
-      return redis.error_reply('SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key')
-    end
-    redis.call('SET', dk, id, 'PX', dttl)
   end
-
+  local jk = p .. 'job:' .. id
   local now = now_ms()
   local due = 0
   if run_at > now then due = run_at end
   if delay > 0 and now + delay > due then due = now + delay end
   local state = 'queued'
   if due > 0 then state = 'scheduled' end
-  redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'state', state,
-    'attempts', 0, 'created_ms', now, 'updated_ms', now)
-  if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey) end
+  if redis.call('HSETNX', jk, 'state', state) == 0 then
+    redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
+    return {'duplicate', id, redis.call('HGET', jk, 'state')}
+  end
   if due > 0 then
-    redis.call('HSET', jk, 'run_at_ms', due)
     redis.call('ZADD', p .. 'delayed', due, id)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', 0,
+      'created_ms', now, 'updated_ms', now, 'dedupe', dkey, 'run_at_ms', due)
   else
-    push_ready(p, jk, id)
+    local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', 0,
+      'created_ms', now, 'updated_ms', now, 'dedupe', dkey, 'entry', entry)
   end
   move(p, nil, state)
   event(p, emax, id, state)

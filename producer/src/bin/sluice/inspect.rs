@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sluice_producer::{CancelOutcome, JobState, JobStatus, ProducerError};
+use sluice_producer::{CancelOutcome, JobState, JobStatus};
 
 use crate::Ctx;
 use crate::show;
@@ -126,7 +126,6 @@ pub async fn wait(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Err(e @ ProducerError::Timeout { .. }) => Err(e.into()),
         Err(e) => Err(e.into()),
     }
 }

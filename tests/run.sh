@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs Sluice's whole test suite on a fresh Debian machine with Rust:
+# installs what is missing (redis-server, redis-py), checks formatting and lints, then runs every
+# test of the workspace. Each test starts its own redis-server on a free port; nothing needs to be
+# running beforehand. Set SLUICE_SKIP_LINT=1 to skip fmt and clippy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+# The packaged service is not used by the tests; they start their own servers.
+
+PY="${SLUICE_PYTHON:-python3}"
+if ! "$PY" -c 'import redis' 2>/dev/null; then
+  echo "== installing redis-py for the Python protocol client"
+  "$PY" -m pip install --quiet --disable-pip-version-check redis 2>/dev/null \
+    || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-redis >/dev/null \
+    || "$PY" -m pip install --quiet --break-system-packages redis
+fi
+
+if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "== cargo clippy --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets "$@"
