@@ -2,7 +2,8 @@
 //! `SLUICE__SECTION__KEY`. A bad file, an unknown key or a value of the wrong type fails at
 //! start-up with the key named.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,6 +32,10 @@ pub struct Config {
     pub queues: QueuesConfig,
     pub producer: ProducerConfig,
     pub worker: WorkerConfig,
+    pub retry: RetryConfig,
+    /// Upstreams by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +73,62 @@ pub struct WorkerConfig {
     pub lease_ms: u64,
     pub grace_ms: u64,
     pub http_port: u16,
+    pub poison_deliveries: u32,
+    pub result_max_bytes: usize,
+}
+
+/// How failed calls are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub base_ms: u64,
+    pub factor: f64,
+    pub cap_ms: u64,
+    pub max_waits: u32,
+    pub max_server_wait_ms: u64,
+    pub quota_wait_ms: u64,
+}
+
+/// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;
+/// it never appears in config dumps, jobs, Redis or logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    #[serde(default)]
+    pub auth_env: Option<String>,
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    #[serde(default = "default_auth_header")]
+    pub auth_header: String,
+    #[serde(default = "default_auth_scheme")]
+    pub auth_scheme: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response headers stored with a result (besides `x-request-id` and the rate-limit family).
+    #[serde(default)]
+    pub keep_headers: Vec<String>,
+}
+
+fn default_auth_header() -> String {
+    "authorization".into()
+}
+
+fn default_auth_scheme() -> String {
+    "Bearer".into()
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
 }
 
 impl Config {
@@ -145,6 +206,29 @@ impl Config {
         }
         if self.producer.batch_size == 0 {
             return Err(invalid("producer.batch_size", "must be positive"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if self.retry.factor < 1.0 {
+            return Err(invalid("retry.factor", "must be at least 1.0"));
+        }
+        if self.worker.lease_ms < 100 {
+            return Err(invalid("worker.lease_ms", "must be at least 100"));
+        }
+        for (name, up) in &self.upstreams {
+            if validate::upstream_name(name).is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams",
+                    reason: format!("{name:?} is not an upstream name (1 to 64 of [A-Za-z0-9_-])"),
+                });
+            }
+            if !(up.base_url.starts_with("http://") || up.base_url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams.*.base_url",
+                    reason: format!("upstream {name}: {:?} is not an http(s) URL", up.base_url),
+                });
+            }
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be positive"));

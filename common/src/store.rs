@@ -125,11 +125,28 @@ pub enum Started {
         id: String,
         spec: String,
         attempt: u32,
+        /// Waits (rate limit, quota, auth) so far in this life.
+        waits: u32,
     },
     /// Terminal, cancelled or stale: acked and removed already.
     Skip { entry: String, id: String },
     /// No such job: left pending for the caller to dead-letter as malformed.
     Missing { entry: String, id: String },
+}
+
+/// An entry read from a queue's stream: its id and its fields (normally just `id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub entry: String,
+    pub fields: HashMap<String, String>,
+}
+
+/// What a promote call did, with the server's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    pub promoted: u64,
+    pub next_due_ms: Option<u64>,
+    pub now_ms: u64,
 }
 
 /// What complete, retry or dead-letter did.
@@ -538,6 +555,7 @@ impl Store {
                         id,
                         spec: s(3)?,
                         attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
+                        waits: f.get(5).and_then(int).unwrap_or(0).max(0) as u32,
                     },
                     "skip" => Started::Skip { entry, id },
                     "missing" => Started::Missing { entry, id },
@@ -555,17 +573,22 @@ impl Store {
         entry: &str,
         result: &str,
         http_status: u16,
+        extra: &[(&str, &str)],
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = Self::fcall("sluice_complete", &keys)
-            .arg(keys::GROUP)
+        let mut cmd = Self::fcall("sluice_complete", &keys);
+        cmd.arg(keys::GROUP)
             .arg(id)
             .arg(entry)
             .arg(result)
             .arg(http_status)
             .arg(self.settings.retention.as_millis() as u64)
-            .arg(self.settings.events_maxlen)
+            .arg(self.settings.events_maxlen);
+        for (field, value) in extra {
+            cmd.arg(*field).arg(*value);
+        }
+        let reply: Vec<String> = cmd
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
@@ -636,15 +659,223 @@ impl Store {
 
     /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
     pub async fn promote(&self, queue: &str, limit: u32) -> Result<(u64, Option<u64>), StoreError> {
+        let p = self.promote_timed(queue, limit).await?;
+        Ok((p.promoted, p.next_due_ms))
+    }
+
+    /// Like `promote`, also returning the server's clock (to sleep until the next due time).
+    pub async fn promote_timed(&self, queue: &str, limit: u32) -> Result<Promoted, StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
-        let (n, next): (i64, i64) = Self::fcall("sluice_promote", &keys)
+        let (n, next, now): (i64, i64, i64) = Self::fcall("sluice_promote", &keys)
             .arg(limit)
             .arg(self.settings.events_maxlen)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
-        Ok((n.max(0) as u64, (next >= 0).then_some(next as u64)))
+        Ok(Promoted {
+            promoted: n.max(0) as u64,
+            next_due_ms: (next >= 0).then_some(next as u64),
+            now_ms: now.max(0) as u64,
+        })
+    }
+
+    /// Hands running jobs back to the queue (shutdown): `(entry, id)` pairs; returns how many.
+    pub async fn release(
+        &self,
+        queue: &str,
+        entries: &[(String, String)],
+    ) -> Result<u64, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_release", &keys);
+        cmd.arg(keys::GROUP).arg(self.settings.events_maxlen);
+        for (entry, id) in entries {
+            cmd.arg(entry).arg(id);
+        }
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+    }
+
+    /// Creates the queue's consumer group (and stream) if missing, reading from the start.
+    pub async fn create_group(&self, queue: &str) -> Result<(), StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(StoreError::Redis(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads up to `count` new entries for `consumer`, blocking up to `block_ms`, over `blocking`
+    /// (a dedicated connection: a blocking read must not stall the shared one).
+    pub async fn read_group<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        blocking: &mut C,
+        queue: &str,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let keys = keys_for(queue)?;
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(keys.stream())
+            .arg(">")
+            .query_async(blocking)
+            .await?;
+        let entries = array(&reply)
+            .and_then(|streams| streams.first())
+            .and_then(array)
+            .and_then(|s| s.get(1))
+            .map(|e| reply::stream_entries(e).ok_or(StoreError::Protocol("XREADGROUP")))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .map(|(entry, fields)| Delivered { entry, fields })
+            .collect())
+    }
+
+    /// Takes over entries idle longer than `min_idle` (a dead worker's), with their delivery
+    /// counts. Entries deleted while pending are dropped from the pending list by Redis.
+    pub async fn autoclaim(
+        &self,
+        queue: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<(Delivered, u64)>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let claimed = array(&reply)
+            .and_then(|r| r.get(1))
+            .and_then(reply::stream_entries)
+            .ok_or(StoreError::Protocol("XAUTOCLAIM"))?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Delivery counts of what we now own (XAUTOCLAIM counted this delivery).
+        let first = claimed.first().map(|(e, _)| e.clone()).unwrap_or_default();
+        let last = claimed.last().map(|(e, _)| e.clone()).unwrap_or_default();
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(&first)
+            .arg(&last)
+            .arg(claimed.len() * 2 + 10)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        let counts: HashMap<String, u64> = array(&pending)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|row| {
+                let row = array(row)?;
+                Some((text(row.first()?)?, int(row.get(3)?)?.max(0) as u64))
+            })
+            .collect();
+        Ok(claimed
+            .into_iter()
+            .map(|(entry, fields)| {
+                let n = counts.get(&entry).copied().unwrap_or(1);
+                (Delivered { entry, fields }, n)
+            })
+            .collect())
+    }
+
+    /// Resets the idle time of our in-flight entries so no one reclaims a live, slow call.
+    pub async fn heartbeat(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entries: &[String],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(entries)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the queue is paused.
+    pub async fn is_paused(&self, queue: &str) -> Result<bool, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("EXISTS")
+            .arg(keys.paused())
+            .query_async::<i64>(&mut conn)
+            .await?
+            == 1)
+    }
+
+    /// Removes consumers with nothing pending that have been idle longer than `idle`
+    /// (workers that are gone); returns how many.
+    pub async fn tidy_consumers(&self, queue: &str, idle: Duration) -> Result<u64, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let mut removed = 0;
+        for c in array(&reply).unwrap_or_default() {
+            let c = reply::map_values(c).unwrap_or_default();
+            let pending = c.get("pending").and_then(int).unwrap_or(1);
+            let idle_ms = c.get("idle").and_then(int).unwrap_or(0);
+            if let Some(name) = c.get("name").and_then(text)
+                && pending == 0
+                && idle_ms as u128 > idle.as_millis()
+            {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(keys.stream())
+                    .arg(keys::GROUP)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads up to `count` dead-letter entries after `after` (exclusive; `None` from the start).

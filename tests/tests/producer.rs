@@ -336,7 +336,7 @@ async fn cancel_works_only_from_queued_scheduled_or_retrying() {
         CancelOutcome::Cancelled(JobState::Retrying)
     );
     let t = store
-        .complete("q", &a.id, &entry_a, "{\"ok\":true}", 200)
+        .complete("q", &a.id, &entry_a, "{\"ok\":true}", 200, &[])
         .await
         .expect("complete");
     assert_eq!(t, Transition::Done);
@@ -365,11 +365,11 @@ async fn a_second_completion_of_a_terminal_job_is_refused_and_counted() {
     let (entry, id) = run_entry(&started[0]);
     assert_eq!(id, e.id);
     let first = store
-        .complete("q", &id, &entry, "{\"n\":1}", 200)
+        .complete("q", &id, &entry, "{\"n\":1}", 200, &[])
         .await
         .expect("complete");
     let second = store
-        .complete("q", &id, &entry, "{\"n\":2}", 200)
+        .complete("q", &id, &entry, "{\"n\":2}", 200, &[])
         .await
         .expect("complete");
     assert_eq!(first, Transition::Done);
@@ -588,7 +588,7 @@ async fn wait_blocks_until_the_job_ends() {
     let (entry, id) = run_entry(&started[0]);
     producer
         .store()
-        .complete("q", &id, &entry, "{\"answer\":42}", 200)
+        .complete("q", &id, &entry, "{\"answer\":42}", 200, &[])
         .await
         .expect("complete");
     let status = waiter.await.expect("join").expect("wait");

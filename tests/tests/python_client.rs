@@ -97,7 +97,7 @@ async fn a_python_service_enqueues_with_dedupe_and_reads_the_result() {
         "the Python client never blocked on the events stream"
     );
     store
-        .complete("py", &id, &e.id, "{\"choices\":[]}", 200)
+        .complete("py", &id, &e.id, "{\"choices\":[]}", 200, &[])
         .await
         .expect("complete");
 

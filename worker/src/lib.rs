@@ -1,3 +1,19 @@
-//! sluice-worker: the worker runtime (fetch → processor → upstream → outcome → retry /
-//! dead_letter, beside limiter, scheduler, reclaim, metrics, http, shutdown). The runtime lands
-//! with the worker-runtime issue; today this crate holds the binary's start-up.
+//! sluice-worker: runs Sluice jobs from Redis Streams against configured upstreams.
+//!
+//! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
+//! job) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
+//! (the policy: complete, sleep in the delayed ZSET, or dead-letter). Beside them: [`scheduler`]
+//! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own) and
+//! [`shutdown`]. [`worker`] wires them together.
+
+pub mod fetch;
+pub mod hints;
+pub mod inflight;
+pub mod outcome;
+pub mod processor;
+pub mod reclaim;
+pub mod retry;
+pub mod scheduler;
+pub mod shutdown;
+pub mod upstream;
+pub mod worker;

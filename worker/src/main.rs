@@ -1,9 +1,11 @@
-//! `sluice-worker`: loads the config, connects to Redis and (once the runtime lands) runs jobs.
+//! `sluice-worker`: runs jobs from the configured queues until SIGTERM/SIGINT, then exits 0
+//! after in-flight calls finish (or are handed back when the grace period ends).
 
 use std::path::PathBuf;
 
 use clap::Parser;
-use sluice_common::{Config, Store};
+use sluice_common::Config;
+use sluice_worker::shutdown::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -15,16 +17,50 @@ struct Cli {
     /// Config file (TOML); environment SLUICE__SECTION__KEY overrides it.
     #[arg(long, env = "SLUICE_CONFIG")]
     config: Option<PathBuf>,
+    /// Redis URL (overrides redis.url).
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis: Option<String>,
+    /// Queues to consume, comma-separated (overrides worker.queues).
+    #[arg(long, value_delimiter = ',')]
+    queues: Option<Vec<String>>,
+    /// Jobs run at once (overrides worker.concurrency).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Consumer name in the group (overrides worker.consumer; default <hostname>-<pid>).
+    #[arg(long)]
+    consumer: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    json_logs: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
-    let store = Store::connect(&config.redis.url, config.store_settings()).await?;
-    tracing::info!(redis = store.url(), queues = ?config.worker.queues, "connected; the worker runtime is not built yet");
-    Ok(())
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cli.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.redis {
+        config.redis.url = url;
+    }
+    if let Some(q) = cli.queues {
+        config.worker.queues = q;
+    }
+    if let Some(c) = cli.concurrency {
+        config.worker.concurrency = c;
+    }
+    if let Some(c) = cli.consumer {
+        config.worker.consumer = c;
+    }
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    sluice_worker::worker::run(config, shutdown).await
 }

@@ -131,7 +131,7 @@ local function enqueue(keys, args)
 end
 
 -- start: ARGV group, events_maxlen, then pairs (entry, id)
--- -> per pair {entry, id, 'run', spec, attempts} | {entry, id, 'skip', state} | {entry, id, 'missing'}
+-- -> per pair {entry, id, 'run', spec, attempts, waits} | {entry, id, 'skip', state} | {entry, id, 'missing'}
 local function start(keys, args)
   local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
@@ -139,7 +139,7 @@ local function start(keys, args)
   for i = 3, #args, 2 do
     local entry, id = args[i], args[i + 1]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec')
+    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits')
     local state, current = f[1], f[2]
     if not state then
       out[#out + 1] = {entry, id, 'missing'}
@@ -151,7 +151,7 @@ local function start(keys, args)
         move(p, 'queued', 'running')
         event(p, emax, id, 'running')
       end
-      out[#out + 1] = {entry, id, 'run', f[3], attempts}
+      out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0}
     else
       -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
       drop_entry(p, group, entry)
@@ -161,7 +161,8 @@ local function start(keys, args)
   return out
 end
 
--- complete: ARGV group, id, entry, result, status, retention_ms, events_maxlen
+-- complete: ARGV group, id, entry, result, status, retention_ms, events_maxlen, then optional
+-- field/value pairs stored with the result (usage, headers)
 -- -> {'completed'} | {'refused', state}
 local function complete(keys, args)
   local p, group, id, entry = keys[1], args[1], args[2], args[3]
@@ -175,6 +176,9 @@ local function complete(keys, args)
   local now = now_ms()
   redis.call('HSET', jk, 'state', 'completed', 'result', args[4] or '', 'status', args[5] or '',
     'finished_ms', now, 'updated_ms', now)
+  for i = 8, #args - 1, 2 do
+    redis.call('HSET', jk, args[i], args[i + 1])
+  end
   redis.call('HDEL', jk, 'entry')
   redis.call('PEXPIRE', jk, num(args[6], DEFAULT_RETENTION_MS))
   move(p, 'running', 'completed')
@@ -241,7 +245,7 @@ local function dead(keys, args)
   return {'dead'}
 end
 
--- promote: ARGV limit, events_maxlen -> {promoted, next_due_ms or -1}
+-- promote: ARGV limit, events_maxlen -> {promoted, next_due_ms or -1, server_now_ms}
 local function promote(keys, args)
   local p, limit, emax = keys[1], num(args[1], 1000), num(args[2], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
@@ -261,8 +265,33 @@ local function promote(keys, args)
     end
   end
   local nxt = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
-  if nxt[2] then return {promoted, tonumber(nxt[2])} end
-  return {promoted, -1}
+  if nxt[2] then return {promoted, tonumber(nxt[2]), now} end
+  return {promoted, -1, now}
+end
+
+-- release: ARGV group, events_maxlen, then pairs (entry, id) -> released
+-- Hands running jobs back at shutdown: the entry is acked and deleted, the job queued again
+-- with a new entry, and the unfinished attempt not counted.
+local function release(keys, args)
+  local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local now = now_ms()
+  local released = 0
+  for i = 3, #args, 2 do
+    local entry, id = args[i], args[i + 1]
+    local jk = p .. 'job:' .. id
+    local f = redis.call('HMGET', jk, 'state', 'entry')
+    if f[1] == 'running' and f[2] == entry then
+      drop_entry(p, group, entry)
+      redis.call('HINCRBY', jk, 'attempts', -1)
+      redis.call('HINCRBY', jk, 'total_attempts', -1)
+      push_ready(p, jk, id)
+      redis.call('HSET', jk, 'state', 'queued', 'updated_ms', now)
+      move(p, 'running', 'queued')
+      event(p, emax, id, 'queued', 'released')
+      released = released + 1
+    end
+  end
+  return released
 end
 
 -- cancel: ARGV group, id, retention_ms, events_maxlen
@@ -362,5 +391,6 @@ redis.register_function('sluice_retry', retry)
 redis.register_function('sluice_dead', dead)
 redis.register_function('sluice_promote', promote)
 redis.register_function('sluice_cancel', cancel)
+redis.register_function('sluice_release', release)
 redis.register_function('sluice_redrive', redrive)
 redis.register_function('sluice_purge', purge)

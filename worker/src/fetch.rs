@@ -1,0 +1,185 @@
+//! Fetching: reads a queue's stream through the consumer group and starts what it read.
+//!
+//! A slot (semaphore permit) is taken before each read and the read asks for no more entries
+//! than slots held, so an entry is never buffered unhandled in memory while its lease ages in
+//! the pending list. The blocking XREADGROUP runs on a dedicated connection, never the shared one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_common::store::{Delivered, Started};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::processor::{self, Job};
+use crate::worker::Ctx;
+
+/// Most entries one read asks for.
+const MAX_BATCH: usize = 256;
+/// How long one blocking read waits for entries (the stop token cuts it short).
+const BLOCK_MS: u64 = 2000;
+/// Bytes of a malformed entry's fields kept in its dead-letter entry.
+const RAW_EXCERPT: usize = 512;
+
+/// Reads and starts the jobs of one queue until shutdown.
+pub async fn run(ctx: Arc<Ctx>, queue: String) {
+    let stop = ctx.shutdown.stop.clone();
+    let mut conn = None;
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        if ctx.is_paused(&queue) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.cancelled() => break,
+            }
+            continue;
+        }
+        let first = tokio::select! {
+            p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let mut slots = vec![first];
+        while slots.len() < MAX_BATCH {
+            match ctx.slots.clone().try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match ctx.blocking.get().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(queue, error = %e, "no Redis connection for fetching");
+                    backoff(&stop, failures).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let read = tokio::select! {
+            r = ctx.store.read_group(c, &queue, &ctx.consumer, slots.len(), BLOCK_MS) => r,
+            _ = stop.cancelled() => break,
+        };
+        match read {
+            Ok(entries) => {
+                failures = 0;
+                if !entries.is_empty() {
+                    dispatch(&ctx, &queue, entries, slots).await;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(queue, error = %e, "XREADGROUP failed; reconnecting");
+                conn = None;
+                if e.to_string().contains("NOGROUP") {
+                    let _ = ctx.store.create_group(&queue).await;
+                }
+                backoff(&stop, failures).await;
+            }
+        }
+    }
+}
+
+async fn backoff(stop: &tokio_util::sync::CancellationToken, failures: u32) {
+    let delay = Duration::from_millis(50u64 << failures.min(6));
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Starts delivered entries (one server-side call for the batch) and spawns a processor for each
+/// job to run, each with one of `slots`. Entries that are not jobs are dead-lettered as
+/// `malformed`. Used for fresh reads and for reclaimed entries alike.
+pub async fn dispatch(
+    ctx: &Arc<Ctx>,
+    queue: &str,
+    entries: Vec<Delivered>,
+    mut slots: Vec<OwnedSemaphorePermit>,
+) {
+    let mut pairs = Vec::with_capacity(entries.len());
+    for d in entries {
+        match d.fields.get("id") {
+            // Only the job's current entry can start it (the start function checks), so extra
+            // fields or a stale copy can never run a job twice.
+            Some(id) if sluice_common::validate::job_id(id).is_ok() => {
+                pairs.push((d.entry, id.clone()))
+            }
+            _ => malformed(ctx, queue, &d, "stream entry is not {id: <job id>}").await,
+        }
+    }
+    if pairs.is_empty() {
+        return;
+    }
+    let started = match processor::with_retries(|| ctx.store.start(queue, &pairs)).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Left pending: the lease brings these entries back to a worker.
+            tracing::error!(queue, error = %e, "start failed");
+            return;
+        }
+    };
+    for s in started {
+        match s {
+            Started::Run {
+                entry,
+                id,
+                spec,
+                attempt,
+                waits,
+            } => {
+                let Some(slot) = slots.pop() else {
+                    tracing::error!(queue, "more jobs than slots; leaving the rest to reclaim");
+                    break;
+                };
+                let job = Job {
+                    queue: queue.to_string(),
+                    entry,
+                    id,
+                    spec,
+                    attempt,
+                    waits,
+                };
+                ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
+            }
+            Started::Skip { entry, id } => {
+                tracing::debug!(queue, %entry, %id, "skipped: terminal, cancelled or stale");
+            }
+            Started::Missing { entry, id } => {
+                let d = Delivered {
+                    entry,
+                    fields: [("id".to_string(), id)].into_iter().collect(),
+                };
+                malformed(ctx, queue, &d, "no job hash for this id").await;
+            }
+        }
+    }
+}
+
+/// Dead-letters a stream entry that is not a runnable job, keeping an excerpt of what it held.
+async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
+    let mut raw = String::new();
+    let mut fields: Vec<_> = d.fields.iter().collect();
+    fields.sort();
+    for (k, v) in fields {
+        if raw.len() >= RAW_EXCERPT {
+            break;
+        }
+        raw.push_str(&format!("{k}={v} "));
+    }
+    let raw: String = raw.chars().take(RAW_EXCERPT).collect();
+    // No job id: a malformed entry must never touch a real job that its `id` may name.
+    let r = processor::with_retries(|| {
+        ctx.store
+            .dead_letter(queue, "", &d.entry, "malformed", why, None, &raw)
+    })
+    .await;
+    match r {
+        Ok(_) => {
+            tracing::warn!(queue, entry = %d.entry, why, "malformed stream entry dead-lettered")
+        }
+        Err(e) => {
+            tracing::error!(queue, entry = %d.entry, error = %e, "could not dead-letter a malformed entry")
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The processor: runs one started job to its next state.
+//!
+//! Decode and re-validate the spec (a foreign producer may have skipped validation), find the
+//! upstream, make the call, classify the answer, and apply the retry policy's decision with one
+//! server-side call: complete, retry (sleep in the delayed ZSET) or dead-letter.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_common::store::Transition;
+use sluice_common::{JobSpec, StoreError, validate};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::outcome::{self, Class, Outcome};
+use crate::retry::{Budget, Decision};
+use crate::upstream::{CallError, Upstreams};
+use crate::worker::Ctx;
+
+/// A job the start function handed us.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub queue: String,
+    pub entry: String,
+    pub id: String,
+    pub spec: String,
+    pub attempt: u32,
+    pub waits: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the job, holding its concurrency slot until the job's state is written.
+pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
+    ctx.inflight.add(&job.queue, &job.entry, &job.id);
+    let span = tracing::info_span!("job", queue = %job.queue, id = %job.id, attempt = job.attempt);
+    match process(&ctx, &job).instrument(span).await {
+        Ok(Some(())) => ctx.inflight.remove(&job.queue, &job.entry),
+        // Abandoned at shutdown: the entry stays in `inflight` to be handed back.
+        Ok(None) => {}
+        Err(e) => {
+            // The state could not be written; the entry stays pending and is reclaimed after
+            // the lease, so the job runs again rather than being lost.
+            tracing::error!(queue = %job.queue, id = %job.id, error = %e, "could not record the job's outcome");
+            ctx.inflight.remove(&job.queue, &job.entry);
+        }
+    }
+}
+
+/// `Ok(None)` when the call was abandoned for shutdown.
+async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
+    let spec: JobSpec = match serde_json::from_str(&job.spec) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let why = format!("spec is not a job: {e}");
+            return dead(ctx, job, "malformed", &why, None).await.map(Some);
+        }
+    };
+    if let Err(e) = validate::spec(&spec) {
+        return dead(ctx, job, "invalid", &e.to_string(), None)
+            .await
+            .map(Some);
+    }
+    let Some(upstream) = ctx.upstreams.get(&spec.upstream).cloned() else {
+        let why = format!(
+            "no upstream named {:?} in this worker's config",
+            spec.upstream
+        );
+        return dead(ctx, job, "unknown_upstream", &why, None)
+            .await
+            .map(Some);
+    };
+    let until_deadline = match spec.deadline_ms {
+        Some(deadline) if deadline <= now_ms() => {
+            return dead(
+                ctx,
+                job,
+                "deadline",
+                "the job's deadline passed before its call",
+                None,
+            )
+            .await
+            .map(Some);
+        }
+        Some(deadline) => Some(Duration::from_millis(deadline - now_ms())),
+        None => None,
+    };
+
+    let started = std::time::Instant::now();
+    let reply = tokio::select! {
+        r = ctx.upstreams.call(&upstream, &spec, &job.id) => r,
+        _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
+    };
+    let elapsed = started.elapsed();
+    let outcome = match &reply {
+        Ok(r) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
+        Err(CallError::TooLarge(limit)) => {
+            let why = format!("the answer was larger than worker.result_max_bytes ({limit})");
+            return dead(ctx, job, "result_too_large", &why, None)
+                .await
+                .map(Some);
+        }
+        Err(e) => outcome::transport_failure(&e.to_string()),
+    };
+    let budget = Budget {
+        attempt: job.attempt,
+        waits: job.waits,
+        max_attempts: spec.max_attempts,
+        until_deadline,
+    };
+    let decision = ctx.policy.decide(&outcome, budget);
+    tracing::debug!(queue = %job.queue, id = %job.id, class = %outcome.class, ms = elapsed.as_millis() as u64, ?decision, "call answered");
+    match decision {
+        Decision::Complete => {
+            let Ok(reply) = reply else {
+                return Err(StoreError::Protocol("success without a reply"));
+            };
+            complete(ctx, job, &upstream, reply).await?;
+        }
+        Decision::Retry {
+            delay,
+            spends_attempt,
+        } => {
+            let detail = ctx.upstreams.redact(&outcome.detail);
+            let t = with_retries(|| {
+                ctx.store.retry(
+                    &job.queue,
+                    &job.id,
+                    &job.entry,
+                    delay,
+                    outcome.class.as_str(),
+                    &detail,
+                    outcome.status,
+                    spends_attempt,
+                )
+            })
+            .await?;
+            if t == Transition::Done {
+                ctx.hints.due_in(&job.queue, delay);
+                tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
+            }
+        }
+        Decision::Dead { reason } => {
+            dead(ctx, job, reason, &outcome.detail, Some(&outcome)).await?;
+        }
+    }
+    Ok(Some(()))
+}
+
+async fn complete(
+    ctx: &Ctx,
+    job: &Job,
+    upstream: &crate::upstream::Upstream,
+    reply: crate::upstream::Reply,
+) -> Result<(), StoreError> {
+    let body = String::from_utf8_lossy(&reply.body);
+    let usage = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("usage").cloned())
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let headers =
+        serde_json::Value::Object(Upstreams::kept_headers(upstream, &reply.headers)).to_string();
+    let extra = [("usage", usage.as_str()), ("headers", headers.as_str())];
+    let t = with_retries(|| {
+        ctx.store
+            .complete(&job.queue, &job.id, &job.entry, &body, reply.status, &extra)
+    })
+    .await?;
+    match t {
+        Transition::Done => {
+            tracing::info!(queue = %job.queue, id = %job.id, status = reply.status, "completed")
+        }
+        Transition::Refused(state) => {
+            tracing::warn!(queue = %job.queue, id = %job.id, %state, "completion refused: the job was no longer running")
+        }
+    }
+    Ok(())
+}
+
+async fn dead(
+    ctx: &Ctx,
+    job: &Job,
+    reason: &str,
+    error: &str,
+    outcome: Option<&Outcome>,
+) -> Result<(), StoreError> {
+    let error = ctx.upstreams.redact(error);
+    let status = outcome.and_then(|o| o.status);
+    let t = with_retries(|| {
+        ctx.store
+            .dead_letter(&job.queue, &job.id, &job.entry, reason, &error, status, "")
+    })
+    .await?;
+    if t == Transition::Done {
+        let class = outcome.map(|o| o.class).unwrap_or(Class::Invalid);
+        tracing::warn!(queue = %job.queue, id = %job.id, reason, %class, error = %error, "dead-lettered");
+    }
+    Ok(())
+}
+
+/// Retries a state write through a short Redis outage (a finished call is worth recording),
+/// then gives up and lets the lease bring the job back.
+pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e @ (StoreError::Redis(_) | StoreError::Pool(_))) if tries < 8 => {
+                tracing::warn!(error = %e, "Redis write failed; retrying");
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Leases: taking over a dead worker's entries, and keeping our own live ones.
+//!
+//! An entry stays in the group's pending list while a worker runs it. `heartbeat` resets the
+//! idle time of this worker's in-flight entries every third of the lease, so a slow, live call
+//! is never taken over. `reclaim` takes entries idle longer than the lease (XAUTOCLAIM) — their
+//! worker died — as many as it has free slots for, and runs them again; an entry delivered more
+//! than `poison_deliveries` times is dead-lettered as `poison` instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fetch;
+use crate::processor;
+use crate::worker::Ctx;
+
+/// Reclaims idle entries of one queue until shutdown.
+pub async fn run(ctx: Arc<Ctx>, queue: String) {
+    let stop = ctx.shutdown.stop.clone();
+    let period = (ctx.lease / 4).max(Duration::from_millis(50));
+    let tidy_every = (ctx.lease * 10).max(Duration::from_secs(600));
+    let mut last_tidy = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => break,
+        }
+        let free = ctx.slots.available_permits().min(100);
+        if free > 0 {
+            reclaim_once(&ctx, &queue, free).await;
+        }
+        if last_tidy.elapsed() >= tidy_every {
+            last_tidy = tokio::time::Instant::now();
+            match ctx.store.tidy_consumers(&queue, tidy_every).await {
+                Ok(n) if n > 0 => tracing::info!(queue, removed = n, "removed idle consumers"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(queue, error = %e, "tidying consumers failed"),
+            }
+        }
+    }
+}
+
+async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
+    let mut slots = Vec::with_capacity(free);
+    while slots.len() < free {
+        match ctx.slots.clone().try_acquire_owned() {
+            Ok(p) => slots.push(p),
+            Err(_) => break,
+        }
+    }
+    if slots.is_empty() {
+        return;
+    }
+    let claimed = match ctx
+        .store
+        .autoclaim(queue, &ctx.consumer, ctx.lease, slots.len())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(queue, error = %e, "reclaim failed");
+            return;
+        }
+    };
+    if claimed.is_empty() {
+        return;
+    }
+    let mut runnable = Vec::with_capacity(claimed.len());
+    for (delivered, deliveries) in claimed {
+        if deliveries > u64::from(ctx.poison_deliveries) {
+            let id = delivered.fields.get("id").cloned().unwrap_or_default();
+            let why = format!("delivered {deliveries} times without finishing");
+            let r = processor::with_retries(|| {
+                ctx.store
+                    .dead_letter(queue, &id, &delivered.entry, "poison", &why, None, "")
+            })
+            .await;
+            match r {
+                Ok(_) => tracing::warn!(queue, %id, deliveries, "poison job dead-lettered"),
+                Err(e) => {
+                    tracing::error!(queue, %id, error = %e, "could not dead-letter a poison job")
+                }
+            }
+        } else {
+            runnable.push(delivered);
+        }
+    }
+    if !runnable.is_empty() {
+        tracing::info!(
+            queue,
+            count = runnable.len(),
+            "reclaimed entries of a dead worker"
+        );
+        fetch::dispatch(ctx, queue, runnable, slots).await;
+    }
+}
+
+/// Keeps this worker's in-flight entries leased, for every queue, until the end.
+pub async fn heartbeat(ctx: Arc<Ctx>, until: tokio_util::sync::CancellationToken) {
+    let period = (ctx.lease / 3).max(Duration::from_millis(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = until.cancelled() => break,
+        }
+        for queue in &ctx.queues {
+            let entries = ctx.inflight.entries(queue);
+            if entries.is_empty() {
+                continue;
+            }
+            if let Err(e) = ctx.store.heartbeat(queue, &ctx.consumer, &entries).await {
+                tracing::warn!(queue, error = %e, "heartbeat failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The scheduler: promotes due jobs (backoff sleeps and scheduled jobs) from the delayed ZSET to
+//! the stream, one atomic call per batch. It sleeps until the earliest due time that Redis
+//! reports (bounded by `MAX_SLEEP`, for jobs other processes add), and is woken early when this
+//! worker schedules a retry sooner than that. Safe with many workers: each job is promoted once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_common::Store;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Longest sleep between promotions when nothing is known to be due sooner.
+const MAX_SLEEP: Duration = Duration::from_millis(1000);
+/// Jobs promoted per call.
+const BATCH: u32 = 1000;
+
+/// Per-queue wake-up: when the scheduler plans to wake, and a way to wake it sooner.
+#[derive(Default)]
+struct Wake {
+    planned: Mutex<Option<Instant>>,
+    notify: Notify,
+}
+
+/// Lets processors tell the schedulers about retries they just scheduled.
+#[derive(Clone, Default)]
+pub struct Hints {
+    queues: Arc<Mutex<HashMap<String, Arc<Wake>>>>,
+}
+
+impl Hints {
+    fn wake(&self, queue: &str) -> Arc<Wake> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(queue.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A job of `queue` falls due after `delay`: wake the scheduler if it would sleep past it.
+    pub fn due_in(&self, queue: &str, delay: Duration) {
+        let wake = self.wake(queue);
+        let due = Instant::now() + delay;
+        let sooner = {
+            let planned = wake.planned.lock().unwrap_or_else(|p| p.into_inner());
+            planned.is_none_or(|p| due < p)
+        };
+        if sooner {
+            wake.notify.notify_one();
+        }
+    }
+}
+
+/// Promotes due jobs of one queue until `stop`.
+pub async fn run(store: Store, queue: String, hints: Hints, stop: CancellationToken) {
+    let wake = hints.wake(&queue);
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let sleep = match store.promote_timed(&queue, BATCH).await {
+            Ok(p) if p.promoted >= u64::from(BATCH) => Duration::ZERO,
+            Ok(p) => {
+                failures = 0;
+                if p.promoted > 0 {
+                    tracing::debug!(queue, promoted = p.promoted, "promoted due jobs");
+                }
+                match p.next_due_ms {
+                    Some(due) => Duration::from_millis(due.saturating_sub(p.now_ms)).min(MAX_SLEEP),
+                    None => MAX_SLEEP,
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(queue, error = %e, "promote failed");
+                Duration::from_millis(100 * u64::from(failures.min(20)))
+            }
+        };
+        if sleep.is_zero() {
+            continue;
+        }
+        let until = Instant::now() + sleep;
+        *wake.planned.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = wake.notify.notified() => {}
+            _ = stop.cancelled() => {}
+        }
+        *wake.planned.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}

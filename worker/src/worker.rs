@@ -1,0 +1,162 @@
+//! Wiring: builds the shared context and runs, per queue, a fetch loop, a scheduler and a
+//! reclaimer, plus one heartbeat; then shuts down in order (stop fetching, let in-flight calls
+//! finish within the grace period, hand back what is left).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice_common::{Config, Store};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::inflight::Inflight;
+use crate::retry::RetryPolicy;
+use crate::scheduler::{self, Hints};
+use crate::shutdown::Shutdown;
+use crate::upstream::Upstreams;
+use crate::{fetch, reclaim};
+
+/// Everything the worker's tasks share.
+pub struct Ctx {
+    pub store: Store,
+    /// Dedicated connections for blocking reads, one per queue's fetch loop.
+    pub blocking: deadpool_redis::Pool,
+    pub upstreams: Upstreams,
+    pub policy: RetryPolicy,
+    pub consumer: String,
+    pub queues: Vec<String>,
+    /// One permit per job this worker may run at once.
+    pub slots: Arc<Semaphore>,
+    pub inflight: Inflight,
+    pub hints: Hints,
+    pub shutdown: Shutdown,
+    /// Processor tasks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    pub lease: Duration,
+    pub poison_deliveries: u32,
+    /// Paused flags per queue, refreshed in the background.
+    paused: HashMap<String, AtomicBool>,
+}
+
+impl Ctx {
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.paused
+            .get(queue)
+            .is_some_and(|p| p.load(Ordering::Relaxed))
+    }
+}
+
+/// The default consumer name: `<hostname>-<pid>`.
+pub fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs a worker until SIGTERM/SIGINT (or until `shutdown.stop` is cancelled by the caller).
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let store = Store::connect(&config.redis.url, config.store_settings()).await?;
+    let upstreams = Upstreams::from_config(&config)?;
+    let queues = config.worker.queues.clone();
+    let consumer = if config.worker.consumer.is_empty() {
+        default_consumer()
+    } else {
+        config.worker.consumer.clone()
+    };
+    for q in &queues {
+        store.create_group(q).await?;
+    }
+    let concurrency = config.worker.concurrency;
+    let ctx = Arc::new(Ctx {
+        blocking: store.blocking_pool(queues.len() + 1)?,
+        store,
+        upstreams,
+        policy: RetryPolicy::from_config(&config.retry),
+        consumer,
+        slots: Arc::new(Semaphore::new(concurrency)),
+        inflight: Inflight::default(),
+        hints: Hints::default(),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        lease: Duration::from_millis(config.worker.lease_ms),
+        poison_deliveries: config.worker.poison_deliveries,
+        paused: queues
+            .iter()
+            .map(|q| (q.clone(), AtomicBool::new(false)))
+            .collect(),
+        queues: queues.clone(),
+    });
+    tracing::info!(
+        consumer = %ctx.consumer,
+        queues = ?queues,
+        concurrency,
+        redis = ctx.store.url(),
+        "worker started"
+    );
+
+    let loops = TaskTracker::new();
+    let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+    loops.spawn(reclaim::heartbeat(ctx.clone(), heartbeat_stop.clone()));
+    loops.spawn(watch_paused(ctx.clone()));
+    for q in &queues {
+        loops.spawn(fetch::run(ctx.clone(), q.clone()));
+        loops.spawn(scheduler::run(
+            ctx.store.clone(),
+            q.clone(),
+            ctx.hints.clone(),
+            shutdown.stop.clone(),
+        ));
+        loops.spawn(reclaim::run(ctx.clone(), q.clone()));
+    }
+
+    shutdown.stop.cancelled().await;
+    // No new jobs from here on; in-flight calls get the grace period.
+    ctx.tracker.close();
+    let grace = Duration::from_millis(config.worker.grace_ms);
+    if tokio::time::timeout(grace, ctx.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = ctx.inflight.len(),
+            "grace period over; handing unfinished jobs back"
+        );
+        shutdown.abandon.cancel();
+        ctx.tracker.wait().await;
+    }
+    for (queue, entries) in ctx.inflight.all() {
+        match ctx.store.release(&queue, &entries).await {
+            Ok(n) => tracing::info!(queue, released = n, "unfinished jobs handed back"),
+            Err(e) => {
+                tracing::error!(queue, error = %e, "hand-back failed; the lease will bring them back")
+            }
+        }
+    }
+    heartbeat_stop.cancel();
+    loops.close();
+    loops.wait().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Refreshes the paused flags of this worker's queues every half second.
+async fn watch_paused(ctx: Arc<Ctx>) {
+    let stop = ctx.shutdown.stop.clone();
+    loop {
+        for q in &ctx.queues {
+            if let (Ok(p), Some(flag)) = (ctx.store.is_paused(q).await, ctx.paused.get(q)) {
+                flag.store(p, Ordering::Relaxed);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}
