@@ -2,9 +2,15 @@
 //!
 //! - [`redis_server`]: a real `redis-server` per test on a free port with its own data dir
 //!   (or testcontainers' Redis with `SLUICE_TEST_REDIS=docker`), torn down on drop;
+//! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
+//! - [`events`]: a test's view of a queue's events stream, to await states;
+//! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
 
 pub mod bins;
+pub mod events;
+pub mod mock;
 pub mod redis_server;
+pub mod worker_process;
 
 pub use redis_server::RedisServer;

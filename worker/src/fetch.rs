@@ -11,21 +11,28 @@ use sluice_common::store::{Delivered, Started};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::processor::{self, Job};
+use crate::reclaim;
 use crate::worker::Ctx;
 
 /// Most entries one read asks for.
 const MAX_BATCH: usize = 256;
-/// How long one blocking read waits for entries (the stop token cuts it short).
-const BLOCK_MS: u64 = 2000;
+/// Longest a blocking read waits for entries; also bounded by the reclaim period, since reclaim
+/// runs between reads, and it is how long a stop may wait for a read in progress.
+const MAX_BLOCK: Duration = Duration::from_millis(1000);
 /// Bytes of a malformed entry's fields kept in its dead-letter entry.
 const RAW_EXCERPT: usize = 512;
 
-/// Reads and starts the jobs of one queue until shutdown.
+/// The intake of one queue until shutdown: reclaims a dead worker's entries when due, then reads
+/// new ones. A read in progress is never cut off (an entry delivered to a dropped read would sit
+/// in the pending list until the lease): stopping waits for it, at most `MAX_BLOCK`.
 pub async fn run(ctx: Arc<Ctx>, queue: String) {
     let stop = ctx.shutdown.stop.clone();
+    let mut clock = reclaim::ReclaimClock::new(ctx.lease);
+    let block_ms = MAX_BLOCK.min(clock.period()).as_millis().max(1) as u64;
     let mut conn = None;
     let mut failures = 0u32;
     while !stop.is_cancelled() {
+        reclaim::maybe_reclaim(&ctx, &queue, &mut clock).await;
         if ctx.is_paused(&queue) {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -56,10 +63,10 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let read = tokio::select! {
-            r = ctx.store.read_group(c, &queue, &ctx.consumer, slots.len(), BLOCK_MS) => r,
-            _ = stop.cancelled() => break,
-        };
+        let read = ctx
+            .store
+            .read_group(c, &queue, &ctx.consumer, slots.len(), block_ms)
+            .await;
         match read {
             Ok(entries) => {
                 failures = 0;

@@ -3,7 +3,8 @@
 //! An entry stays in the group's pending list while a worker runs it. `heartbeat` resets the
 //! idle time of this worker's in-flight entries every third of the lease, so a slow, live call
 //! is never taken over. `reclaim` takes entries idle longer than the lease (XAUTOCLAIM) — their
-//! worker died — as many as it has free slots for, and runs them again; an entry delivered more
+//! worker died — as many as it has free slots for, and runs them again (from the queue's
+//! intake loop in `fetch`, between reads); an entry delivered more
 //! than `poison_deliveries` times is dead-lettered as `poison` instead.
 
 use std::sync::Arc;
@@ -13,28 +14,51 @@ use crate::fetch;
 use crate::processor;
 use crate::worker::Ctx;
 
-/// Reclaims idle entries of one queue until shutdown.
-pub async fn run(ctx: Arc<Ctx>, queue: String) {
-    let stop = ctx.shutdown.stop.clone();
-    let period = (ctx.lease / 4).max(Duration::from_millis(50));
-    let tidy_every = (ctx.lease * 10).max(Duration::from_secs(600));
-    let mut last_tidy = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.cancelled() => break,
+/// When the intake loop of one queue should next reclaim and tidy.
+pub struct ReclaimClock {
+    period: Duration,
+    tidy_every: Duration,
+    next: tokio::time::Instant,
+    next_tidy: tokio::time::Instant,
+}
+
+impl ReclaimClock {
+    pub fn new(lease: Duration) -> Self {
+        let period = (lease / 4).max(Duration::from_millis(25));
+        let tidy_every = (lease * 10).max(Duration::from_secs(600));
+        let now = tokio::time::Instant::now();
+        ReclaimClock {
+            period,
+            tidy_every,
+            next: now,
+            next_tidy: now + tidy_every,
         }
-        let free = ctx.slots.available_permits().min(100);
-        if free > 0 {
-            reclaim_once(&ctx, &queue, free).await;
-        }
-        if last_tidy.elapsed() >= tidy_every {
-            last_tidy = tokio::time::Instant::now();
-            match ctx.store.tidy_consumers(&queue, tidy_every).await {
-                Ok(n) if n > 0 => tracing::info!(queue, removed = n, "removed idle consumers"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(queue, error = %e, "tidying consumers failed"),
-            }
+    }
+
+    /// How often reclaim runs (a quarter of the lease).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+/// Reclaims (and now and then tidies) one queue if it is time. Called by the queue's intake
+/// loop between reads, so reclaim and fetch share the free slots without starving each other.
+pub async fn maybe_reclaim(ctx: &Arc<Ctx>, queue: &str, clock: &mut ReclaimClock) {
+    let now = tokio::time::Instant::now();
+    if now < clock.next {
+        return;
+    }
+    clock.next = now + clock.period;
+    let free = ctx.slots.available_permits().min(100);
+    if free > 0 {
+        reclaim_once(ctx, queue, free).await;
+    }
+    if now >= clock.next_tidy {
+        clock.next_tidy = now + clock.tidy_every;
+        match ctx.store.tidy_consumers(queue, clock.tidy_every).await {
+            Ok(n) if n > 0 => tracing::info!(queue, removed = n, "removed idle consumers"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(queue, error = %e, "tidying consumers failed"),
         }
     }
 }
@@ -61,6 +85,7 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
             return;
         }
     };
+    tracing::debug!(queue, claimed = claimed.len(), "reclaim pass");
     if claimed.is_empty() {
         return;
     }

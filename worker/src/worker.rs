@@ -100,23 +100,27 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "worker started"
     );
 
+    // Intake loops (fetch + reclaim) start jobs; the other loops only keep things moving.
+    let intake = TaskTracker::new();
     let loops = TaskTracker::new();
     let heartbeat_stop = tokio_util::sync::CancellationToken::new();
     loops.spawn(reclaim::heartbeat(ctx.clone(), heartbeat_stop.clone()));
     loops.spawn(watch_paused(ctx.clone()));
     for q in &queues {
-        loops.spawn(fetch::run(ctx.clone(), q.clone()));
+        intake.spawn(fetch::run(ctx.clone(), q.clone()));
         loops.spawn(scheduler::run(
             ctx.store.clone(),
             q.clone(),
             ctx.hints.clone(),
             shutdown.stop.clone(),
         ));
-        loops.spawn(reclaim::run(ctx.clone(), q.clone()));
     }
 
     shutdown.stop.cancelled().await;
-    // No new jobs from here on; in-flight calls get the grace period.
+    // No new jobs once the intake loops have ended (a read in progress finishes and its jobs
+    // start); then in-flight calls get the grace period.
+    intake.close();
+    intake.wait().await;
     ctx.tracker.close();
     let grace = Duration::from_millis(config.worker.grace_ms);
     if tokio::time::timeout(grace, ctx.tracker.wait())

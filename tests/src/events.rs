@@ -1,0 +1,119 @@
+//! Watching a queue's events stream from a test: every state change of every job, read with
+//! blocking XREAD so a test awaits the states it expects instead of sleeping.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_common::reply;
+use tokio::time::Instant;
+
+/// What the events stream said so far.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// job id → state → how many times.
+    pub by_job: HashMap<String, HashMap<String, u32>>,
+    /// state → events.
+    pub totals: HashMap<String, u64>,
+}
+
+impl Seen {
+    /// Jobs that reached any terminal state.
+    pub fn terminal_jobs(&self) -> usize {
+        self.by_job
+            .values()
+            .filter(|s| {
+                ["completed", "dead", "cancelled"]
+                    .iter()
+                    .any(|t| s.contains_key(*t))
+            })
+            .count()
+    }
+
+    pub fn count(&self, state: &str) -> u64 {
+        self.totals.get(state).copied().unwrap_or(0)
+    }
+
+    pub fn job(&self, id: &str, state: &str) -> u32 {
+        self.by_job
+            .get(id)
+            .and_then(|s| s.get(state))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Reads one queue's events from the beginning.
+pub struct Events {
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    last: String,
+    pub seen: Seen,
+}
+
+impl Events {
+    pub async fn new(url: &str, queue: &str) -> Events {
+        let client = redis::Client::open(url).expect("redis url");
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("connect for events");
+        Events {
+            conn,
+            key: format!("sluice:{{{queue}}}:events"),
+            last: "0-0".into(),
+            seen: Seen::default(),
+        }
+    }
+
+    /// Reads what has arrived, blocking up to `block`.
+    pub async fn read(&mut self, block: Duration) {
+        let r: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(10_000)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.last)
+            .query_async(&mut self.conn)
+            .await
+            .expect("XREAD events");
+        let entries = reply::array(&r)
+            .and_then(|s| s.first())
+            .and_then(reply::array)
+            .and_then(|s| s.get(1))
+            .and_then(reply::stream_entries)
+            .unwrap_or_default();
+        for (entry, f) in entries {
+            self.last = entry;
+            let (Some(id), Some(state)) = (f.get("id"), f.get("state")) else {
+                continue;
+            };
+            *self
+                .seen
+                .by_job
+                .entry(id.clone())
+                .or_default()
+                .entry(state.clone())
+                .or_default() += 1;
+            *self.seen.totals.entry(state.clone()).or_default() += 1;
+        }
+    }
+
+    /// Reads until `done(seen)` holds or `timeout` passes; returns whether it held.
+    pub async fn until(&mut self, timeout: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.seen) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.read((deadline - now).min(Duration::from_millis(500)))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `sluice-worker` as a real process for tests: a config file written for the test's Redis and
+//! mock, a log file, SIGTERM and SIGKILL.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use crate::bins::cargo_bin;
+
+/// Settings a test may change; the rest are fast defaults for tests.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub redis_url: String,
+    pub mock_url: String,
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub lease_ms: u64,
+    pub grace_ms: u64,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub base_ms: u64,
+    pub factor: f64,
+    pub cap_ms: u64,
+    pub quota_wait_ms: u64,
+    pub events_maxlen: u64,
+    /// Extra TOML appended to the config.
+    pub extra: String,
+}
+
+impl WorkerOptions {
+    pub fn new(redis_url: &str, mock_url: &str) -> Self {
+        WorkerOptions {
+            redis_url: redis_url.into(),
+            mock_url: mock_url.into(),
+            queues: vec!["q".into()],
+            concurrency: 50,
+            lease_ms: 60_000,
+            grace_ms: 5_000,
+            timeout_ms: 10_000,
+            max_attempts: 5,
+            base_ms: 20,
+            factor: 2.0,
+            cap_ms: 200,
+            quota_wait_ms: 60_000,
+            events_maxlen: 1_000_000,
+            extra: String::new(),
+        }
+    }
+
+    fn toml(&self, name: &str) -> String {
+        let queues: Vec<String> = self.queues.iter().map(|q| format!("{q:?}")).collect();
+        format!(
+            r#"[redis]
+url = "{redis}"
+
+[queues]
+events_maxlen = {events}
+
+[worker]
+queues = [{queues}]
+concurrency = {concurrency}
+consumer = "{name}"
+lease_ms = {lease}
+grace_ms = {grace}
+http_port = 0
+
+[retry]
+max_attempts = {attempts}
+base_ms = {base}
+factor = {factor}
+cap_ms = {cap}
+quota_wait_ms = {quota}
+
+[upstreams.mock]
+base_url = "{mock}"
+timeout_ms = {timeout}
+{extra}
+"#,
+            redis = self.redis_url,
+            events = self.events_maxlen,
+            queues = queues.join(", "),
+            concurrency = self.concurrency,
+            lease = self.lease_ms,
+            grace = self.grace_ms,
+            attempts = self.max_attempts,
+            base = self.base_ms,
+            factor = self.factor,
+            cap = self.cap_ms,
+            quota = self.quota_wait_ms,
+            mock = self.mock_url,
+            timeout = self.timeout_ms,
+            extra = self.extra,
+        )
+    }
+}
+
+/// A running worker process; killed when dropped.
+pub struct WorkerProcess {
+    child: Child,
+    pub name: String,
+    dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    pub fn spawn(name: &str, options: &WorkerOptions) -> WorkerProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-worker-")
+            .tempdir()
+            .expect("temp dir");
+        let config = dir.path().join("worker.toml");
+        std::fs::write(&config, options.toml(name)).expect("write worker config");
+        let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
+        let child = Command::new(cargo_bin("sluice-worker", "sluice-worker"))
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_WORKER_LOG").unwrap_or("warn".into()),
+            )
+            .env_remove("SLUICE_REDIS_URL")
+            .env_remove("SLUICE_CONFIG")
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice-worker");
+        WorkerProcess {
+            child,
+            name: name.into(),
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// SIGTERM: graceful shutdown.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, up to `timeout` (a bound; exits are awaited, not slept on).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the worker logged (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("worker.log")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,439 @@
+//! The worker runtime end to end: real `sluice-worker` processes, a real Redis, and the mock
+//! model API over real HTTP.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde_json::json;
+use sluice_common::{JobState, NewJob};
+use sluice_producer::Producer;
+use sluice_tests::RedisServer;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+/// A generous bound for a test's awaited events; tests finish far sooner.
+const BOUND: Duration = Duration::from_secs(120);
+
+fn job(i: usize) -> NewJob {
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16}),
+    )
+}
+
+fn scripted(i: usize, script: &[u16]) -> NewJob {
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
+    )
+}
+
+struct Rig {
+    redis: RedisServer,
+    mock: MockServer,
+    producer: Producer,
+}
+
+async fn rig(mock: MockConfig) -> Rig {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(mock).await;
+    let mut config = sluice_common::Config::defaults();
+    config.redis.url = redis.url();
+    config.queues.events_maxlen = 1_000_000;
+    let producer = Producer::from_config(&config).await.expect("producer");
+    Rig {
+        redis,
+        mock,
+        producer,
+    }
+}
+
+impl Rig {
+    fn options(&self) -> WorkerOptions {
+        WorkerOptions::new(&self.redis.url(), &self.mock.url())
+    }
+
+    async fn enqueue(&self, jobs: Vec<NewJob>) -> Vec<String> {
+        self.producer
+            .enqueue_batch(jobs)
+            .await
+            .into_iter()
+            .map(|r| r.expect("enqueue").id)
+            .collect()
+    }
+
+    async fn events(&self) -> Events {
+        Events::new(&self.redis.url(), "q").await
+    }
+
+    async fn counts(&self) -> HashMap<String, i64> {
+        let stats = self.producer.store().stats("q").await.expect("stats");
+        stats.counts.into_iter().collect()
+    }
+}
+
+fn count(c: &HashMap<String, i64>, k: &str) -> i64 {
+    c.get(k).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
+    let rig = rig(MockConfig {
+        latency_ms: 1,
+        spread_ms: 4,
+        fail_503: 0.10,
+        rate_limit_429: 0.05,
+        rate_limit_reset_ms: 300,
+        hang: 0.02,
+        hang_ms: 3_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 200;
+    options.timeout_ms = 1_000;
+    let _a = WorkerProcess::spawn("a", &options);
+    let _b = WorkerProcess::spawn("b", &options);
+    let n = 10_000;
+    let ids = rig.enqueue((0..n).map(job).collect()).await;
+    let mut events = rig.events().await;
+    let done = events.until(BOUND, |s| s.terminal_jobs() >= n).await;
+    assert!(
+        done,
+        "only {} of {n} jobs ended",
+        events.seen.terminal_jobs()
+    );
+
+    let c = rig.counts().await;
+    assert_eq!(
+        count(&c, "completed") + count(&c, "dead"),
+        n as i64,
+        "{c:?}"
+    );
+    for live in ["queued", "scheduled", "running", "retrying"] {
+        assert_eq!(count(&c, live), 0, "{live} left: {c:?}");
+    }
+    assert_eq!(count(&c, "refused_completions"), 0);
+    let stats = rig.mock.stats(true);
+    assert_eq!(stats.early_calls, 0, "a call came before its 429's reset");
+    assert!(stats.rate_limited > 0 && stats.by_status.contains_key("503"));
+    let jobs = stats.jobs.expect("per-job calls");
+    let mut extra_ok_calls = 0;
+    for id in &ids {
+        let status = rig
+            .producer
+            .status("q", id)
+            .await
+            .expect("status")
+            .expect("job");
+        let ok_calls = jobs
+            .get(id)
+            .map(|calls| calls.iter().filter(|c| c.status == 200).count())
+            .unwrap_or(0);
+        match status.state {
+            JobState::Completed => {
+                // A 200 that arrived after the worker's timeout is a duplicate call, not a
+                // second completion; it is counted and reported.
+                assert!(ok_calls >= 1, "job {id} completed without a 200");
+                extra_ok_calls += ok_calls - 1;
+                assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+            }
+            JobState::Dead => assert_eq!(status.dead_reason.as_deref(), Some("exhausted")),
+            other => panic!("job {id} ended {other}"),
+        }
+    }
+    println!(
+        "10k jobs: completed {}, dead {}, calls {}, 503s {:?}, 429s {}, hangs {:?}, late 200s after a timeout {extra_ok_calls}",
+        count(&c, "completed"),
+        count(&c, "dead"),
+        stats.calls,
+        stats.by_status.get("503"),
+        stats.rate_limited,
+        stats.by_status.get("0"),
+    );
+    // Redis memory stays bounded: no entry is left in the ready stream.
+    let mut r = rig.redis.client().await;
+    let len: u64 = r.xlen("sluice:{q}:stream").await.expect("XLEN");
+    assert_eq!(len, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_blindly() {
+    let rig = rig(MockConfig::default()).await;
+    let _w = WorkerProcess::spawn("w", &rig.options());
+    let ids = rig
+        .enqueue(vec![scripted(1, &[400]), scripted(2, &[401, 200])])
+        .await;
+    let mut events = rig.events().await;
+    let (bad, unauthorized) = (ids[0].clone(), ids[1].clone());
+    let seen = events
+        .until(BOUND, |s| {
+            s.job(&bad, "dead") == 1 && s.job(&unauthorized, "retrying") == 1
+        })
+        .await;
+    assert!(seen, "{:?}", events.seen.by_job);
+
+    let s = rig
+        .producer
+        .status("q", &bad)
+        .await
+        .expect("s")
+        .expect("job");
+    assert_eq!(s.state, JobState::Dead);
+    assert_eq!(s.dead_reason.as_deref(), Some("invalid"));
+    assert_eq!(s.last_status.as_deref(), Some("400"));
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("context_length_exceeded")),
+        "{s:?}"
+    );
+    let dead = rig
+        .producer
+        .store()
+        .dead_list("q", None, 10)
+        .await
+        .expect("dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].status.as_str()),
+        ("invalid", "400")
+    );
+
+    let u = rig
+        .producer
+        .status("q", &unauthorized)
+        .await
+        .expect("s")
+        .expect("job");
+    assert_eq!(u.state, JobState::Retrying);
+    assert_eq!(u.last_class.as_deref(), Some("auth"));
+    assert_eq!(
+        u.attempts, 0,
+        "an auth refusal does not spend the attempt budget"
+    );
+    let jobs = rig.mock.stats(true).jobs.expect("jobs");
+    assert_eq!(jobs[&bad].len(), 1, "a 400 is called exactly once");
+    assert_eq!(jobs[&unauthorized].len(), 1, "a 401 is not retried at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_200_in_flight_a_second_worker_reclaims_them_and_none_completes_twice() {
+    let rig = rig(MockConfig {
+        latency_ms: 3_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 250;
+    options.lease_ms = 2_000;
+    let mut a = WorkerProcess::spawn("a", &options);
+    let ids = rig.enqueue((0..200).map(job).collect()).await;
+    let mut events = rig.events().await;
+    let running = events.until(BOUND, |s| s.count("running") >= 200).await;
+    assert!(running, "200 jobs never ran: {}", a.log());
+    a.kill9();
+    rig.mock.set_config(MockConfig {
+        latency_ms: 5,
+        ..MockConfig::default()
+    });
+    let b = WorkerProcess::spawn("b", &options);
+    let done = events.until(BOUND, |s| s.count("completed") >= 200).await;
+    assert!(
+        done,
+        "only {} completed: {}",
+        events.seen.count("completed"),
+        b.log()
+    );
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+        let s = rig.producer.status("q", id).await.expect("s").expect("job");
+        assert_eq!(s.state, JobState::Completed);
+    }
+    let c = rig.counts().await;
+    assert_eq!(count(&c, "completed"), 200);
+    assert_eq!(count(&c, "running"), 0);
+    assert_eq!(count(&c, "refused_completions"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_call_longer_than_the_lease_is_not_reclaimed_while_its_worker_lives() {
+    let rig = rig(MockConfig {
+        latency_ms: 5_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.lease_ms = 2_000;
+    let _a = WorkerProcess::spawn("a", &options);
+    let _b = WorkerProcess::spawn("b", &options);
+    let id = rig.enqueue(vec![job(1)]).await.remove(0);
+    let status = rig.producer.wait("q", &id, BOUND).await.expect("job ends");
+    assert_eq!(status.state, JobState::Completed);
+    assert_eq!(status.attempts, 1, "never reclaimed and run again");
+    let jobs = rig.mock.stats(true).jobs.expect("jobs");
+    assert_eq!(jobs[&id].len(), 1, "one call only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_the_stream_is_dead_lettered_as_malformed_and_the_rest_run() {
+    let rig = rig(MockConfig::default()).await;
+    let mut r = rig.redis.client().await;
+    let stream = "sluice:{q}:stream";
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let _: String = r.xadd(stream, "*", &[("foo", "bar")]).await.expect("xadd");
+    let _: String = r
+        .xadd(stream, "*", &[("id", "not a {valid} id")])
+        .await
+        .expect("xadd");
+    let _: String = r.xadd(stream, "*", &[("id", "ghost")]).await.expect("xadd");
+    let _: String = r
+        .xadd(stream, "*", &[("junk", huge.as_str())])
+        .await
+        .expect("xadd");
+    // A job hash whose spec is not JSON (a foreign producer bypassing the library).
+    let entry: String = r
+        .xadd(stream, "*", &[("id", "bad-spec")])
+        .await
+        .expect("xadd");
+    let _: () = r
+        .hset_multiple(
+            "sluice:{q}:job:bad-spec",
+            &[
+                ("id", "bad-spec"),
+                ("state", "queued"),
+                ("spec", "{not json"),
+                ("entry", entry.as_str()),
+            ],
+        )
+        .await
+        .expect("hset");
+    let ids = rig.enqueue((0..50).map(job).collect()).await;
+    let _w = WorkerProcess::spawn("w", &rig.options());
+
+    let mut events = rig.events().await;
+    let done = events
+        .until(BOUND, |s| {
+            ids.iter().all(|id| s.job(id, "completed") == 1) && s.job("bad-spec", "dead") == 1
+        })
+        .await;
+    assert!(done, "{:?}", events.seen.totals);
+    let dead = rig
+        .producer
+        .store()
+        .dead_list("q", None, 100)
+        .await
+        .expect("dlq");
+    assert_eq!(dead.len(), 5, "{dead:?}");
+    assert!(dead.iter().all(|d| d.reason == "malformed"), "{dead:?}");
+    assert!(
+        dead.iter().all(|d| d.raw.len() <= 600),
+        "raw excerpts are bounded"
+    );
+    let bad = rig
+        .producer
+        .status("q", "bad-spec")
+        .await
+        .expect("s")
+        .expect("job");
+    assert_eq!(bad.state, JobState::Dead);
+    let len: u64 = r.xlen(stream).await.expect("XLEN");
+    assert_eq!(len, 0, "every garbage entry left the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_hands_back_what_did_not_finish() {
+    let rig = rig(MockConfig {
+        latency_ms: 200,
+        spread_ms: 2_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 100;
+    options.grace_ms = 1_000;
+    let mut a = WorkerProcess::spawn("a", &options);
+    let n = 2_000;
+    let ids = rig.enqueue((0..n).map(job).collect()).await;
+    let mut events = rig.events().await;
+    let busy = events.until(BOUND, |s| s.count("completed") >= 50).await;
+    assert!(busy, "the worker never got going: {}", a.log());
+    a.terminate();
+    let status = a.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}: {}",
+        a.log()
+    );
+    let c = rig.counts().await;
+    assert_eq!(
+        count(&c, "running"),
+        0,
+        "nothing left running without an owner: {c:?}"
+    );
+    assert_eq!(
+        count(&c, "queued") + count(&c, "completed"),
+        n as i64,
+        "no job lost: {c:?}"
+    );
+    let pending = rig
+        .producer
+        .store()
+        .stats("q")
+        .await
+        .expect("stats")
+        .pending;
+    assert_eq!(pending, 0, "nothing left in the pending list");
+
+    // A new worker finishes the rest; every job completes exactly once.
+    rig.mock.set_config(MockConfig::default());
+    let _b = WorkerProcess::spawn("b", &options);
+    let done = events
+        .until(BOUND, |s| s.count("completed") >= n as u64)
+        .await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_retries_across_three_workers_are_each_promoted_once() {
+    let rig = rig(MockConfig::default()).await;
+    let mut options = rig.options();
+    options.concurrency = 100;
+    options.base_ms = 1_000;
+    options.factor = 1.0;
+    options.cap_ms = 1_000;
+    let _workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| WorkerProcess::spawn(n, &options))
+        .collect();
+    let n = 2_000;
+    let ids = rig
+        .enqueue((0..n).map(|i| scripted(i, &[503, 200])).collect())
+        .await;
+    let mut events = rig.events().await;
+    let done = events
+        .until(BOUND, |s| s.count("completed") >= n as u64)
+        .await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+    let jobs = rig.mock.stats(true).jobs.expect("jobs");
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "retrying"), 1, "job {id}");
+        // Enqueue, then exactly one promotion.
+        assert_eq!(
+            events.seen.job(id, "queued"),
+            2,
+            "job {id} promoted more than once"
+        );
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+        assert_eq!(jobs[id].len(), 2, "job {id}: one failed call, one success");
+    }
+}
