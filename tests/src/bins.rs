@@ -9,14 +9,16 @@ use std::sync::Mutex;
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The target directory profile folder the running test lives in (`target/debug`).
+/// The profile folder of the running executable (`target/debug`, `target/release`).
 fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .expect("test binary lives in target/<profile>/deps")
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests live in target/<profile>/deps/, binaries (the demo) in target/<profile>/.
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(PathBuf::from).expect("target/<profile>")
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Builds (if needed) and returns the path of `bin` from `package`.

@@ -78,6 +78,13 @@ impl Rig {
     }
 }
 
+fn jobs_called(rig: &Rig, id: &str) -> bool {
+    rig.mock
+        .stats(true)
+        .jobs
+        .is_some_and(|jobs| jobs.contains_key(id))
+}
+
 fn count(c: &HashMap<String, i64>, k: &str) -> i64 {
     c.get(k).copied().unwrap_or(0)
 }
@@ -167,14 +174,22 @@ async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
 async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_blindly() {
     let rig = rig(MockConfig::default()).await;
     let _w = WorkerProcess::spawn("w", &rig.options());
+    let mut elsewhere = job(3);
+    elsewhere.spec.upstream = "not-configured".into();
     let ids = rig
-        .enqueue(vec![scripted(1, &[400]), scripted(2, &[401, 200])])
+        .enqueue(vec![
+            scripted(1, &[400]),
+            scripted(2, &[401, 200]),
+            elsewhere,
+        ])
         .await;
     let mut events = rig.events().await;
-    let (bad, unauthorized) = (ids[0].clone(), ids[1].clone());
+    let (bad, unauthorized, unknown) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
     let seen = events
         .until(BOUND, |s| {
-            s.job(&bad, "dead") == 1 && s.job(&unauthorized, "retrying") == 1
+            s.job(&bad, "dead") == 1
+                && s.job(&unauthorized, "retrying") == 1
+                && s.job(&unknown, "dead") == 1
         })
         .await;
     assert!(seen, "{:?}", events.seen.by_job);
@@ -200,10 +215,20 @@ async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_b
         .dead_list("q", None, 10)
         .await
         .expect("dlq");
-    assert_eq!(dead.len(), 1);
+    assert_eq!(dead.len(), 2);
+    let d400 = dead.iter().find(|d| d.id == bad).expect("the 400 job");
     assert_eq!(
-        (dead[0].reason.as_str(), dead[0].status.as_str()),
+        (d400.reason.as_str(), d400.status.as_str()),
         ("invalid", "400")
+    );
+    let du = dead
+        .iter()
+        .find(|d| d.id == unknown)
+        .expect("the unknown-upstream job");
+    assert_eq!(du.reason, "unknown_upstream");
+    assert!(
+        !jobs_called(&rig, &unknown),
+        "no call for an unknown upstream"
     );
 
     let u = rig

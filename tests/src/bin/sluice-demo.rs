@@ -1,0 +1,158 @@
+//! `sluice-demo`: the README's first command. Starts a local Redis, the bundled mock model API
+//! (50 ms answers, with some 503s, 429s and 400s) and a small worker fleet, enqueues a batch
+//! with the `sluice` CLI (progress bar), follows the jobs to their end, and prints what happened.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_tests::RedisServer;
+use sluice_tests::bins::cargo_bin;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-demo",
+    about = "Run a Sluice fleet against the mock model API"
+)]
+struct Cli {
+    /// Jobs to enqueue.
+    #[arg(long, default_value_t = 5000)]
+    jobs: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Concurrency of each worker.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 50,
+        spread_ms: 20,
+        fail_503: 0.05,
+        rate_limit_429: 0.02,
+        rate_limit_reset_ms: 500,
+        bad_400: 0.005,
+        ..MockConfig::default()
+    })
+    .await;
+    println!("redis        {}", redis.url());
+    println!(
+        "mock API     {} (50-70 ms, 5% 503, 2% 429, 0.5% 400)",
+        mock.url()
+    );
+
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.queues = vec!["demo".into()];
+    options.concurrency = cli.concurrency;
+    options.base_ms = 200;
+    options.cap_ms = 2_000;
+    let mut workers: Vec<WorkerProcess> = (0..cli.workers)
+        .map(|i| WorkerProcess::spawn(&format!("demo-worker-{i}"), &options))
+        .collect();
+    println!(
+        "workers      {} × concurrency {} (sluice-worker processes)",
+        cli.workers, cli.concurrency
+    );
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("batch.jsonl");
+    let mut lines = String::new();
+    for i in 0..cli.jobs {
+        lines.push_str(&format!(
+            "{{\"dedupe_key\": \"doc-{i}\", \"body\": {{\"model\": \"gpt-4o-mini\", \"messages\": [{{\"role\": \"user\", \"content\": \"Summarise document {i}\"}}], \"max_tokens\": 16}}}}\n"
+        ));
+    }
+    std::fs::write(&file, lines)?;
+
+    let mut events = Events::new(&redis.url(), "demo").await;
+    println!("\n$ sluice enqueue --file batch.jsonl --queue demo --upstream mock");
+    let started = Instant::now();
+    let status = Command::new(cargo_bin("sluice-producer", "sluice"))
+        .args([
+            "--redis",
+            &redis.url(),
+            "enqueue",
+            "--queue",
+            "demo",
+            "--upstream",
+            "mock",
+        ])
+        .arg("--file")
+        .arg(&file)
+        .status()
+        .context("run sluice enqueue")?;
+    anyhow::ensure!(status.success(), "sluice enqueue failed");
+
+    let bar = ProgressBar::new(cli.jobs as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} jobs ended ({per_sec})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while events.seen.terminal_jobs() < cli.jobs && Instant::now() < deadline {
+        events.read(Duration::from_millis(200)).await;
+        bar.set_position(events.seen.terminal_jobs() as u64);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    for w in &workers {
+        w.terminate();
+    }
+    for w in &mut workers {
+        let _ = w.wait_exit(Duration::from_secs(30)).await;
+    }
+
+    let seen = &events.seen;
+    let dead = seen.count("dead");
+    let completed = seen.count("completed");
+    let retried_jobs = seen
+        .by_job
+        .values()
+        .filter(|s| s.contains_key("retrying"))
+        .count();
+    let stats = mock.stats(false);
+    println!("\nwhat happened");
+    println!("  jobs          {}", cli.jobs);
+    println!("  completed     {completed}");
+    println!(
+        "  retried       {retried_jobs} jobs ({} retries)",
+        seen.count("retrying")
+    );
+    println!("  dead-lettered {dead}");
+    let store = sluice_common::Store::connect(&redis.url(), Default::default()).await?;
+    let mut reasons = std::collections::BTreeMap::new();
+    for d in store.dead_list("demo", None, 10_000).await? {
+        *reasons
+            .entry(format!("{} (HTTP {})", d.reason, d.status))
+            .or_insert(0) += 1;
+    }
+    for (reason, n) in reasons {
+        println!("    {n:>5} {reason}");
+    }
+    println!(
+        "  upstream      {} calls: {:?}",
+        stats.calls, stats.by_status
+    );
+    println!("  calls before a 429's reset: {}", stats.early_calls);
+    println!(
+        "  achieved      {:.0} jobs/s ({} jobs in {:.2} s, enqueue to last end)",
+        (completed + dead) as f64 / elapsed.as_secs_f64(),
+        completed + dead,
+        elapsed.as_secs_f64()
+    );
+    let limit = (cli.workers * cli.concurrency) as f64 / 0.060;
+    println!("  ceiling       {limit:.0} jobs/s (workers × concurrency ÷ 60 ms mean latency)");
+    Ok(())
+}
