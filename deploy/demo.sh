@@ -6,12 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server (apt-get)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+# shellcheck source=../deploy/install-redis.sh
+. ./deploy/install-redis.sh
 echo "== building (release)"
 cargo build --release --quiet -p sluice-producer -p sluice-worker -p sluice-tests --bins
 exec ./target/release/sluice-demo "$@"

@@ -576,7 +576,6 @@ impl Store {
         extra: &[(&str, &str)],
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
         let mut cmd = Self::fcall("sluice_complete", &keys);
         cmd.arg(keys::GROUP)
             .arg(id)
@@ -588,11 +587,7 @@ impl Store {
         for (field, value) in extra {
             cmd.arg(*field).arg(*value);
         }
-        let reply: Vec<String> = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        transition(reply, "sluice_complete")
+        self.transition(cmd, "sluice_complete").await
     }
 
     /// Puts a running job to sleep in the delayed ZSET for `delay`.
@@ -609,9 +604,8 @@ impl Store {
         spends_attempt: bool,
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = Self::fcall("sluice_retry", &keys)
-            .arg(keys::GROUP)
+        let mut cmd = Self::fcall("sluice_retry", &keys);
+        cmd.arg(keys::GROUP)
             .arg(id)
             .arg(entry)
             .arg(delay.as_millis() as u64)
@@ -619,11 +613,8 @@ impl Store {
             .arg(error)
             .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
             .arg(if spends_attempt { "1" } else { "0" })
-            .arg(self.settings.events_maxlen)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        transition(reply, "sluice_retry")
+            .arg(self.settings.events_maxlen);
+        self.transition(cmd, "sluice_retry").await
     }
 
     /// Dead-letters a job (or, with an empty or unknown id, a raw stream entry).
@@ -639,9 +630,8 @@ impl Store {
         raw: &str,
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = Self::fcall("sluice_dead", &keys)
-            .arg(keys::GROUP)
+        let mut cmd = Self::fcall("sluice_dead", &keys);
+        cmd.arg(keys::GROUP)
             .arg(id)
             .arg(entry)
             .arg(reason)
@@ -650,11 +640,28 @@ impl Store {
             .arg(self.settings.dead_retention.as_millis() as u64)
             .arg(self.settings.dead_maxlen)
             .arg(self.settings.events_maxlen)
-            .arg(raw)
+            .arg(raw);
+        self.transition(cmd, "sluice_dead").await
+    }
+
+    /// Runs a complete, retry or dead-letter call.
+    async fn transition(
+        &self,
+        cmd: redis::Cmd,
+        name: &'static str,
+    ) -> Result<Transition, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = cmd
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
-        transition(reply, "sluice_dead")
+        match reply.first().map(String::as_str) {
+            Some("completed" | "retrying" | "dead") => Ok(Transition::Done),
+            Some("refused") => Ok(Transition::Refused(
+                reply.get(1).cloned().unwrap_or_default(),
+            )),
+            _ => Err(StoreError::Protocol(name)),
+        }
     }
 
     /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
@@ -1050,16 +1057,6 @@ fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
         created,
         state: s(2)?.parse().ok(),
     })
-}
-
-fn transition(reply: Vec<String>, name: &'static str) -> Result<Transition, StoreError> {
-    match reply.first().map(String::as_str) {
-        Some("completed" | "retrying" | "dead") => Ok(Transition::Done),
-        Some("refused") => Ok(Transition::Refused(
-            reply.get(1).cloned().unwrap_or_default(),
-        )),
-        _ => Err(StoreError::Protocol(name)),
-    }
 }
 
 /// Hides the password of a Redis URL (`redis://user:secret@host` → `redis://user:***@host`).
