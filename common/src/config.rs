@@ -113,6 +113,57 @@ pub struct UpstreamConfig {
     /// Response headers stored with a result (besides `x-request-id` and the rate-limit family).
     #[serde(default)]
     pub keep_headers: Vec<String>,
+    /// Requests per minute for the whole fleet (0: no limit).
+    #[serde(default)]
+    pub rpm: u64,
+    /// Tokens per minute for the whole fleet (0: no limit); a job's estimate is its `tokens`, else
+    /// prompt characters ÷ 4 + `max_tokens`, corrected from the answer's `usage.total_tokens`.
+    #[serde(default)]
+    pub tpm: u64,
+    /// Calls in flight to this upstream per worker process (0: only `worker.concurrency`).
+    #[serde(default)]
+    pub max_concurrency: usize,
+    /// Burst window: no window of this many ms carries more than its share of the rate plus one
+    /// window's worth; 50 ms keeps every second within 105% of rpm ÷ 60.
+    #[serde(default = "default_burst_ms")]
+    pub burst_ms: u64,
+    /// Per-model limits (providers limit each model separately), by the body's `model`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelLimits>,
+    /// How long the circuit stays open before a half-open probe.
+    #[serde(default = "default_cooloff_ms")]
+    pub circuit_cooloff_ms: u64,
+    /// Transient failures within `circuit_window_ms` that open the circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub circuit_failures: u64,
+    #[serde(default = "default_circuit_window_ms")]
+    pub circuit_window_ms: u64,
+}
+
+/// Limits of one model of an upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimits {
+    #[serde(default)]
+    pub rpm: u64,
+    #[serde(default)]
+    pub tpm: u64,
+}
+
+fn default_burst_ms() -> u64 {
+    50
+}
+
+fn default_cooloff_ms() -> u64 {
+    30_000
+}
+
+fn default_circuit_failures() -> u64 {
+    20
+}
+
+fn default_circuit_window_ms() -> u64 {
+    10_000
 }
 
 fn default_auth_header() -> String {

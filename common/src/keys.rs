@@ -79,6 +79,15 @@ impl QueueKeys {
     }
 }
 
+/// A set of every upstream name a worker has been configured with (for `sluice stats`).
+pub const UPSTREAMS: &str = "sluice:upstreams";
+
+/// The prefix of one upstream's fleet-wide limiter, hold and circuit keys: `sluice:{u:NAME}:`.
+/// The upstream's own hash tag keeps them in one Redis Cluster slot.
+pub fn upstream_prefix(upstream: &str) -> String {
+    format!("sluice:{{u:{upstream}}}:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

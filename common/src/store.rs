@@ -149,6 +149,103 @@ pub struct Promoted {
     pub now_ms: u64,
 }
 
+/// What a retry spends: a call that failed spends an attempt; a rate-limit or quota answer
+/// spends a wait; a job deferred before its call (limiter, hold, open circuit) spends neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    Attempt,
+    Wait,
+    Neither,
+}
+
+impl Spend {
+    fn wire(self) -> &'static str {
+        match self {
+            Spend::Attempt => "1",
+            Spend::Wait => "0",
+            Spend::Neither => "n",
+        }
+    }
+}
+
+/// Limits the admit function applies (0 = none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdmitRequest<'a> {
+    pub rpm: u64,
+    pub tpm: u64,
+    pub tokens: u64,
+    /// Burst window in ms: no window of this length carries more than its share plus this.
+    pub burst_ms: u64,
+    /// Longest wait reserved; beyond it the caller is told `Busy` and nothing is reserved.
+    pub horizon_ms: u64,
+    /// How long a half-open probe may take before another is allowed.
+    pub probe_ms: u64,
+    pub model: &'a str,
+    pub model_rpm: u64,
+    pub model_tpm: u64,
+}
+
+/// The fleet-wide limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A slot is reserved: start after this wait.
+    Reserved(Duration),
+    /// Go now as the circuit's half-open probe.
+    Probe,
+    /// The provider asked everyone to wait this long.
+    Hold(Duration),
+    /// The circuit is open for this long.
+    Open(Duration),
+    /// Another probe is in flight; ask again later.
+    HalfOpen(Duration),
+    /// The next free slot is further away than the horizon.
+    Busy(Duration),
+}
+
+/// What a call's answer tells the fleet-wide limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A success (closes the transient-failure window).
+    Ok,
+    /// The probe succeeded: close the circuit.
+    ProbeOk,
+    /// A transient failure: counts towards opening the circuit.
+    Soft,
+    /// Auth or quota: open the circuit now.
+    Hard,
+    /// Nothing for the circuit (token correction or hold only).
+    None,
+}
+
+/// A report after a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitReport<'a> {
+    pub verdict: Verdict,
+    /// Hold the upstream for everyone this long from now (server clock); 0 = none.
+    pub hold_ms: u64,
+    pub cooloff_ms: u64,
+    pub threshold: u64,
+    pub window_ms: u64,
+    pub tpm: u64,
+    /// Actual minus estimated tokens.
+    pub delta_tokens: i64,
+    pub model: &'a str,
+    pub model_tpm: u64,
+}
+
+/// An upstream's fleet-wide state for `sluice stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpstreamState {
+    pub upstream: String,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: String,
+    /// Milliseconds until the circuit's cool-off ends (open) .
+    pub open_for_ms: Option<u64>,
+    /// Milliseconds of provider hold left.
+    pub hold_for_ms: Option<u64>,
+    pub opens: u64,
+}
+
 /// What complete, retry or dead-letter did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
@@ -601,7 +698,7 @@ impl Store {
         class: &str,
         error: &str,
         http_status: Option<u16>,
-        spends_attempt: bool,
+        spend: Spend,
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_retry", &keys);
@@ -612,7 +709,7 @@ impl Store {
             .arg(class)
             .arg(error)
             .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
-            .arg(if spends_attempt { "1" } else { "0" })
+            .arg(spend.wire())
             .arg(self.settings.events_maxlen);
         self.transition(cmd, "sluice_retry").await
     }
@@ -839,6 +936,128 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Asks the fleet-wide limiter of `upstream` for a slot (one call, one round trip).
+    pub async fn admit(
+        &self,
+        upstream: &str,
+        r: &AdmitRequest<'_>,
+    ) -> Result<Admission, StoreError> {
+        let mut conn = self.conn.clone();
+        let (wait, kind): (f64, String) = redis::cmd("FCALL")
+            .arg("sluice_admit")
+            .arg(1)
+            .arg(keys::upstream_prefix(upstream))
+            .arg(r.rpm)
+            .arg(r.tpm)
+            .arg(r.tokens)
+            .arg(r.burst_ms)
+            .arg(r.horizon_ms)
+            .arg(r.probe_ms)
+            .arg(r.model)
+            .arg(r.model_rpm)
+            .arg(r.model_tpm)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        let wait = Duration::from_micros((wait.max(0.0) * 1000.0) as u64);
+        Ok(match kind.as_str() {
+            "ok" => Admission::Reserved(wait),
+            "probe" => Admission::Probe,
+            "hold" => Admission::Hold(wait),
+            "open" => Admission::Open(wait),
+            "half_open" => Admission::HalfOpen(wait),
+            "busy" => Admission::Busy(wait),
+            _ => return Err(StoreError::Protocol("sluice_admit")),
+        })
+    }
+
+    /// Tells the fleet-wide limiter of `upstream` what a call's answer means for everyone.
+    /// Returns `opened` or `closed` when the circuit changed.
+    pub async fn report(&self, upstream: &str, r: &LimitReport<'_>) -> Result<String, StoreError> {
+        let kind = match r.verdict {
+            Verdict::Ok => "ok",
+            Verdict::ProbeOk => "probe_ok",
+            Verdict::Soft => "soft",
+            Verdict::Hard => "hard",
+            Verdict::None => "none",
+        };
+        let mut conn = self.conn.clone();
+        redis::cmd("FCALL")
+            .arg("sluice_report")
+            .arg(1)
+            .arg(keys::upstream_prefix(upstream))
+            .arg(kind)
+            .arg(r.hold_ms)
+            .arg(r.cooloff_ms)
+            .arg(r.threshold)
+            .arg(r.window_ms)
+            .arg(r.tpm)
+            .arg(r.delta_tokens)
+            .arg(r.model)
+            .arg(r.model_tpm)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+    }
+
+    /// Records the upstream names a worker serves (for `sluice stats`).
+    pub async fn register_upstreams(&self, names: &[String]) -> Result<(), StoreError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("SADD")
+            .arg(keys::UPSTREAMS)
+            .arg(names)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Circuit and hold of every registered upstream.
+    pub async fn upstream_states(&self) -> Result<Vec<UpstreamState>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::UPSTREAMS)
+            .query_async(&mut conn)
+            .await?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let p = keys::upstream_prefix(&name);
+            let (circuit, hold_ttl, now): (HashMap<String, String>, i64, (u64, u64)) =
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(format!("{p}circuit"))
+                    .cmd("PTTL")
+                    .arg(format!("{p}hold"))
+                    .cmd("TIME")
+                    .query_async(&mut conn)
+                    .await?;
+            let now_ms = now.0 * 1000 + now.1 / 1000;
+            let until: u64 = circuit
+                .get("until")
+                .and_then(|u| u.parse().ok())
+                .unwrap_or(0);
+            let state = match circuit.get("state").map(String::as_str) {
+                Some("open") if until > now_ms => "open",
+                Some("open") => "half_open",
+                _ => "closed",
+            };
+            out.push(UpstreamState {
+                upstream: name,
+                circuit: state.to_string(),
+                open_for_ms: (state == "open").then(|| until - now_ms),
+                hold_for_ms: (hold_ttl > 0).then_some(hold_ttl as u64),
+                opens: circuit
+                    .get("opens")
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(0),
+            });
+        }
+        Ok(out)
     }
 
     /// Whether the queue is paused.

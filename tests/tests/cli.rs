@@ -87,9 +87,10 @@ async fn enqueue_from_a_file_reports_every_rejected_line_and_dedupes_a_rerun() {
     let stats = run(&redis.url(), &["stats", "batch", "--json"]);
     assert!(stats.status.success(), "{}", stderr(&stats));
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
-    assert_eq!(stats[0]["stream_len"], 1997);
-    assert_eq!(stats[0]["counts"]["queued"], 1997);
-    assert_eq!(stats[0]["counts"]["deduplicated"], 1997);
+    let q = &stats["queues"][0];
+    assert_eq!(q["stream_len"], 1997);
+    assert_eq!(q["counts"]["queued"], 1997);
+    assert_eq!(q["counts"]["deduplicated"], 1997);
 }
 
 #[tokio::test]

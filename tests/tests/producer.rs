@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
-use sluice_common::store::{CancelOutcome, Started, Transition};
+use sluice_common::store::{CancelOutcome, Spend, Started, Transition};
 use sluice_common::{JobSpec, JobState, NewJob, Schedule};
 use sluice_producer::{Producer, ProducerError};
 use sluice_tests::RedisServer;
@@ -326,7 +326,7 @@ async fn cancel_works_only_from_queued_scheduled_or_retrying() {
             "transient",
             "503",
             Some(503),
-            true,
+            Spend::Attempt,
         )
         .await
         .expect("retry");
@@ -409,7 +409,7 @@ async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
             "transient",
             "HTTP 503",
             Some(503),
-            true,
+            Spend::Attempt,
         )
         .await
         .expect("retry");

@@ -2,13 +2,15 @@
 //!
 //! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
 //! job) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
-//! (the policy: complete, sleep in the delayed ZSET, or dead-letter). Beside them: [`scheduler`]
+//! (the policy: complete, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
+//! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
 //! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own) and
 //! [`shutdown`]. [`worker`] wires them together.
 
 pub mod fetch;
 pub mod hints;
 pub mod inflight;
+pub mod limiter;
 pub mod outcome;
 pub mod processor;
 pub mod reclaim;

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_common::store::Transition;
+use sluice_common::store::{Spend, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::limiter::Gate;
 use crate::outcome::{self, Class, Outcome};
 use crate::retry::{Budget, Decision};
 use crate::upstream::{CallError, Upstreams};
@@ -91,6 +92,37 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         None => None,
     };
 
+    let ticket = match ctx
+        .limiter
+        .admit(&upstream.name, &spec, &ctx.shutdown.abandon)
+        .await?
+    {
+        None => return Ok(None),
+        Some(Gate::Go(ticket)) => ticket,
+        Some(Gate::Defer { wait, class }) => {
+            // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
+            let why = format!("deferred before the call: {class}");
+            let t = with_retries(|| {
+                ctx.store.retry(
+                    &job.queue,
+                    &job.id,
+                    &job.entry,
+                    wait,
+                    class,
+                    &why,
+                    None,
+                    Spend::Neither,
+                )
+            })
+            .await?;
+            if t == Transition::Done {
+                ctx.hints.due_in(&job.queue, wait);
+                tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
+            }
+            return Ok(Some(()));
+        }
+    };
+
     let started = std::time::Instant::now();
     let reply = tokio::select! {
         r = ctx.upstreams.call(&upstream, &spec, &job.id) => r,
@@ -107,6 +139,22 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         }
         Err(e) => outcome::transport_failure(&e.to_string()),
     };
+    let (headers, used) = match &reply {
+        Ok(r) => (Some(&r.headers), used_tokens(&r.body)),
+        Err(_) => (None, None),
+    };
+    match ctx
+        .limiter
+        .report(&upstream.name, &ticket, &outcome, headers, used)
+        .await
+    {
+        Ok(Some(change)) => {
+            tracing::warn!(upstream = %upstream.name, circuit = %change, class = %outcome.class, "circuit changed")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
+    }
+    drop(ticket);
     let budget = Budget {
         attempt: job.attempt,
         waits: job.waits,
@@ -127,6 +175,11 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             spends_attempt,
         } => {
             let detail = ctx.upstreams.redact(&outcome.detail);
+            let spend = if spends_attempt {
+                Spend::Attempt
+            } else {
+                Spend::Wait
+            };
             let t = with_retries(|| {
                 ctx.store.retry(
                     &job.queue,
@@ -136,7 +189,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
                     outcome.class.as_str(),
                     &detail,
                     outcome.status,
-                    spends_attempt,
+                    spend,
                 )
             })
             .await?;
@@ -150,6 +203,15 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         }
     }
     Ok(Some(()))
+}
+
+/// `usage.total_tokens` of an answer, if it says.
+fn used_tokens(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("usage")?
+        .get("total_tokens")?
+        .as_u64()
 }
 
 async fn complete(

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::inflight::Inflight;
+use crate::limiter::Limiter;
 use crate::retry::RetryPolicy;
 use crate::scheduler::{self, Hints};
 use crate::shutdown::Shutdown;
@@ -24,6 +25,7 @@ pub struct Ctx {
     /// Dedicated connections for blocking reads, one per queue's fetch loop.
     pub blocking: deadpool_redis::Pool,
     pub upstreams: Upstreams,
+    pub limiter: Limiter,
     pub policy: RetryPolicy,
     pub consumer: String,
     pub queues: Vec<String>,
@@ -73,7 +75,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         store.create_group(q).await?;
     }
     let concurrency = config.worker.concurrency;
+    store
+        .register_upstreams(&config.upstreams.keys().cloned().collect::<Vec<_>>())
+        .await?;
     let ctx = Arc::new(Ctx {
+        limiter: Limiter::from_config(store.clone(), &config),
         blocking: store.blocking_pool(queues.len() + 1)?,
         store,
         upstreams,

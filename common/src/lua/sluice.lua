@@ -186,7 +186,8 @@ local function complete(keys, args)
   return {'completed'}
 end
 
--- retry: ARGV group, id, entry, delay_ms, class, error, status, spends_attempt (1|0), events_maxlen
+-- retry: ARGV group, id, entry, delay_ms, class, error, status, spends (1: an attempt, 0: a wait,
+-- n: neither — the call was never made), events_maxlen
 -- -> {'retrying', due_ms} | {'refused', state}
 local function retry(keys, args)
   local p, group, id, entry = keys[1], args[1], args[2], args[3]
@@ -198,10 +199,9 @@ local function retry(keys, args)
   end
   local now = now_ms()
   local due = now + num(args[4], 0)
-  if args[8] == '0' then
-    redis.call('HINCRBY', jk, 'attempts', -1)
-    redis.call('HINCRBY', jk, 'waits', 1)
-  end
+  if args[8] == '0' or args[8] == 'n' then redis.call('HINCRBY', jk, 'attempts', -1) end
+  if args[8] == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
+  if args[8] == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
   redis.call('HSET', jk, 'state', 'retrying', 'last_class', args[5] or '', 'last_error', args[6] or '',
     'last_status', args[7] or '', 'run_at_ms', due, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
@@ -382,6 +382,111 @@ local function purge(keys, args)
   return removed
 end
 
+
+--[[ Upstream limits, fleet-wide. Each upstream's keys share the prefix `sluice:{u:NAME}:`:
+  `rpm` / `tpm` (and `m:<model>:rpm|tpm`): GCRA theoretical arrival times (ms);
+  `hold`: Unix ms until which the provider asked everyone to wait;
+  `circuit`: hash {state = open, until = ms} while the circuit is open; `probe`: the one
+  half-open call in flight; `fails`: transient failures in the current window.
+]]
+
+-- GCRA with reservation: the caller may start after `wait` ms; the bucket is charged `cost`
+-- intervals (charged after, so one large request never waits for more than the burst).
+local function gcra_wait(key, interval, tau, now)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local wait = tat - tau - now
+  if wait < 0 then wait = 0 end
+  return tat, wait
+end
+
+-- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm
+-- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {wait_ms, 'hold'|'open'|'half_open'|'busy'}
+local function admit(keys, args)
+  local p = keys[1]
+  local rpm, tpm, tokens = num(args[1], 0), num(args[2], 0), num(args[3], 1)
+  local burst, horizon, probe_ms = num(args[4], 50), num(args[5], 1000), num(args[6], 60000)
+  local model, mrpm, mtpm = args[7] or '', num(args[8], 0), num(args[9], 0)
+  local now = now_ms()
+  local hold = tonumber(redis.call('GET', p .. 'hold') or '0')
+  if hold > now then return {hold - now, 'hold'} end
+  local c = redis.call('HMGET', p .. 'circuit', 'state', 'until')
+  if c[1] == 'open' then
+    local untl = tonumber(c[2] or '0')
+    if untl > now then return {untl - now, 'open'} end
+    if redis.call('SET', p .. 'probe', '1', 'NX', 'PX', probe_ms) then return {0, 'probe'} end
+    return {math.min(probe_ms, 1000), 'half_open'}
+  end
+  local buckets = {}
+  if rpm > 0 then buckets[#buckets + 1] = {p .. 'rpm', 60000 / rpm, 1} end
+  if tpm > 0 then buckets[#buckets + 1] = {p .. 'tpm', 60000 / tpm, tokens} end
+  if model ~= '' and mrpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':rpm', 60000 / mrpm, 1} end
+  if model ~= '' and mtpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':tpm', 60000 / mtpm, tokens} end
+  local wait = 0
+  local tats = {}
+  for i, b in ipairs(buckets) do
+    -- The burst window holds `burst` ms of the rate, one interval of it being the request itself.
+    local tau = burst - b[2]
+    if tau < 0 then tau = 0 end
+    local tat, w = gcra_wait(b[1], b[2], tau, now)
+    tats[i] = tat
+    if w > wait then wait = w end
+  end
+  if wait > horizon then return {wait, 'busy'} end
+  for i, b in ipairs(buckets) do
+    local new_tat = tats[i] + b[2] * b[3]
+    redis.call('SET', b[1], string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
+  end
+  return {wait, 'ok'}
+end
+
+-- report: ARGV kind ('ok'|'probe_ok'|'soft'|'hard'|'none'), hold_for_ms, cooloff_ms, threshold,
+-- window_ms, tpm, delta_tokens, model, model_tpm -> state ('closed'|'opened'|'open'|'')
+local function report(keys, args)
+  local p, kind = keys[1], args[1]
+  local hold_for, cooloff = num(args[2], 0), num(args[3], 30000)
+  local threshold, window = num(args[4], 20), num(args[5], 10000)
+  local tpm, delta, model, mtpm = num(args[6], 0), num(args[7], 0), args[8] or '', num(args[9], 0)
+  local now = now_ms()
+  local hold_until = now + hold_for
+  if hold_for > 0 then
+    local cur = tonumber(redis.call('GET', p .. 'hold') or '0')
+    if hold_until > cur then redis.call('SET', p .. 'hold', hold_until, 'PX', hold_until - now) end
+  end
+  if delta ~= 0 then
+    local function adjust(key, rate)
+      local tat = tonumber(redis.call('GET', key) or '0')
+      if rate > 0 and tat > 0 then
+        local new_tat = tat + (60000 / rate) * delta
+        if new_tat > now then
+          redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
+        end
+      end
+    end
+    adjust(p .. 'tpm', tpm)
+    if model ~= '' then adjust(p .. 'm:' .. model .. ':tpm', mtpm) end
+  end
+  local function open()
+    redis.call('HSET', p .. 'circuit', 'state', 'open', 'until', now + cooloff, 'opened_ms', now)
+    redis.call('HINCRBY', p .. 'circuit', 'opens', 1)
+    redis.call('DEL', p .. 'probe', p .. 'fails')
+    return 'opened'
+  end
+  if kind == 'hard' then return open() end
+  if kind == 'soft' then
+    local n = redis.call('INCR', p .. 'fails')
+    if n == 1 then redis.call('PEXPIRE', p .. 'fails', window) end
+    if n >= threshold then return open() end
+    return ''
+  end
+  if kind == 'probe_ok' then
+    redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'fails')
+    return 'closed'
+  end
+  if kind == 'ok' then redis.call('DEL', p .. 'fails') end
+  return ''
+end
+
 redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sluice_enqueue', enqueue)
@@ -392,5 +497,7 @@ redis.register_function('sluice_dead', dead)
 redis.register_function('sluice_promote', promote)
 redis.register_function('sluice_cancel', cancel)
 redis.register_function('sluice_release', release)
+redis.register_function('sluice_admit', admit)
+redis.register_function('sluice_report', report)
 redis.register_function('sluice_redrive', redrive)
 redis.register_function('sluice_purge', purge)

@@ -157,8 +157,10 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
     for q in &queues {
         all.push(store.stats(q).await?);
     }
+    let upstreams = store.upstream_states().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let out = serde_json::json!({"queues": all, "upstreams": upstreams});
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     if all.is_empty() {
@@ -195,6 +197,20 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
             show::count(c("deduplicated")),
             show::count(c("redriven"))
         );
+    }
+    for u in upstreams {
+        let mut line = format!("upstream {}  circuit {}", u.upstream, u.circuit);
+        if let Some(ms) = u.open_for_ms {
+            line.push_str(&format!(" (probe in {:.1} s)", ms as f64 / 1000.0));
+        }
+        if let Some(ms) = u.hold_for_ms {
+            line.push_str(&format!(
+                "  held by the provider for {:.1} s",
+                ms as f64 / 1000.0
+            ));
+        }
+        line.push_str(&format!("  opened {} times", u.opens));
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

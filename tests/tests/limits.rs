@@ -1,0 +1,227 @@
+//! Fleet-wide rate limits against the mock's enforced quota: several worker processes share one
+//! quota through Redis, a provider's reset holds every worker, and a 401 opens the circuit.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_common::{JobState, NewJob};
+use sluice_producer::Producer;
+use sluice_tests::RedisServer;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+const BOUND: Duration = Duration::from_secs(120);
+
+fn job(i: usize, script: Option<&[u16]>) -> NewJob {
+    let mut body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16});
+    if let Some(s) = script {
+        body["mock"] = json!({"script": s});
+    }
+    NewJob::post("q", "mock", "/v1/chat/completions", body)
+}
+
+async fn producer(redis: &RedisServer) -> Producer {
+    let mut config = sluice_common::Config::defaults();
+    config.redis.url = redis.url();
+    config.queues.events_maxlen = 1_000_000;
+    Producer::from_config(&config).await.expect("producer")
+}
+
+async fn enqueue(p: &Producer, jobs: Vec<NewJob>) -> Vec<String> {
+    p.enqueue_batch(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("enqueue").id)
+        .collect()
+}
+
+/// Re-checks `cond` every 20 ms until it holds or `timeout` passes (for state only Redis knows).
+async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 5,
+        rpm: Some(3000),
+        ..MockConfig::default()
+    })
+    .await;
+    let p = producer(&redis).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 50;
+    options.extra = "rpm = 3000\n".into();
+    let _workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| WorkerProcess::spawn(n, &options))
+        .collect();
+    let n = 1500;
+    let ids = enqueue(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let mut events = Events::new(&redis.url(), "q").await;
+    let done = events
+        .until(BOUND, |s| s.count("completed") >= n as u64)
+        .await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1);
+    }
+    let stats = mock.stats(true);
+    let share = stats.rate_limited as f64 / stats.calls as f64;
+    // The busiest 1-second window of answered calls, against the quota's 50 per second.
+    let mut times: Vec<u64> = stats
+        .jobs
+        .unwrap_or_default()
+        .values()
+        .flatten()
+        .map(|c| c.t_ms)
+        .collect();
+    times.sort_unstable();
+    let (mut busiest, mut lo) = (0, 0);
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        busiest = busiest.max(hi - lo + 1);
+    }
+    let span = (times.last().unwrap_or(&0) - times.first().unwrap_or(&0)) as f64 / 1000.0;
+    println!(
+        "3 workers at 3000 RPM: {} calls, {} 429s ({:.2}%), {:.1} calls/s over {span:.1} s, busiest 1 s window {busiest}",
+        stats.calls,
+        stats.rate_limited,
+        share * 100.0,
+        stats.calls as f64 / span.max(0.001),
+    );
+    assert!(share <= 0.01, "{:.2}% of answers were 429", share * 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_a_2s_reset_holds_every_worker() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 5,
+        rate_limit_reset_ms: 2000,
+        ..MockConfig::default()
+    })
+    .await;
+    let p = producer(&redis).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 20;
+    let _workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| WorkerProcess::spawn(n, &options))
+        .collect();
+    let mut events = Events::new(&redis.url(), "q").await;
+    let first = enqueue(&p, vec![job(0, Some(&[429, 200]))]).await.remove(0);
+    let limited = events
+        .until(BOUND, |s| s.job(&first, "retrying") == 1)
+        .await;
+    assert!(limited, "the first job was never rate limited");
+    let ids = enqueue(&p, (1..=60).map(|i| job(i, None)).collect()).await;
+    let done = events.until(BOUND, |s| s.count("completed") >= 61).await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+
+    let jobs = mock.stats(true).jobs.expect("jobs");
+    let limited_at = jobs[&first][0].t_ms;
+    let earliest = ids.iter().map(|id| jobs[id][0].t_ms).min().expect("calls");
+    let held = earliest - limited_at;
+    println!("after the 429: the fleet's next call came {held} ms later");
+    // The 429 was answered ~5 ms after its call; the hold runs 2 s from then.
+    assert!(
+        held >= 2000,
+        "a worker called after {held} ms, inside the 2 s hold"
+    );
+    for id in &ids {
+        assert_eq!(
+            jobs[id].len(),
+            1,
+            "held jobs were called once, after the hold"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_after() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 5,
+        force_status: Some(401),
+        ..MockConfig::default()
+    })
+    .await;
+    let p = producer(&redis).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 20;
+    options.quota_wait_ms = 300;
+    options.extra = "circuit_cooloff_ms = 300\n".into();
+    let _a = WorkerProcess::spawn("a", &options);
+    let _b = WorkerProcess::spawn("b", &options);
+    let n = 100;
+    let ids = enqueue(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let store = p.store().clone();
+    let opens = || {
+        let store = store.clone();
+        async move {
+            store
+                .upstream_states()
+                .await
+                .ok()
+                .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
+                .map(|u| u.opens)
+                .unwrap_or(0)
+        }
+    };
+    assert!(
+        eventually(BOUND, || async { opens().await >= 1 }).await,
+        "the circuit never opened"
+    );
+    // From here on only probes may call: each failed probe opens the circuit again.
+    let calls_at_open = mock.stats(false).calls;
+    let opens_at_start = opens().await;
+    assert!(
+        eventually(BOUND, || async { opens().await >= opens_at_start + 4 }).await,
+        "no probes"
+    );
+    let probes = opens().await - opens_at_start;
+    let calls_while_open = mock.stats(false).calls - calls_at_open;
+    println!("while open: {calls_while_open} calls for {probes} failed probes");
+    assert!(
+        calls_while_open <= probes + 1,
+        "{calls_while_open} calls while open, but only {probes} probes"
+    );
+    let stats = p.store().stats("q").await.expect("stats");
+    assert_eq!(
+        stats.counts.get("dead").copied().unwrap_or(0),
+        0,
+        "an auth outage dead-letters nothing"
+    );
+
+    mock.set_config(MockConfig {
+        latency_ms: 5,
+        ..MockConfig::default()
+    });
+    let mut events = Events::new(&redis.url(), "q").await;
+    let done = events
+        .until(BOUND, |s| s.count("completed") >= n as u64)
+        .await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+    for id in &ids {
+        let s = p.status("q", id).await.expect("s").expect("job");
+        assert_eq!(s.state, JobState::Completed);
+    }
+    let states = p.store().upstream_states().await.expect("states");
+    assert_eq!(states[0].circuit, "closed");
+}

@@ -1,0 +1,322 @@
+//! Fleet-wide rate limits per upstream: requests and tokens per minute (and per model), a hold
+//! when the provider says stop, and a circuit breaker — all shared through Redis so that N workers
+//! stay under one quota without knowing N.
+//!
+//! Each call asks `sluice_admit` once: a GCRA over the upstream's buckets that *reserves* the next
+//! slot and answers how long to wait for it, so callers sleep exactly their turn instead of
+//! polling (one Redis call per job). Waiting is a tokio sleep: no runtime thread is blocked and no
+//! Redis connection is held. A slot further away than `HORIZON`, a provider hold or an open
+//! circuit defers the job to the delayed ZSET instead (not in memory). After the call,
+//! `sluice_report` carries what the answer means for everyone: a hold until the provider's reset,
+//! a circuit opened by 401/403/quota or a run of transient failures, a probe's success closing it,
+//! and the token estimate corrected from `usage`.
+//!
+//! In process, a per-upstream semaphore caps calls in flight (`max_concurrency`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice_common::config::Config;
+use sluice_common::store::{Admission, AdmitRequest, LimitReport, Verdict};
+use sluice_common::{JobSpec, Store, StoreError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::hints;
+use crate::outcome::{Class, Outcome};
+
+/// Longest wait a caller sleeps in memory for a reserved slot; beyond it the job is deferred.
+const HORIZON: Duration = Duration::from_millis(2000);
+/// Holds and half-open waits up to this are slept through; longer ones defer the job.
+const SHORT_WAIT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Default)]
+struct Limits {
+    rpm: u64,
+    tpm: u64,
+    burst_ms: u64,
+    models: HashMap<String, (u64, u64)>,
+    cooloff_ms: u64,
+    threshold: u64,
+    window_ms: u64,
+    probe_ms: u64,
+}
+
+impl Limits {
+    fn any(&self) -> bool {
+        self.rpm > 0 || self.tpm > 0 || !self.models.is_empty()
+    }
+}
+
+/// May the call go now?
+pub enum Gate {
+    Go(Ticket),
+    /// Not now: put the job back in the delayed ZSET for `wait`, marked `class`.
+    Defer {
+        wait: Duration,
+        class: &'static str,
+    },
+}
+
+/// Permission for one call, kept until the call is answered.
+pub struct Ticket {
+    /// This call is the circuit's half-open probe.
+    pub probe: bool,
+    /// Tokens charged for it.
+    pub tokens: u64,
+    model: String,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// The limiter of every upstream of this worker.
+pub struct Limiter {
+    store: Store,
+    limits: HashMap<String, Limits>,
+    local: HashMap<String, Arc<Semaphore>>,
+    /// Upstreams where this worker saw a transient failure since its last success.
+    failing: HashMap<String, AtomicBool>,
+}
+
+/// The job's token estimate: its `tokens`, else prompt characters ÷ 4 plus the answer's cap.
+pub fn estimate_tokens(spec: &JobSpec) -> u64 {
+    if let Some(t) = spec.tokens {
+        return u64::from(t);
+    }
+    let Some(body) = &spec.request.body else {
+        return 1;
+    };
+    fn chars(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(s) => s.chars().count(),
+            serde_json::Value::Array(a) => a.iter().map(chars).sum(),
+            serde_json::Value::Object(o) => o.values().map(chars).sum(),
+            _ => 0,
+        }
+    }
+    let prompt: usize = ["messages", "input", "prompt", "system"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .map(chars)
+        .sum();
+    let cap = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(|v| v.as_u64()))
+        .unwrap_or(0);
+    (prompt as u64).div_ceil(4).max(1) + cap
+}
+
+fn model_of(spec: &JobSpec) -> String {
+    spec.request
+        .body
+        .as_ref()
+        .and_then(|b| b.get("model"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Limiter {
+    pub fn from_config(store: Store, config: &Config) -> Limiter {
+        let mut limits = HashMap::new();
+        let mut local = HashMap::new();
+        let mut failing = HashMap::new();
+        for (name, u) in &config.upstreams {
+            limits.insert(
+                name.clone(),
+                Limits {
+                    rpm: u.rpm,
+                    tpm: u.tpm,
+                    burst_ms: u.burst_ms,
+                    models: u
+                        .models
+                        .iter()
+                        .map(|(m, l)| (m.clone(), (l.rpm, l.tpm)))
+                        .collect(),
+                    cooloff_ms: u.circuit_cooloff_ms,
+                    threshold: u.circuit_failures,
+                    window_ms: u.circuit_window_ms,
+                    probe_ms: u.timeout_ms + 5_000,
+                },
+            );
+            if u.max_concurrency > 0 {
+                local.insert(name.clone(), Arc::new(Semaphore::new(u.max_concurrency)));
+            }
+            failing.insert(name.clone(), AtomicBool::new(false));
+        }
+        Limiter {
+            store,
+            limits,
+            local,
+            failing,
+        }
+    }
+
+    /// Waits for this job's turn at `upstream`, or says to defer it. `None` when abandoned.
+    pub async fn admit(
+        &self,
+        upstream: &str,
+        spec: &JobSpec,
+        abandon: &CancellationToken,
+    ) -> Result<Option<Gate>, StoreError> {
+        let slot = match self.local.get(upstream) {
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => p.ok(),
+                _ = abandon.cancelled() => return Ok(None),
+            },
+            None => None,
+        };
+        let limits = self.limits.get(upstream).cloned().unwrap_or_default();
+        let model = model_of(spec);
+        let tokens = estimate_tokens(spec);
+        let (model_rpm, model_tpm) = limits.models.get(&model).copied().unwrap_or((0, 0));
+        let request = AdmitRequest {
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            tokens,
+            burst_ms: limits.burst_ms,
+            horizon_ms: HORIZON.as_millis() as u64,
+            probe_ms: limits.probe_ms,
+            model: if model_rpm + model_tpm > 0 {
+                &model
+            } else {
+                ""
+            },
+            model_rpm,
+            model_tpm,
+        };
+        let ticket = |probe| Ticket {
+            probe,
+            tokens,
+            model: request.model.to_string(),
+            _slot: slot,
+        };
+        for _ in 0..8 {
+            let (wait, defer_class) = match self.store.admit(upstream, &request).await? {
+                Admission::Reserved(wait) if !limits.any() || wait.is_zero() => {
+                    return Ok(Some(Gate::Go(ticket(false))));
+                }
+                Admission::Reserved(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = abandon.cancelled() => return Ok(None),
+                    }
+                    return Ok(Some(Gate::Go(ticket(false))));
+                }
+                Admission::Probe => return Ok(Some(Gate::Go(ticket(true)))),
+                Admission::Hold(w) => (w, "held"),
+                Admission::Open(w) => (w, "circuit_open"),
+                Admission::HalfOpen(w) => (w, "circuit_open"),
+                Admission::Busy(w) => (w, "throttled"),
+            };
+            if wait > SHORT_WAIT {
+                return Ok(Some(Gate::Defer {
+                    wait,
+                    class: defer_class,
+                }));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                _ = abandon.cancelled() => return Ok(None),
+            }
+        }
+        Ok(Some(Gate::Defer {
+            wait: SHORT_WAIT,
+            class: "throttled",
+        }))
+    }
+
+    /// Tells the fleet what the answer means (only when it means something). Returns the
+    /// circuit's change, if any.
+    pub async fn report(
+        &self,
+        upstream: &str,
+        ticket: &Ticket,
+        outcome: &Outcome,
+        headers: Option<&reqwest::header::HeaderMap>,
+        used_tokens: Option<u64>,
+    ) -> Result<Option<String>, StoreError> {
+        let limits = self.limits.get(upstream).cloned().unwrap_or_default();
+        let failing = self.failing.get(upstream);
+        let verdict = match outcome.class {
+            Class::Success | Class::Invalid if ticket.probe => Verdict::ProbeOk,
+            Class::Success => {
+                if failing.is_some_and(|f| f.swap(false, Ordering::Relaxed)) {
+                    Verdict::Ok
+                } else {
+                    Verdict::None
+                }
+            }
+            Class::Transient => {
+                if let Some(f) = failing {
+                    f.store(true, Ordering::Relaxed);
+                }
+                Verdict::Soft
+            }
+            Class::Auth | Class::Quota => Verdict::Hard,
+            Class::RateLimited | Class::Invalid => Verdict::None,
+        };
+        // A 429 with a reset, or a success that used up a dimension, holds everyone until then.
+        let hold = match (outcome.class, headers) {
+            (Class::RateLimited, _) => outcome.wait,
+            (Class::Success, Some(h)) if hints::exhausted(h) => outcome.wait,
+            _ => None,
+        };
+        let (_, model_tpm) = limits.models.get(&ticket.model).copied().unwrap_or((0, 0));
+        let delta = match used_tokens {
+            Some(used) if limits.tpm > 0 || model_tpm > 0 => used as i64 - ticket.tokens as i64,
+            _ => 0,
+        };
+        if verdict == Verdict::None && hold.is_none() && delta == 0 {
+            return Ok(None);
+        }
+        let changed = self
+            .store
+            .report(
+                upstream,
+                &LimitReport {
+                    verdict,
+                    hold_ms: hold.map(|h| h.as_millis() as u64).unwrap_or(0),
+                    cooloff_ms: limits.cooloff_ms,
+                    threshold: limits.threshold,
+                    window_ms: limits.window_ms,
+                    tpm: limits.tpm,
+                    delta_tokens: delta,
+                    model: &ticket.model,
+                    model_tpm,
+                },
+            )
+            .await?;
+        Ok((!changed.is_empty()).then_some(changed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(body: serde_json::Value, tokens: Option<u32>) -> JobSpec {
+        let mut job = sluice_common::NewJob::post("q", "u", "/v1/chat/completions", body);
+        job.spec.tokens = tokens;
+        job.spec
+    }
+
+    #[test]
+    fn tokens_are_estimated_from_the_prompt_and_the_answer_cap() {
+        let s = spec(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(400)}], "max_tokens": 50}),
+            None,
+        );
+        // 400 content chars + "user" (4) = 404 → 101 tokens, plus 50.
+        assert_eq!(estimate_tokens(&s), 151);
+        let s = spec(
+            json!({"model": "m", "input": "abcd", "max_completion_tokens": 7}),
+            None,
+        );
+        assert_eq!(estimate_tokens(&s), 8);
+        let s = spec(json!({"model": "m"}), Some(1234));
+        assert_eq!(estimate_tokens(&s), 1234);
+    }
+}
