@@ -28,7 +28,9 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let release = dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    // The whole workspace's binaries, as tests/run.sh builds them first: building one package
+    // alone would unify features differently and recompile its dependencies.
+    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
     if release {
         cmd.arg("--release");
     }
