@@ -116,6 +116,10 @@ pub struct UpstreamConfig {
     /// Requests per minute for the whole fleet (0: no limit).
     #[serde(default)]
     pub rpm: u64,
+    /// Follow a quota nobody wrote down: `rpm` becomes the ceiling and the fleet's rate backs off
+    /// on 429s and probes upward while answers are clean (AIMD).
+    #[serde(default)]
+    pub adaptive: bool,
     /// Tokens per minute for the whole fleet (0: no limit); a job's estimate is its `tokens`, else
     /// prompt characters ÷ 4 + `max_tokens`, corrected from the answer's `usage.total_tokens`.
     #[serde(default)]

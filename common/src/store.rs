@@ -183,6 +183,8 @@ pub struct AdmitRequest<'a> {
     pub model: &'a str,
     pub model_rpm: u64,
     pub model_tpm: u64,
+    /// `rpm` is a ceiling and the fleet's rate follows the provider (AIMD).
+    pub adaptive: bool,
 }
 
 /// The fleet-wide limiter's answer.
@@ -213,6 +215,8 @@ pub enum Verdict {
     Soft,
     /// Auth or quota: open the circuit now.
     Hard,
+    /// A 429 rate limit: an adaptive upstream slows down.
+    Limited,
     /// Nothing for the circuit (token correction or hold only).
     None,
 }
@@ -234,7 +238,7 @@ pub struct LimitReport<'a> {
 }
 
 /// An upstream's fleet-wide state for `sluice stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct UpstreamState {
     pub upstream: String,
     /// `closed`, `open` or `half_open`.
@@ -244,6 +248,8 @@ pub struct UpstreamState {
     /// Milliseconds of provider hold left.
     pub hold_for_ms: Option<u64>,
     pub opens: u64,
+    /// The fleet's current request rate of an adaptive upstream (requests per minute).
+    pub adaptive_rpm: Option<f64>,
 }
 
 /// What complete, retry or dead-letter did.
@@ -958,6 +964,7 @@ impl Store {
             .arg(r.model)
             .arg(r.model_rpm)
             .arg(r.model_tpm)
+            .arg(if r.adaptive { "1" } else { "0" })
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
@@ -981,6 +988,7 @@ impl Store {
             Verdict::ProbeOk => "probe_ok",
             Verdict::Soft => "soft",
             Verdict::Hard => "hard",
+            Verdict::Limited => "limited",
             Verdict::None => "none",
         };
         let mut conn = self.conn.clone();
@@ -1027,15 +1035,18 @@ impl Store {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let p = keys::upstream_prefix(&name);
-            let (circuit, hold_ttl, now): (HashMap<String, String>, i64, (u64, u64)) =
-                redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(format!("{p}circuit"))
-                    .cmd("PTTL")
-                    .arg(format!("{p}hold"))
-                    .cmd("TIME")
-                    .query_async(&mut conn)
-                    .await?;
+            type Reply = (HashMap<String, String>, i64, (u64, u64), Option<String>);
+            let (circuit, hold_ttl, now, rate): Reply = redis::pipe()
+                .cmd("HGETALL")
+                .arg(format!("{p}circuit"))
+                .cmd("PTTL")
+                .arg(format!("{p}hold"))
+                .cmd("TIME")
+                .cmd("HGET")
+                .arg(format!("{p}adaptive"))
+                .arg("rate")
+                .query_async(&mut conn)
+                .await?;
             let now_ms = now.0 * 1000 + now.1 / 1000;
             let until: u64 = circuit
                 .get("until")
@@ -1055,6 +1066,7 @@ impl Store {
                     .get("opens")
                     .and_then(|o| o.parse().ok())
                     .unwrap_or(0),
+                adaptive_rpm: rate.and_then(|r| r.parse().ok()),
             });
         }
         Ok(out)

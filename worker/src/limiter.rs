@@ -36,6 +36,7 @@ const SHORT_WAIT: Duration = Duration::from_millis(500);
 struct Limits {
     rpm: u64,
     tpm: u64,
+    adaptive: bool,
     burst_ms: u64,
     models: HashMap<String, (u64, u64)>,
     cooloff_ms: u64,
@@ -128,6 +129,7 @@ impl Limiter {
                 Limits {
                     rpm: u.rpm,
                     tpm: u.tpm,
+                    adaptive: u.adaptive,
                     burst_ms: u.burst_ms,
                     models: u
                         .models
@@ -185,6 +187,7 @@ impl Limiter {
             },
             model_rpm,
             model_tpm,
+            adaptive: limits.adaptive,
         };
         let ticket = |probe| Ticket {
             probe,
@@ -255,6 +258,7 @@ impl Limiter {
                 Verdict::Soft
             }
             Class::Auth | Class::Quota => Verdict::Hard,
+            Class::RateLimited if limits.adaptive => Verdict::Limited,
             Class::RateLimited | Class::Invalid => Verdict::None,
         };
         // A 429 with a reset, or a success that used up a dimension, holds everyone until then.

@@ -400,7 +400,27 @@ local function gcra_wait(key, interval, tau, now)
   return tat, wait
 end
 
--- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm
+-- Adaptive mode (AIMD): the fleet's request rate lives in `adaptive` {rate, at}. It starts at half
+-- the ceiling, grows by 1% of itself per busy second (never above the ceiling), is cut to 85% on a
+-- 429 (at most once a second, see `report`), and restarts at half after a minute idle, so an
+-- unknown or changing quota is followed without sudden acceleration.
+local function adaptive_rate(p, ceiling, floor, now)
+  local a = redis.call('HMGET', p .. 'adaptive', 'rate', 'at')
+  local rate, at = tonumber(a[1] or '0'), tonumber(a[2] or '0')
+  if rate <= 0 then
+    rate = ceiling / 2
+  elseif now - at > 60000 then
+    rate = rate / 2
+  else
+    rate = rate * (1 + 0.01 * math.min(now - at, 1000) / 1000)
+  end
+  rate = math.max(floor, math.min(ceiling, rate))
+  redis.call('HSET', p .. 'adaptive', 'rate', string.format('%.3f', rate), 'at', now)
+  return rate
+end
+
+-- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm,
+-- adaptive (1|0: rpm is then the ceiling)
 -- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {wait_ms, 'hold'|'open'|'half_open'|'busy'}
 local function admit(keys, args)
   local p = keys[1]
@@ -408,6 +428,7 @@ local function admit(keys, args)
   local burst, horizon, probe_ms = num(args[4], 50), num(args[5], 1000), num(args[6], 60000)
   local model, mrpm, mtpm = args[7] or '', num(args[8], 0), num(args[9], 0)
   local now = now_ms()
+  if args[10] == '1' and rpm > 0 then rpm = adaptive_rate(p, rpm, math.max(1, rpm / 100), now) end
   local hold = tonumber(redis.call('GET', p .. 'hold') or '0')
   if hold > now then return {hold - now, 'hold'} end
   local c = redis.call('HMGET', p .. 'circuit', 'state', 'until')
@@ -440,7 +461,7 @@ local function admit(keys, args)
   return {wait, 'ok'}
 end
 
--- report: ARGV kind ('ok'|'probe_ok'|'soft'|'hard'|'none'), hold_for_ms, cooloff_ms, threshold,
+-- report: ARGV kind ('ok'|'probe_ok'|'soft'|'hard'|'limited'|'none'), hold_for_ms, cooloff_ms, threshold,
 -- window_ms, tpm, delta_tokens, model, model_tpm -> state ('closed'|'opened'|'open'|'')
 local function report(keys, args)
   local p, kind = keys[1], args[1]
@@ -482,6 +503,16 @@ local function report(keys, args)
   if kind == 'probe_ok' then
     redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'fails')
     return 'closed'
+  end
+  if kind == 'limited' then
+    -- Multiplicative decrease, once per second however many 429s a burst brings.
+    if redis.call('SET', p .. 'cut', '1', 'NX', 'PX', 1000) then
+      local rate = tonumber(redis.call('HGET', p .. 'adaptive', 'rate') or '0')
+      if rate > 0 then
+        redis.call('HSET', p .. 'adaptive', 'rate', string.format('%.3f', math.max(1, rate * 0.85)))
+      end
+    end
+    return ''
   end
   if kind == 'ok' then redis.call('DEL', p .. 'fails') end
   return ''

@@ -44,6 +44,11 @@ impl Bucket {
         }
     }
 
+    /// Gives back part of a charge (tokens that were reserved but not used).
+    pub fn refund(&mut self, amount: f64) {
+        self.level = (self.level + amount).min(self.capacity);
+    }
+
     /// What is left (for the remaining headers).
     pub fn remaining(&self) -> u64 {
         self.level.max(0.0) as u64

@@ -478,6 +478,9 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
     if chosen != Answer::Hang {
         record(&state, job);
     }
+    if chosen == Answer::Ok {
+        refund_unused(&state, &parsed);
+    }
     let mut response = match chosen {
         Answer::Ok => ok_body(&state, &parsed, kind).into_response(),
         Answer::Status(s) => (
@@ -501,6 +504,22 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
     }
     remaining_headers(&state, h);
     response
+}
+
+/// Like Anthropic's output-token limit, the bucket is charged `max_tokens` at admission and
+/// refunded what the answer did not use (the mock answers at most 16 tokens).
+fn refund_unused(state: &State, body: &Value) {
+    let max = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let unused = max.saturating_sub(max.min(16));
+    if unused > 0
+        && let Some(tpm) = lock(&state.buckets).tpm.as_mut()
+    {
+        tpm.refund(unused as f64);
+    }
 }
 
 fn remaining_headers(state: &State, h: &mut HeaderMap) {

@@ -210,6 +210,9 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         line.push_str(&format!("  opened {} times", u.opens));
+        if let Some(rpm) = u.adaptive_rpm {
+            line.push_str(&format!("  adaptive rate {rpm:.0} rpm"));
+        }
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
