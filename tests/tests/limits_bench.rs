@@ -14,6 +14,7 @@ use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 
 struct Figures {
     calls: u64,
+    tokens_per_sec: f64,
     rate_limited: u64,
     per_sec: f64,
     busiest: usize,
@@ -47,7 +48,17 @@ fn figures(stats: &Stats, from_ms: u64) -> Figures {
         .count() as u64;
     let span =
         (times.last().copied().unwrap_or(0) - times.first().copied().unwrap_or(0)) as f64 / 1000.0;
+    let tokens: u64 = stats
+        .jobs
+        .clone()
+        .unwrap_or_default()
+        .values()
+        .flatten()
+        .filter(|c| c.t_ms >= from_ms)
+        .map(|c| c.tokens)
+        .sum();
     Figures {
+        tokens_per_sec: tokens as f64 / span.max(0.001),
         calls: times.len() as u64,
         rate_limited: limited,
         per_sec: times.len() as f64 / span.max(0.001),
@@ -139,14 +150,16 @@ async fn bench_tpm_with_mixed_job_sizes() {
         },
         "tpm = 120000\n",
         jobs,
-        Duration::from_secs(60),
+        Duration::from_secs(90),
     )
     .await;
     let f = figures(&stats, 0);
     println!(
-        "tpm 120000, 3 workers, mixed sizes: {} calls at {:.2}/s, 429s {} ({:.2}%)",
+        "tpm 120000, 3 workers, mixed sizes: {} calls at {:.2}/s, {:.0} tokens/s = {:.1}% of the quota, 429s {} ({:.2}%)",
         f.calls,
         f.per_sec,
+        f.tokens_per_sec,
+        f.tokens_per_sec / 2000.0 * 100.0,
         f.rate_limited,
         f.rate_limited as f64 / f.calls.max(1) as f64 * 100.0
     );

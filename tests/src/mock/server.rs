@@ -81,6 +81,9 @@ pub struct Call {
     pub t_ms: u64,
     /// Status answered; 0 for a hang, 1 for a reset connection.
     pub status: u16,
+    /// Tokens the answer used (`usage.total_tokens`), 0 for a failure.
+    #[serde(default)]
+    pub tokens: u64,
 }
 
 /// What `GET /stats` answers.
@@ -447,6 +450,7 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
         Answer::Hang => 0,
         Answer::Reset => 1,
     };
+    let used_tokens = usage_of(&parsed).2;
     let record = |state: &State, job: String| {
         let answered = now_ms();
         let mut r = lock(&state.record);
@@ -459,6 +463,7 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
         rec.calls.push(Call {
             t_ms: arrival,
             status: code,
+            tokens: if code == 200 { used_tokens } else { 0 },
         });
         if let Answer::RateLimited(wait) = chosen {
             rec.reset_until_ms = answered + wait.as_millis() as u64;
@@ -578,36 +583,39 @@ fn reset_connection() -> Response {
     r
 }
 
+/// (prompt, completion, total) tokens of the mock's answer to `body`.
+fn usage_of(body: &Value) -> (u64, u64, u64) {
+    let max = body
+        .get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .and_then(Value::as_u64);
+    let prompt = (token_cost(body) as u64).saturating_sub(max.unwrap_or(0));
+    let completion = max.unwrap_or(16).min(16);
+    (prompt, completion, prompt + completion)
+}
+
 fn ok_body(state: &State, body: &Value, kind: Kind) -> Json<Value> {
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("gpt-4o-mini")
         .to_string();
-    let prompt = (token_cost(body) as u64)
-        .saturating_sub(body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0));
+    let (prompt, completion, _) = usage_of(body);
     let created = state.started.elapsed().as_secs() + now_ms() / 1000;
     match kind {
-        Kind::Chat => {
-            let completion = body
-                .get("max_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(16)
-                .min(16);
-            Json(json!({
-                "id": format!("chatcmpl-{:x}", rand::rng().random::<u64>()),
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "This is a mock answer."},
-                    "logprobs": null,
-                    "finish_reason": "stop"
-                }],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-            }))
-        }
+        Kind::Chat => Json(json!({
+            "id": format!("chatcmpl-{:x}", rand::rng().random::<u64>()),
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "This is a mock answer."},
+                "logprobs": null,
+                "finish_reason": "stop"
+            }],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        })),
         Kind::Embeddings => Json(json!({
             "object": "list",
             "data": [{"object": "embedding", "index": 0, "embedding": [0.0023, -0.0093, 0.0159, -0.0042, 0.0107, 0.0011, -0.0201, 0.0088]}],
