@@ -25,7 +25,5 @@ if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
-echo "== cargo build --workspace --bins (the binaries the tests run as processes)"
-cargo build --workspace --bins --quiet
 echo "== cargo test --workspace"
 cargo test --workspace --all-targets "$@"
