@@ -1024,14 +1024,21 @@ impl Store {
         Ok(())
     }
 
-    /// Circuit and hold of every registered upstream.
-    pub async fn upstream_states(&self) -> Result<Vec<UpstreamState>, StoreError> {
+    /// The sorted members of a registry set (`sluice:queues`, `sluice:upstreams`).
+    async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys::UPSTREAMS)
+            .arg(set)
             .query_async(&mut conn)
             .await?;
         names.sort();
+        Ok(names)
+    }
+
+    /// Circuit and hold of every registered upstream.
+    pub async fn upstream_states(&self) -> Result<Vec<UpstreamState>, StoreError> {
+        let names = self.members(keys::UPSTREAMS).await?;
+        let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let p = keys::upstream_prefix(&name);
@@ -1207,13 +1214,7 @@ impl Store {
 
     /// Every queue that a Sluice producer has enqueued to.
     pub async fn queues(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut q: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys::QUEUES)
-            .query_async(&mut conn)
-            .await?;
-        q.sort();
-        Ok(q)
+        self.members(keys::QUEUES).await
     }
 
     /// A queue's numbers, read in one pipeline.

@@ -8,7 +8,7 @@ use sluice_common::{JobState, NewJob};
 use sluice_producer::Producer;
 use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::mock::{MockConfig, MockServer, Stats};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 
 const BOUND: Duration = Duration::from_secs(120);
@@ -82,21 +82,8 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
     let stats = mock.stats(true);
     let share = stats.rate_limited as f64 / stats.calls as f64;
     // The busiest 1-second window of answered calls, against the quota's 50 per second.
-    let mut times: Vec<u64> = stats
-        .jobs
-        .unwrap_or_default()
-        .values()
-        .flatten()
-        .map(|c| c.t_ms)
-        .collect();
-    times.sort_unstable();
-    let (mut busiest, mut lo) = (0, 0);
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] >= 1000 {
-            lo += 1;
-        }
-        busiest = busiest.max(hi - lo + 1);
-    }
+    let times = stats.call_times(0);
+    let busiest = Stats::busiest_second(&times);
     let span = (times.last().unwrap_or(&0) - times.first().unwrap_or(&0)) as f64 / 1000.0;
     println!(
         "3 workers at 3000 RPM: {} calls, {} 429s ({:.2}%), {:.1} calls/s over {span:.1} s, busiest 1 s window {busiest}",

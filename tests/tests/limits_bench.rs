@@ -21,23 +21,8 @@ struct Figures {
 }
 
 fn figures(stats: &Stats, from_ms: u64) -> Figures {
-    let mut times: Vec<u64> = stats
-        .jobs
-        .clone()
-        .unwrap_or_default()
-        .values()
-        .flatten()
-        .filter(|c| c.t_ms >= from_ms)
-        .map(|c| c.t_ms)
-        .collect();
-    times.sort_unstable();
-    let (mut busiest, mut lo) = (0, 0);
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] >= 1000 {
-            lo += 1;
-        }
-        busiest = busiest.max(hi - lo + 1);
-    }
+    let times = stats.call_times(from_ms);
+    let busiest = Stats::busiest_second(&times);
     let limited = stats
         .jobs
         .clone()

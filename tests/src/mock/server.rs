@@ -100,6 +100,34 @@ pub struct Stats {
     pub jobs: Option<HashMap<String, Vec<Call>>>,
 }
 
+impl Stats {
+    /// Arrival times (Unix ms, sorted) of every recorded call at or after `from_ms`
+    /// (needs the per-job record: `stats(true)`).
+    pub fn call_times(&self, from_ms: u64) -> Vec<u64> {
+        let mut times: Vec<u64> = self
+            .jobs
+            .iter()
+            .flat_map(|jobs| jobs.values().flatten())
+            .filter(|c| c.t_ms >= from_ms)
+            .map(|c| c.t_ms)
+            .collect();
+        times.sort_unstable();
+        times
+    }
+
+    /// The most calls in any sliding 1-second window of sorted arrival times.
+    pub fn busiest_second(times: &[u64]) -> usize {
+        let (mut busiest, mut lo) = (0, 0);
+        for hi in 0..times.len() {
+            while times[hi] - times[lo] >= 1000 {
+                lo += 1;
+            }
+            busiest = busiest.max(hi - lo + 1);
+        }
+        busiest
+    }
+}
+
 #[derive(Default)]
 struct JobRecord {
     calls: Vec<Call>,
