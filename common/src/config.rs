@@ -336,6 +336,14 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example.toml");
+        let c = Config::load(Some(&path)).expect("config/example.toml is valid");
+        assert_eq!(c.upstreams["openai"].rpm, 5000);
+        assert!(c.upstreams["anthropic"].adaptive);
+    }
+
+    #[test]
     fn an_unknown_key_in_a_file_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bad.toml");
