@@ -10,4 +10,7 @@ cd "$(dirname "$0")/.."
 . ./deploy/install-redis.sh
 echo "== building (release)"
 cargo build --release --quiet -p sluice-producer -p sluice-worker -p sluice-tests --bins
+# Mark the binaries fresh: cargo relinks only what changed, and the demo would otherwise rebuild an
+# unchanged binary it finds older than the newest source file.
+touch target/release/sluice target/release/sluice-worker target/release/sluice-demo
 exec ./target/release/sluice-demo "$@"

@@ -14,6 +14,9 @@ use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 
+/// The mock provider's quota, which the workers are configured to share.
+const QUOTA_RPM: u64 = 90_000;
+
 #[derive(Parser)]
 #[command(
     name = "sluice-demo",
@@ -39,15 +42,14 @@ async fn main() -> anyhow::Result<()> {
         latency_ms: 50,
         spread_ms: 20,
         fail_503: 0.05,
-        rate_limit_429: 0.02,
-        rate_limit_reset_ms: 500,
         bad_400: 0.005,
+        rpm: Some(QUOTA_RPM),
         ..MockConfig::default()
     })
     .await;
     println!("redis        {}", redis.url());
     println!(
-        "mock API     {} (50-70 ms, 5% 503, 2% 429, 0.5% 400)",
+        "mock API     {} (50-70 ms, 5% 503, 0.5% 400, quota {QUOTA_RPM} RPM answered with 429s)",
         mock.url()
     );
 
@@ -56,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
     options.concurrency = cli.concurrency;
     options.base_ms = 200;
     options.cap_ms = 2_000;
+    // The fleet shares the provider's quota through Redis.
+    options.extra = format!("rpm = {QUOTA_RPM}\n");
     let mut workers: Vec<WorkerProcess> = (0..cli.workers)
         .map(|i| WorkerProcess::spawn(&format!("demo-worker-{i}"), &options))
         .collect();
@@ -76,8 +80,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut events = Events::new(&redis.url(), "demo").await;
     println!("\n$ sluice enqueue --file batch.jsonl --queue demo --upstream mock");
+    let sluice = cargo_bin("sluice-producer", "sluice");
     let started = Instant::now();
-    let status = Command::new(cargo_bin("sluice-producer", "sluice"))
+    let status = Command::new(sluice)
         .args([
             "--redis",
             &redis.url(),
@@ -153,6 +158,9 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64()
     );
     let limit = (cli.workers * cli.concurrency) as f64 / 0.060;
-    println!("  ceiling       {limit:.0} jobs/s (workers × concurrency ÷ 60 ms mean latency)");
+    println!(
+        "  limits        quota {} calls/s; concurrency {limit:.0} calls/s (workers × concurrency ÷ 60 ms)",
+        QUOTA_RPM / 60
+    );
     Ok(())
 }
