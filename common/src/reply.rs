@@ -84,3 +84,12 @@ pub fn stream_entries(v: &Value) -> Option<Vec<(String, HashMap<String, String>)
         })
         .collect()
 }
+
+/// The entries of the one stream an XREAD or XREADGROUP asked for: `[[stream, entries]]`, or nil
+/// when a blocking read timed out (no entries).
+pub fn read_entries(v: &Value) -> Option<Vec<(String, HashMap<String, String>)>> {
+    match array(v).and_then(|streams| streams.first()) {
+        None => Some(Vec::new()),
+        Some(stream) => stream_entries(array(stream)?.get(1)?),
+    }
+}

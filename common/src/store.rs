@@ -577,13 +577,7 @@ impl Store {
                 .arg(&last)
                 .query_async(blocking)
                 .await?;
-            // XREAD answers [[stream, entries]] or nil on timeout.
-            let entries = array(&reply)
-                .and_then(|streams| streams.first())
-                .and_then(array)
-                .and_then(|s| s.get(1))
-                .and_then(reply::stream_entries)
-                .unwrap_or_default();
+            let entries = reply::read_entries(&reply).unwrap_or_default();
             let full = entries.len() >= READ_COUNT;
             let mut seen = false;
             for (entry, fields) in entries {
@@ -850,13 +844,7 @@ impl Store {
             .arg(">")
             .query_async(blocking)
             .await?;
-        let entries = array(&reply)
-            .and_then(|streams| streams.first())
-            .and_then(array)
-            .and_then(|s| s.get(1))
-            .map(|e| reply::stream_entries(e).ok_or(StoreError::Protocol("XREADGROUP")))
-            .transpose()?
-            .unwrap_or_default();
+        let entries = reply::read_entries(&reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
         Ok(entries
             .into_iter()
             .map(|(entry, fields)| Delivered { entry, fields })

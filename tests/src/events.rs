@@ -79,12 +79,7 @@ impl Events {
             .query_async(&mut self.conn)
             .await
             .expect("XREAD events");
-        let entries = reply::array(&r)
-            .and_then(|s| s.first())
-            .and_then(reply::array)
-            .and_then(|s| s.get(1))
-            .and_then(reply::stream_entries)
-            .unwrap_or_default();
+        let entries = reply::read_entries(&r).unwrap_or_default();
         for (entry, f) in entries {
             self.last = entry;
             let (Some(id), Some(state)) = (f.get("id"), f.get("state")) else {

@@ -14,3 +14,14 @@ pub mod redis_server;
 pub mod worker_process;
 
 pub use redis_server::RedisServer;
+
+/// A producer for `redis_url` with the events stream kept long enough for a test to read every
+/// state change of thousands of jobs.
+pub async fn test_producer(redis_url: &str) -> sluice_producer::Producer {
+    let mut config = sluice_common::Config::defaults();
+    config.redis.url = redis_url.to_string();
+    config.queues.events_maxlen = 1_000_000;
+    sluice_producer::Producer::from_config(&config)
+        .await
+        .expect("connect a producer to the test's redis")
+}

@@ -22,10 +22,7 @@ fn job(i: usize, script: Option<&[u16]>) -> NewJob {
 }
 
 async fn producer(redis: &RedisServer) -> Producer {
-    let mut config = sluice_common::Config::defaults();
-    config.redis.url = redis.url();
-    config.queues.events_maxlen = 1_000_000;
-    Producer::from_config(&config).await.expect("producer")
+    sluice_tests::test_producer(&redis.url()).await
 }
 
 async fn enqueue(p: &Producer, jobs: Vec<NewJob>) -> Vec<String> {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_common::NewJob;
-use sluice_producer::Producer;
 use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer, Stats};
@@ -60,10 +59,7 @@ async fn run(
 ) -> Stats {
     let redis = RedisServer::start().await;
     let mock = MockServer::start(mock).await;
-    let mut config = sluice_common::Config::defaults();
-    config.redis.url = redis.url();
-    config.queues.events_maxlen = 1_000_000;
-    let producer = Producer::from_config(&config).await.expect("producer");
+    let producer = sluice_tests::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&redis.url(), &mock.url());
     options.concurrency = 100;
     options.extra = upstream_toml.to_string();

@@ -43,10 +43,7 @@ struct Rig {
 async fn rig(mock: MockConfig) -> Rig {
     let redis = RedisServer::start().await;
     let mock = MockServer::start(mock).await;
-    let mut config = sluice_common::Config::defaults();
-    config.redis.url = redis.url();
-    config.queues.events_maxlen = 1_000_000;
-    let producer = Producer::from_config(&config).await.expect("producer");
+    let producer = sluice_tests::test_producer(&redis.url()).await;
     Rig {
         redis,
         mock,
