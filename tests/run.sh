@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite on a fresh Debian machine with Rust:
-# installs what is missing (redis-server, redis-py), checks formatting and lints, then runs every
+# installs what is missing (redis-server, promtool, redis-py), checks formatting and lints, then runs every
 # test of the workspace. Each test starts its own redis-server on a free port; nothing needs to be
 # running beforehand. Set SLUICE_SKIP_LINT=1 to skip fmt and clippy.
 set -euo pipefail
@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 # shellcheck source=../deploy/install-redis.sh
 . ./deploy/install-redis.sh
 # The packaged service is not used by the tests; they start their own servers.
+
+# promtool (Debian's prometheus package) checks a real scrape and the alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "== installing promtool (apt-get install prometheus)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi
 
 PY="${SLUICE_PYTHON:-python3}"
 if ! "$PY" -c 'import redis' 2>/dev/null; then

@@ -33,6 +33,7 @@ pub struct Config {
     pub producer: ProducerConfig,
     pub worker: WorkerConfig,
     pub retry: RetryConfig,
+    pub log: LogConfig,
     /// Upstreams by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -72,9 +73,26 @@ pub struct WorkerConfig {
     pub consumer: String,
     pub lease_ms: u64,
     pub grace_ms: u64,
-    pub http_port: u16,
+    /// Address of /metrics, /healthz and /readyz; empty disables the server.
+    pub http_listen: String,
     pub poison_deliveries: u32,
     pub result_max_bytes: usize,
+}
+
+/// How the binaries log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// RUST_LOG-style directives; the RUST_LOG variable, when set, wins.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// How failed calls are retried.

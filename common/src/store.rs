@@ -127,6 +127,8 @@ pub enum Started {
         attempt: u32,
         /// Waits (rate limit, quota, auth) so far in this life.
         waits: u32,
+        /// When the job became runnable (enqueued, or its scheduled time), Unix ms; 0 if unknown.
+        ready_ms: u64,
     },
     /// Terminal, cancelled or stale: acked and removed already.
     Skip { entry: String, id: String },
@@ -393,6 +395,23 @@ impl Store {
         LIBRARY.replace("__SLUICE_LIB_VERSION__", &Self::library_version())
     }
 
+    /// Whether Redis answers and holds this build's library (for readiness probes).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let have: String = redis::cmd("FCALL_RO")
+            .arg("sluice_version")
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        if have == Self::library_version() {
+            Ok(())
+        } else {
+            Err(StoreError::Protocol(
+                "Redis holds another version of the sluice library",
+            ))
+        }
+    }
+
     async fn load_library(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let want = Self::library_version();
@@ -653,6 +672,7 @@ impl Store {
                         spec: s(3)?,
                         attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
                         waits: f.get(5).and_then(int).unwrap_or(0).max(0) as u32,
+                        ready_ms: f.get(6).and_then(int).unwrap_or(0).max(0) as u64,
                     },
                     "skip" => Started::Skip { entry, id },
                     "missing" => Started::Missing { entry, id },
@@ -1026,10 +1046,18 @@ impl Store {
     /// Circuit and hold of every registered upstream.
     pub async fn upstream_states(&self) -> Result<Vec<UpstreamState>, StoreError> {
         let names = self.members(keys::UPSTREAMS).await?;
+        self.upstream_states_of(&names).await
+    }
+
+    /// The fleet-wide state of the named upstreams (one pipelined round trip each).
+    pub async fn upstream_states_of(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<UpstreamState>, StoreError> {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let p = keys::upstream_prefix(&name);
+            let p = keys::upstream_prefix(name);
             type Reply = (HashMap<String, String>, i64, (u64, u64), Option<String>);
             let (circuit, hold_ttl, now, rate): Reply = redis::pipe()
                 .cmd("HGETALL")
@@ -1053,7 +1081,7 @@ impl Store {
                 _ => "closed",
             };
             out.push(UpstreamState {
-                upstream: name,
+                upstream: name.clone(),
                 circuit: state.to_string(),
                 open_for_ms: (state == "open").then(|| until - now_ms),
                 hold_for_ms: (hold_ttl > 0).then_some(hold_ttl as u64),

@@ -11,6 +11,7 @@ pub mod bins;
 pub mod events;
 pub mod mock;
 pub mod redis_server;
+pub mod scrape;
 pub mod worker_process;
 
 pub use redis_server::RedisServer;

@@ -23,6 +23,12 @@ pub struct WorkerOptions {
     pub cap_ms: u64,
     pub quota_wait_ms: u64,
     pub events_maxlen: u64,
+    /// `log.filter` (RUST_LOG syntax); SLUICE_TEST_WORKER_LOG replaces it.
+    pub log_filter: String,
+    /// Log JSON lines instead of human ones.
+    pub log_json: bool,
+    /// Environment variables for the process (secrets named by `auth_env`, say).
+    pub env: Vec<(String, String)>,
     /// Extra TOML appended to the config.
     pub extra: String,
 }
@@ -43,6 +49,9 @@ impl WorkerOptions {
             cap_ms: 200,
             quota_wait_ms: 60_000,
             events_maxlen: 1_000_000,
+            log_filter: "warn,sluice_worker::http=info".into(),
+            log_json: false,
+            env: Vec::new(),
             extra: String::new(),
         }
     }
@@ -62,7 +71,11 @@ concurrency = {concurrency}
 consumer = "{name}"
 lease_ms = {lease}
 grace_ms = {grace}
-http_port = 0
+http_listen = "127.0.0.1:0"
+
+[log]
+format = "{format}"
+filter = "{filter}"
 
 [retry]
 max_attempts = {attempts}
@@ -89,6 +102,8 @@ timeout_ms = {timeout}
             quota = self.quota_wait_ms,
             mock = self.mock_url,
             timeout = self.timeout_ms,
+            format = if self.log_json { "json" } else { "human" },
+            filter = self.log_filter,
             extra = self.extra,
         )
     }
@@ -110,13 +125,15 @@ impl WorkerProcess {
         let config = dir.path().join("worker.toml");
         std::fs::write(&config, options.toml(name)).expect("write worker config");
         let log = std::fs::File::create(dir.path().join("worker.log")).expect("log file");
-        let child = Command::new(cargo_bin("sluice-worker", "sluice-worker"))
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("SLUICE_TEST_WORKER_LOG").unwrap_or("warn".into()),
-            )
+        let mut cmd = Command::new(cargo_bin("sluice-worker", "sluice-worker"));
+        cmd.arg("--config").arg(&config).env_remove("RUST_LOG");
+        if let Ok(filter) = std::env::var("SLUICE_TEST_WORKER_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .env_remove("SLUICE_REDIS_URL")
             .env_remove("SLUICE_CONFIG")
             .stdout(log.try_clone().expect("log file handle"))
@@ -160,6 +177,34 @@ impl WorkerProcess {
                 return Some(status);
             }
             if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The address of the worker's HTTP server, from the line it logs once listening (`None`
+    /// if it has not said within `timeout`, or exited).
+    pub async fn http_addr(&mut self, timeout: Duration) -> Option<std::net::SocketAddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for line in self.log().lines() {
+                if !line.contains("http server listening") {
+                    continue;
+                }
+                let rest = line
+                    .split_once("addr=")
+                    .or_else(|| line.split_once("\"addr\":\""))
+                    .map(|(_, r)| r)?;
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return addr.parse().ok();
+            }
+            if tokio::time::Instant::now() >= deadline
+                || matches!(self.child.try_wait(), Ok(Some(_)))
+            {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -11,8 +11,8 @@ use sluice_common::store::{Delivered, Started};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::processor::{self, Job};
-use crate::reclaim;
 use crate::worker::Ctx;
+use crate::{metrics, reclaim};
 
 /// Most entries one read asks for.
 const MAX_BATCH: usize = 256;
@@ -134,11 +134,22 @@ pub async fn dispatch(
                 spec,
                 attempt,
                 waits,
+                ready_ms,
             } => {
                 let Some(slot) = slots.pop() else {
                     tracing::error!(queue, "more jobs than slots; leaving the rest to reclaim");
                     break;
                 };
+                ctx.metrics.started.with_label_values(&[queue]).inc();
+                if attempt == 1
+                    && waits == 0
+                    && let Some(s) = metrics::secs_since(ready_ms)
+                {
+                    ctx.metrics
+                        .queue_wait
+                        .with_label_values(&[queue])
+                        .observe(s);
+                }
                 let job = Job {
                     queue: queue.to_string(),
                     entry,
@@ -146,10 +157,12 @@ pub async fn dispatch(
                     spec,
                     attempt,
                     waits,
+                    ready_ms,
                 };
                 ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
             }
             Started::Skip { entry, id } => {
+                ctx.metrics.skipped.with_label_values(&[queue]).inc();
                 tracing::debug!(queue, %entry, %id, "skipped: terminal, cancelled or stale");
             }
             Started::Missing { entry, id } => {
@@ -183,6 +196,10 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
     .await;
     match r {
         Ok(_) => {
+            ctx.metrics
+                .dead
+                .with_label_values(&[queue, "malformed"])
+                .inc();
             tracing::warn!(queue, entry = %d.entry, why, "malformed stream entry dead-lettered")
         }
         Err(e) => {

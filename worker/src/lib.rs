@@ -5,12 +5,15 @@
 //! (the policy: complete, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
 //! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own) and
-//! [`shutdown`]. [`worker`] wires them together.
+//! [`shutdown`], and [`http`] serving [`metrics`] and health probes. [`worker`] wires them
+//! together.
 
 pub mod fetch;
 pub mod hints;
+pub mod http;
 pub mod inflight;
 pub mod limiter;
+pub mod metrics;
 pub mod outcome;
 pub mod processor;
 pub mod reclaim;

@@ -71,6 +71,15 @@ pub struct Ticket {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+/// What a report did for the fleet.
+#[derive(Debug, Default)]
+pub struct Reported {
+    /// The circuit's new state, when this answer changed it.
+    pub circuit: Option<String>,
+    /// This answer put a fleet-wide hold on the upstream.
+    pub held: bool,
+}
+
 /// The limiter of every upstream of this worker.
 pub struct Limiter {
     store: Store,
@@ -230,8 +239,7 @@ impl Limiter {
         }))
     }
 
-    /// Tells the fleet what the answer means (only when it means something). Returns the
-    /// circuit's change, if any.
+    /// Tells the fleet what the answer means (only when it means something).
     pub async fn report(
         &self,
         upstream: &str,
@@ -239,7 +247,7 @@ impl Limiter {
         outcome: &Outcome,
         headers: Option<&reqwest::header::HeaderMap>,
         used_tokens: Option<u64>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Reported, StoreError> {
         let limits = self.limits.get(upstream).cloned().unwrap_or_default();
         let failing = self.failing.get(upstream);
         let verdict = match outcome.class {
@@ -273,7 +281,7 @@ impl Limiter {
             _ => 0,
         };
         if verdict == Verdict::None && hold.is_none() && delta == 0 {
-            return Ok(None);
+            return Ok(Reported::default());
         }
         let changed = self
             .store
@@ -292,7 +300,10 @@ impl Limiter {
                 },
             )
             .await?;
-        Ok((!changed.is_empty()).then_some(changed))
+        Ok(Reported {
+            circuit: (!changed.is_empty()).then_some(changed),
+            held: hold.is_some_and(|h| !h.is_zero()),
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sluice_common::Config;
+use sluice_common::config::LogFormat;
 use sluice_worker::shutdown::Shutdown;
 
 #[derive(Parser)]
@@ -29,7 +30,7 @@ struct Cli {
     /// Consumer name in the group (overrides worker.consumer; default <hostname>-<pid>).
     #[arg(long)]
     consumer: Option<String>,
-    /// Log as JSON lines.
+    /// Log as JSON lines (same as log.format = "json").
     #[arg(long)]
     json_logs: bool,
 }
@@ -37,17 +38,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if cli.json_logs {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
     let mut config = Config::load(cli.config.as_deref())?;
+    if cli.json_logs {
+        config.log.format = LogFormat::Json;
+    }
+    init_logging(&config)?;
     if let Some(url) = cli.redis {
         config.redis.url = url;
     }
@@ -63,4 +58,24 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
     sluice_worker::worker::run(config, shutdown).await
+}
+
+/// Logs to stdout in the configured format; RUST_LOG, when set, replaces `log.filter`.
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::try_new(&f)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG = {f:?}: {e}"))?,
+        _ => tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+            .map_err(|e| anyhow::anyhow!("log.filter = {:?}: {e}", config.log.filter))?,
+    };
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match config.log.format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+    Ok(())
 }

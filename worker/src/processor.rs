@@ -5,7 +5,7 @@
 //! server-side call: complete, retry (sleep in the delayed ZSET) or dead-letter.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use sluice_common::store::{Spend, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::limiter::Gate;
+use crate::metrics::{now_ms, secs_since, status_class};
 use crate::outcome::{self, Class, Outcome};
 use crate::retry::{Budget, Decision};
 use crate::upstream::{CallError, Upstreams};
@@ -27,19 +28,20 @@ pub struct Job {
     pub spec: String,
     pub attempt: u32,
     pub waits: u32,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// When the job became runnable (Unix ms; 0 if unknown), for the end-to-end histogram.
+    pub ready_ms: u64,
 }
 
 /// Runs the job, holding its concurrency slot until the job's state is written.
 pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
     ctx.inflight.add(&job.queue, &job.entry, &job.id);
-    let span = tracing::info_span!("job", queue = %job.queue, id = %job.id, attempt = job.attempt);
+    let span = tracing::info_span!(
+        "job",
+        queue = %job.queue,
+        id = %job.id,
+        attempt = job.attempt,
+        upstream = tracing::field::Empty,
+    );
     match process(&ctx, &job).instrument(span).await {
         Ok(Some(())) => ctx.inflight.remove(&job.queue, &job.entry),
         // Abandoned at shutdown: the entry stays in `inflight` to be handed back.
@@ -67,6 +69,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             .await
             .map(Some);
     }
+    tracing::Span::current().record("upstream", spec.upstream.as_str());
     let Some(upstream) = ctx.upstreams.get(&spec.upstream).cloned() else {
         let why = format!(
             "no upstream named {:?} in this worker's config",
@@ -92,11 +95,16 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         None => None,
     };
 
-    let ticket = match ctx
+    let admitting = Instant::now();
+    let gate = ctx
         .limiter
         .admit(&upstream.name, &spec, &ctx.shutdown.abandon)
-        .await?
-    {
+        .await?;
+    ctx.metrics
+        .limiter_wait
+        .with_label_values(&[upstream.name.as_str()])
+        .observe(admitting.elapsed().as_secs_f64());
+    let ticket = match gate {
         None => return Ok(None),
         Some(Gate::Go(ticket)) => ticket,
         Some(Gate::Defer { wait, class }) => {
@@ -116,6 +124,10 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             })
             .await?;
             if t == Transition::Done {
+                ctx.metrics
+                    .deferred
+                    .with_label_values(&[job.queue.as_str(), class])
+                    .inc();
                 ctx.hints.due_in(&job.queue, wait);
                 tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
             }
@@ -123,12 +135,22 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         }
     };
 
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let reply = tokio::select! {
         r = ctx.upstreams.call(&upstream, &spec, &job.id) => r,
         _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
     };
     let elapsed = started.elapsed();
+    let u = upstream.name.as_str();
+    ctx.metrics
+        .call_time
+        .with_label_values(&[u])
+        .observe(elapsed.as_secs_f64());
+    let status = reply.as_ref().ok().map(|r| r.status);
+    ctx.metrics
+        .responses
+        .with_label_values(&[u, status_class(status)])
+        .inc();
     let outcome = match &reply {
         Ok(r) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
         Err(CallError::TooLarge(limit)) => {
@@ -139,19 +161,33 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         }
         Err(e) => outcome::transport_failure(&e.to_string()),
     };
-    let (headers, used) = match &reply {
-        Ok(r) => (Some(&r.headers), used_tokens(&r.body)),
-        Err(_) => (None, None),
+    let usage = match &reply {
+        Ok(r) => Usage::of(&r.body),
+        Err(_) => Usage::default(),
     };
+    for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion)] {
+        if n > 0 {
+            ctx.metrics.tokens.with_label_values(&[u, kind]).inc_by(n);
+        }
+    }
+    let headers = reply.as_ref().ok().map(|r| &r.headers);
     match ctx
         .limiter
-        .report(&upstream.name, &ticket, &outcome, headers, used)
+        .report(&upstream.name, &ticket, &outcome, headers, usage.total)
         .await
     {
-        Ok(Some(change)) => {
-            tracing::warn!(upstream = %upstream.name, circuit = %change, class = %outcome.class, "circuit changed")
+        Ok(r) => {
+            if r.held {
+                ctx.metrics.holds.with_label_values(&[u]).inc();
+            }
+            if let Some(change) = r.circuit {
+                ctx.metrics
+                    .circuit_changes
+                    .with_label_values(&[u, change.as_str()])
+                    .inc();
+                tracing::warn!(upstream = %upstream.name, circuit = %change, class = %outcome.class, "circuit changed")
+            }
         }
-        Ok(None) => {}
         Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
     }
     drop(ticket);
@@ -194,6 +230,10 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             })
             .await?;
             if t == Transition::Done {
+                ctx.metrics
+                    .retried
+                    .with_label_values(&[job.queue.as_str(), outcome.class.as_str()])
+                    .inc();
                 ctx.hints.due_in(&job.queue, delay);
                 tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
             }
@@ -205,13 +245,46 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
     Ok(Some(()))
 }
 
-/// `usage.total_tokens` of an answer, if it says.
-fn used_tokens(body: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()?
-        .get("usage")?
-        .get("total_tokens")?
-        .as_u64()
+/// Tokens an answer says it used (OpenAI's `usage.prompt_tokens`/`completion_tokens`/
+/// `total_tokens`, or Anthropic's `input_tokens`/`output_tokens`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Usage {
+    prompt: u64,
+    completion: u64,
+    /// The total, when the answer has a `usage` object at all.
+    total: Option<u64>,
+}
+
+impl Usage {
+    fn of(body: &[u8]) -> Usage {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Usage::default();
+        };
+        let Some(u) = v.get("usage") else {
+            return Usage::default();
+        };
+        let n = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(|v| v.as_u64()));
+        let prompt = n(&["prompt_tokens", "input_tokens"]).unwrap_or(0);
+        let completion = n(&["completion_tokens", "output_tokens"]).unwrap_or(0);
+        let total = n(&["total_tokens"]).or_else(|| {
+            let sum = prompt + completion;
+            (sum > 0).then_some(sum)
+        });
+        Usage {
+            prompt,
+            completion,
+            total,
+        }
+    }
+}
+
+fn record_end(ctx: &Ctx, job: &Job, outcome: &str) {
+    if let Some(s) = secs_since(job.ready_ms) {
+        ctx.metrics
+            .job_time
+            .with_label_values(&[job.queue.as_str(), outcome])
+            .observe(s);
+    }
 }
 
 async fn complete(
@@ -220,7 +293,8 @@ async fn complete(
     upstream: &crate::upstream::Upstream,
     reply: crate::upstream::Reply,
 ) -> Result<(), StoreError> {
-    let body = String::from_utf8_lossy(&reply.body);
+    // An answer that echoes the credential (some gateways do) never stores it.
+    let body = ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body));
     let usage = serde_json::from_slice::<serde_json::Value>(&reply.body)
         .ok()
         .and_then(|v| v.get("usage").cloned())
@@ -236,9 +310,18 @@ async fn complete(
     .await?;
     match t {
         Transition::Done => {
+            ctx.metrics
+                .completed
+                .with_label_values(&[job.queue.as_str()])
+                .inc();
+            record_end(ctx, job, "completed");
             tracing::info!(queue = %job.queue, id = %job.id, status = reply.status, "completed")
         }
         Transition::Refused(state) => {
+            ctx.metrics
+                .refused
+                .with_label_values(&[job.queue.as_str()])
+                .inc();
             tracing::warn!(queue = %job.queue, id = %job.id, %state, "completion refused: the job was no longer running")
         }
     }
@@ -260,6 +343,11 @@ async fn dead(
     })
     .await?;
     if t == Transition::Done {
+        ctx.metrics
+            .dead
+            .with_label_values(&[job.queue.as_str(), reason])
+            .inc();
+        record_end(ctx, job, "dead");
         let class = outcome.map(|o| o.class).unwrap_or(Class::Invalid);
         tracing::warn!(queue = %job.queue, id = %job.id, reason, %class, error = %error, "dead-lettered");
     }
@@ -286,5 +374,27 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Usage;
+
+    #[test]
+    fn usage_is_read_from_openai_and_anthropic_answers() {
+        let openai = br#"{"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#;
+        assert_eq!(
+            Usage::of(openai),
+            Usage {
+                prompt: 12,
+                completion: 30,
+                total: Some(42)
+            }
+        );
+        let anthropic = br#"{"usage":{"input_tokens":5,"output_tokens":7}}"#;
+        assert_eq!(Usage::of(anthropic).total, Some(12));
+        assert_eq!(Usage::of(b"not json"), Usage::default());
+        assert_eq!(Usage::of(br#"{"choices":[]}"#).total, None);
     }
 }

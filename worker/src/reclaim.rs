@@ -100,7 +100,10 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
             })
             .await;
             match r {
-                Ok(_) => tracing::warn!(queue, %id, deliveries, "poison job dead-lettered"),
+                Ok(_) => {
+                    ctx.metrics.dead.with_label_values(&[queue, "poison"]).inc();
+                    tracing::warn!(queue, %id, deliveries, "poison job dead-lettered")
+                }
                 Err(e) => {
                     tracing::error!(queue, %id, error = %e, "could not dead-letter a poison job")
                 }
@@ -110,6 +113,10 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
         }
     }
     if !runnable.is_empty() {
+        ctx.metrics
+            .reclaimed
+            .with_label_values(&[queue])
+            .inc_by(runnable.len() as u64);
         tracing::info!(
             queue,
             count = runnable.len(),

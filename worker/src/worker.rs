@@ -13,11 +13,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::inflight::Inflight;
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::scheduler::{self, Hints};
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
-use crate::{fetch, reclaim};
+use crate::{fetch, http, reclaim};
 
 /// Everything the worker's tasks share.
 pub struct Ctx {
@@ -38,6 +39,9 @@ pub struct Ctx {
     pub tracker: TaskTracker,
     pub lease: Duration,
     pub poison_deliveries: u32,
+    pub metrics: Metrics,
+    /// The configured upstreams' names.
+    pub upstream_names: Vec<String>,
     /// Paused flags per queue, refreshed in the background.
     paused: HashMap<String, AtomicBool>,
 }
@@ -75,9 +79,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         store.create_group(q).await?;
     }
     let concurrency = config.worker.concurrency;
-    store
-        .register_upstreams(&config.upstreams.keys().cloned().collect::<Vec<_>>())
-        .await?;
+    let upstream_names: Vec<String> = config.upstreams.keys().cloned().collect();
+    store.register_upstreams(&upstream_names).await?;
+    let listener = match config.worker.http_listen.as_str() {
+        "" => None,
+        addr => Some(http::bind(addr).await?),
+    };
+    let metrics = Metrics::new(concurrency);
+    let rpms: Vec<(String, u64)> = config
+        .upstreams
+        .iter()
+        .map(|(name, u)| (name.clone(), u.rpm))
+        .collect();
+    metrics.prime(&queues, &rpms);
     let ctx = Arc::new(Ctx {
         limiter: Limiter::from_config(store.clone(), &config),
         blocking: store.blocking_pool(queues.len() + 1)?,
@@ -92,6 +106,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracker: TaskTracker::new(),
         lease: Duration::from_millis(config.worker.lease_ms),
         poison_deliveries: config.worker.poison_deliveries,
+        metrics,
+        upstream_names,
         paused: queues
             .iter()
             .map(|q| (q.clone(), AtomicBool::new(false)))
@@ -110,6 +126,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let intake = TaskTracker::new();
     let loops = TaskTracker::new();
     let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+    let http_done = tokio_util::sync::CancellationToken::new();
+    if let Some(listener) = listener {
+        loops.spawn(http::serve(ctx.clone(), listener, http_done.clone()));
+    }
     loops.spawn(reclaim::heartbeat(ctx.clone(), heartbeat_stop.clone()));
     loops.spawn(watch_paused(ctx.clone()));
     for q in &queues {
@@ -149,6 +169,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         }
     }
     heartbeat_stop.cancel();
+    http_done.cancel();
     loops.close();
     loops.wait().await;
     tracing::info!("worker stopped");

@@ -126,12 +126,14 @@ local function enqueue(keys, args)
       'created_ms', now, 'updated_ms', now, 'dedupe', dkey, 'entry', entry)
   end
   move(p, nil, state)
+  redis.call('HINCRBY', p .. 'counts', 'enqueued', 1)
   event(p, emax, id, state)
   return {'created', id, state}
 end
 
 -- start: ARGV group, events_maxlen, then pairs (entry, id)
--- -> per pair {entry, id, 'run', spec, attempts, waits} | {entry, id, 'skip', state} | {entry, id, 'missing'}
+-- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
+--    {entry, id, 'missing'}; ready_ms is when the job became runnable (enqueued, or its run_at)
 local function start(keys, args)
   local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
@@ -139,7 +141,7 @@ local function start(keys, args)
   for i = 3, #args, 2 do
     local entry, id = args[i], args[i + 1]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits')
+    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits', 'created_ms', 'run_at_ms')
     local state, current = f[1], f[2]
     if not state then
       out[#out + 1] = {entry, id, 'missing'}
@@ -151,7 +153,8 @@ local function start(keys, args)
         move(p, 'queued', 'running')
         event(p, emax, id, 'running')
       end
-      out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0}
+      out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0,
+        tonumber(f[6] or f[5] or '0') or 0}
     else
       -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
       drop_entry(p, group, entry)

@@ -414,13 +414,15 @@ enum Kind {
     Embeddings,
 }
 
-fn error_body(status: u16) -> Value {
+/// A provider's error body. A 401 echoes the credential it was given, as careless gateways do
+/// (OpenAI masks most of it), so tests can prove the worker never stores or logs it.
+fn error_body(status: u16, credential: &str) -> Value {
     match status {
         400 => {
             json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
         }
         401 => {
-            json!({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
+            json!({"error": {"message": format!("Incorrect API key provided: {credential}."), "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
         }
         404 => {
             json!({"error": {"message": "The model does not exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}})
@@ -433,6 +435,12 @@ fn error_body(status: u16) -> Value {
 
 async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) -> Response {
     let arrival = now_ms();
+    let credential = headers
+        .get("authorization")
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("Bearer ").to_string())
+        .unwrap_or_default();
     let job = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -518,7 +526,7 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
         Answer::Ok => ok_body(&state, &parsed, kind).into_response(),
         Answer::Status(s) => (
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Json(error_body(s)),
+            Json(error_body(s, &credential)),
         )
             .into_response(),
         Answer::RateLimited(wait) => rate_limited(wait),

@@ -1,0 +1,426 @@
+//! Observability end to end: a real worker's /metrics after real jobs (counters that add up,
+//! `promtool check metrics`, every metric the dashboard and the alerts query present), the
+//! health probes, and a canary secret that must never reach the logs or Redis.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_common::{NewJob, Schedule};
+use sluice_tests::RedisServer;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::scrape::{self, Scrape};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+const BOUND: Duration = Duration::from_secs(120);
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn job(i: usize) -> NewJob {
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16}),
+    )
+}
+
+fn scripted(i: usize, script: &[u16]) -> NewJob {
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
+    )
+}
+
+/// `promtool <args>` with `input` on stdin; the test fails with its output unless it succeeds.
+fn promtool(args: &[&str], input: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool not found ({e}): install Debian's prometheus package (tests/run.sh does)"
+            )
+        });
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every PromQL expression in the dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_file("deploy/grafana/sluice.json")).expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            out.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().expect("templating") {
+        if let Some(q) = v["query"]["query"].as_str() {
+            out.push(q.to_string());
+        }
+    }
+    out
+}
+
+fn alert_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).expect("alerts");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("alerts are YAML");
+    let mut out = Vec::new();
+    for g in doc["groups"].as_sequence().expect("groups") {
+        for r in g["rules"].as_sequence().expect("rules") {
+            out.push(r["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
+    let redis = RedisServer::start().await;
+    // Failures of each class the counters split: 503s retried, 400s dead-lettered.
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 2,
+        fail_503: 0.05,
+        bad_400: 0.01,
+        ..MockConfig::default()
+    })
+    .await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.log_json = true;
+    options.log_filter = "info".into();
+    let mut worker = WorkerProcess::spawn("w1", &options);
+    let addr = worker
+        .http_addr(BOUND)
+        .await
+        .unwrap_or_else(|| panic!("no http address in the log:\n{}", worker.log()));
+    assert_eq!(scrape::get(addr, "/healthz").await.0, 200);
+    let (ready, why) = scrape::get(addr, "/readyz").await;
+    assert_eq!(ready, 200, "{why}");
+
+    let mut events = Events::new(&redis.url(), "q").await;
+    // 1,000 jobs, 20 of which are sent twice under the same dedupe key, and 5 scheduled an hour
+    // ahead and cancelled: enqueued 1,005, deduplicated 20.
+    let mut jobs: Vec<NewJob> = (0..1000)
+        .map(|i| {
+            let j = job(i);
+            if i < 20 {
+                j.with_dedupe_key(format!("k{i}"))
+            } else {
+                j
+            }
+        })
+        .collect();
+    jobs.extend((0..20).map(|i| job(i).with_dedupe_key(format!("k{i}"))));
+    let later: Vec<NewJob> = (0..5)
+        .map(|i| job(2000 + i).with_schedule(Schedule::After(Duration::from_secs(3600))))
+        .collect();
+    let results = producer.enqueue_batch(jobs).await;
+    let duplicates = results
+        .iter()
+        .filter(|r| !r.as_ref().expect("enqueue").created)
+        .count();
+    assert_eq!(duplicates, 20);
+    for r in producer.enqueue_batch(later).await {
+        let id = r.expect("enqueue").id;
+        producer.cancel("q", &id).await.expect("cancel");
+    }
+    let done = events.until(BOUND, |s| s.terminal_jobs() >= 1005).await;
+    assert!(done, "jobs did not all end: {:?}", events.seen.totals);
+
+    let m = Scrape::fetch(addr).await;
+    let q = [("queue", "q")];
+    let state = |s: &str| m.sum("sluice_queue_jobs", &[("queue", "q"), ("state", s)]);
+    let enqueued = m.sum("sluice_queue_enqueued_total", &q);
+    let (completed, dead, cancelled) = (state("completed"), state("dead"), state("cancelled"));
+    println!(
+        "scrape after 1,000 jobs:\n{}",
+        m.text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(enqueued, 1005.0);
+    assert_eq!(m.sum("sluice_queue_deduplicated_total", &q), 20.0);
+    assert_eq!(cancelled, 5.0);
+    for live in ["scheduled", "queued", "running", "retrying"] {
+        assert_eq!(state(live), 0.0, "{live} jobs left");
+    }
+    assert_eq!(
+        enqueued,
+        completed + dead + cancelled,
+        "enqueued = completed + dead + cancelled"
+    );
+    assert!(
+        dead > 0.0 && completed > 900.0,
+        "completed {completed}, dead {dead}"
+    );
+
+    // This worker ran every job: its own counters match Redis's.
+    let started = m.sum("sluice_jobs_started_total", &q);
+    let w_completed = m.sum("sluice_jobs_completed_total", &q);
+    let w_dead = m.sum("sluice_jobs_dead_total", &q);
+    let retried = m.sum("sluice_jobs_retried_total", &q);
+    let deferred = m.sum("sluice_jobs_deferred_total", &q);
+    assert_eq!(w_completed, completed);
+    assert_eq!(w_dead, dead);
+    assert_eq!(
+        m.sum(
+            "sluice_jobs_dead_total",
+            &[("queue", "q"), ("reason", "invalid")]
+        ),
+        dead,
+        "only 400s are dead"
+    );
+    assert!(retried > 0.0, "5% 503s were retried");
+    assert_eq!(
+        started,
+        w_completed + w_dead + retried + deferred,
+        "every start ends in one of complete, dead, retry or defer"
+    );
+    let up = [("upstream", "mock")];
+    let answers = m.sum("sluice_upstream_responses_total", &up);
+    assert_eq!(
+        m.sum(
+            "sluice_upstream_responses_total",
+            &[("upstream", "mock"), ("status", "2xx")]
+        ),
+        completed
+    );
+    assert_eq!(
+        m.sum(
+            "sluice_upstream_responses_total",
+            &[("upstream", "mock"), ("status", "5xx")]
+        ),
+        m.sum(
+            "sluice_jobs_retried_total",
+            &[("queue", "q"), ("class", "transient")]
+        )
+    );
+    assert_eq!(m.sum("sluice_upstream_call_seconds_count", &up), answers);
+    assert_eq!(
+        m.sum(
+            "sluice_job_duration_seconds_count",
+            &[("queue", "q"), ("outcome", "completed")]
+        ),
+        completed
+    );
+    assert_eq!(m.sum("sluice_queue_wait_seconds_count", &q), 1000.0);
+    assert!(m.sum("sluice_tokens_total", &[("kind", "prompt")]) > 0.0);
+    assert_eq!(m.sum("sluice_circuit_state", &up), 0.0);
+    assert_eq!(m.sum("sluice_jobs_in_flight", &[]), 0.0);
+    assert!(
+        !m.text.contains(&results[0].as_ref().expect("id").id),
+        "a job id in the metrics"
+    );
+
+    promtool(&["check", "metrics"], &m.text);
+    promtool(
+        &[
+            "check",
+            "rules",
+            repo_file("deploy/prometheus/alerts.yml")
+                .to_str()
+                .expect("path"),
+        ],
+        "",
+    );
+    let present = m.families();
+    for expr in dashboard_exprs().iter().chain(alert_exprs().iter()) {
+        for name in scrape::metrics_in(expr) {
+            assert!(
+                present.contains(&name),
+                "{name} (queried by `{expr}`) is not in a real scrape"
+            );
+        }
+    }
+
+    // One job's life in the JSON log: its span carries queue, id and upstream.
+    let id = &results[25].as_ref().expect("id").id;
+    let log = worker.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(id.as_str())).collect();
+    assert!(!lines.is_empty(), "job {id} is not in the log");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert_eq!(v["span"]["upstream"], "mock", "{line}");
+    }
+    println!("log of job {id}:\n{}", lines.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_fails_while_shutting_down_and_without_redis() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        hang_ms: 60_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.grace_ms = 60_000;
+    options.timeout_ms = 60_000;
+    let mut worker = WorkerProcess::spawn("w1", &options);
+    let addr = worker
+        .http_addr(BOUND)
+        .await
+        .unwrap_or_else(|| panic!("no http address in the log:\n{}", worker.log()));
+    assert_eq!(scrape::get(addr, "/readyz").await.0, 200);
+
+    // A call in flight keeps the worker in its grace period after SIGTERM.
+    producer.enqueue(scripted(1, &[0])).await.expect("enqueue");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while mock.stats(false).calls == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.terminate();
+    let mut status = 200;
+    while status == 200 && tokio::time::Instant::now() < deadline {
+        status = scrape::get(addr, "/readyz").await.0;
+    }
+    assert_eq!(status, 503, "not ready while shutting down");
+    assert_eq!(scrape::get(addr, "/healthz").await.0, 200, "still alive");
+    worker.kill9();
+
+    // Redis gone: not ready, with the reason.
+    let worker = WorkerProcess::spawn("w2", &options);
+    let mut worker = worker;
+    let addr = worker.http_addr(BOUND).await.expect("http address");
+    assert_eq!(scrape::get(addr, "/readyz").await.0, 200);
+    let mut conn = redis.client().await;
+    let _: Result<(), _> = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async(&mut conn)
+        .await;
+    let (status, body) = scrape::get(addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("redis"), "{body}");
+    assert_eq!(scrape::get(addr, "/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_secret_never_reaches_logs_or_redis() {
+    let canary = format!("sk-canary-{}", uuid_like());
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::default()).await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.log_json = true;
+    // Everything, down to the HTTP client's own debug logs.
+    options.log_filter = "debug".into();
+    options.quota_wait_ms = 50;
+    options.env = vec![("SLUICE_TEST_CANARY".into(), canary.clone())];
+    options.extra = "auth_env = \"SLUICE_TEST_CANARY\"\ncircuit_cooloff_ms = 100\n".into();
+    let mut events = Events::new(&redis.url(), "q").await;
+    let mut worker = WorkerProcess::spawn("w1", &options);
+    // A 401 whose body echoes the key, then a success; a 400; plain successes.
+    let mut jobs = vec![scripted(0, &[401, 200]), scripted(1, &[400])];
+    jobs.extend((2..6).map(job));
+    let ids: Vec<String> = producer
+        .enqueue_batch(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("enqueue").id)
+        .collect();
+    let done = events.until(BOUND, |s| s.terminal_jobs() >= 6).await;
+    assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
+    worker.terminate();
+    worker.wait_exit(BOUND).await.expect("worker exits");
+
+    // The 401 happened and its message (with the key redacted) was recorded.
+    let status = producer.status("q", &ids[0]).await.expect("status");
+    let history = format!("{status:?}");
+    assert!(
+        history.contains("Incorrect API key provided: ***"),
+        "the 401's redacted message is in the job's record: {history}"
+    );
+    let log = worker.log();
+    assert!(
+        log.contains("401") || log.contains("auth"),
+        "the log saw the 401"
+    );
+    assert!(!log.contains(&canary), "the canary is in the worker's log");
+
+    // Every value of every key in Redis.
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(keys.len() > 5);
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("type");
+        let dump: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query_async(&mut conn).await,
+            "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await,
+            "stream" => {
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+            }
+            "zset" => {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+            }
+            "set" => {
+                redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            }
+            _ => Ok(redis::Value::Nil),
+        }
+        .expect("read key");
+        assert!(
+            !format!("{dump:?}").contains(&canary),
+            "the canary is in Redis key {key}"
+        );
+    }
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t:x}{:x}", std::process::id())
+}
