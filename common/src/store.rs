@@ -43,6 +43,16 @@ pub enum StoreError {
     Protocol(&'static str),
     #[error("connection pool: {0}")]
     Pool(String),
+    /// The caller's Redis user may not do this (`NOPERM`, or `SLUICE_DENIED` from the library).
+    #[error("denied by Redis: {0}")]
+    Denied(String),
+    /// The function library is missing or of another version, and this user may not load it.
+    #[error(
+        "the sluice function library in Redis is missing or of another version ({found}), and this \
+         Redis user may not load it (FUNCTION LOAD): start a worker of this version, or run a \
+         `sluice` command as the operator user, before producers connect"
+    )]
+    LibraryMissing { found: String },
 }
 
 impl StoreError {
@@ -50,6 +60,7 @@ impl StoreError {
         match e.code() {
             Some("SLUICE_INVALID") => StoreError::Invalid(e.detail().unwrap_or("").to_string()),
             Some("SLUICE_TOO_LARGE") => StoreError::TooLarge(e.detail().unwrap_or("").to_string()),
+            Some("SLUICE_DENIED") | Some("NOPERM") => StoreError::Denied(e.to_string()),
             _ => StoreError::Redis(e),
         }
     }
@@ -423,14 +434,23 @@ impl Store {
         match have {
             Ok(v) if v == want => Ok(()),
             Err(e) if e.is_io_error() || e.is_timeout() => Err(StoreError::Redis(e)),
-            _ => {
-                redis::cmd("FUNCTION")
+            other => {
+                let loaded = redis::cmd("FUNCTION")
                     .arg("LOAD")
                     .arg("REPLACE")
                     .arg(Self::library_source())
                     .query_async::<String>(&mut conn)
-                    .await?;
-                Ok(())
+                    .await;
+                match loaded {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == Some("NOPERM") => Err(StoreError::LibraryMissing {
+                        found: match other {
+                            Ok(v) => format!("version {v}, this build wants {want}"),
+                            Err(e) => e.to_string(),
+                        },
+                    }),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

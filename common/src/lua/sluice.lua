@@ -8,7 +8,13 @@ and derives the queue's other keys from it; they all share the `{Q}` hash tag, s
 one Redis Cluster slot. Times come from the server's clock (TIME), so a fleet with skewed clocks
 still agrees on when a delayed job is due.
 
-Errors are replied as `SLUICE_INVALID <why>` or `SLUICE_TOO_LARGE <why>`; nothing is written then.
+Errors are replied as `SLUICE_INVALID <why>`, `SLUICE_TOO_LARGE <why>` or `SLUICE_DENIED <why>`;
+nothing is written then.
+
+Commands a function runs are checked against the caller's ACL user. Functions that move a job
+through its life (all but enqueue and version) first check that the caller may XACK the queue's
+stream, which the producer user of deploy/redis/users.acl may not: a producer can enqueue and
+read, never start, finish or cancel a job, even though it shares the commands enqueue needs.
 ]]
 
 local VERSION = '__SLUICE_LIB_VERSION__'
@@ -524,14 +530,24 @@ end
 redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sluice_enqueue', enqueue)
-redis.register_function('sluice_start', start)
-redis.register_function('sluice_complete', complete)
-redis.register_function('sluice_retry', retry)
-redis.register_function('sluice_dead', dead)
-redis.register_function('sluice_promote', promote)
-redis.register_function('sluice_cancel', cancel)
-redis.register_function('sluice_release', release)
-redis.register_function('sluice_admit', admit)
-redis.register_function('sluice_report', report)
-redis.register_function('sluice_redrive', redrive)
-redis.register_function('sluice_purge', purge)
+-- Only callers that may acknowledge the stream (workers, operators) may run `f`.
+local function worker_only(f)
+  return function(keys, args)
+    if not redis.acl_check_cmd('XACK', keys[1] .. 'stream', 'sluice', '0-0') then
+      return redis.error_reply('SLUICE_DENIED this Redis user may not run workers\' functions (it lacks XACK)')
+    end
+    return f(keys, args)
+  end
+end
+
+redis.register_function('sluice_start', worker_only(start))
+redis.register_function('sluice_complete', worker_only(complete))
+redis.register_function('sluice_retry', worker_only(retry))
+redis.register_function('sluice_dead', worker_only(dead))
+redis.register_function('sluice_promote', worker_only(promote))
+redis.register_function('sluice_cancel', worker_only(cancel))
+redis.register_function('sluice_release', worker_only(release))
+redis.register_function('sluice_admit', worker_only(admit))
+redis.register_function('sluice_report', worker_only(report))
+redis.register_function('sluice_redrive', worker_only(redrive))
+redis.register_function('sluice_purge', worker_only(purge))

@@ -1,0 +1,214 @@
+//! deploy/redis/users.acl loaded into a real redis-server: the worker user runs a full job cycle
+//! (read, start, limiter, retry, promote, dead-letter, complete, queue gauges) and cannot run
+//! FLUSHALL or CONFIG; the producer user can enqueue, read status and wait, and nothing else.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_common::{NewJob, StoreError};
+use sluice_tests::RedisServer;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::scrape::Scrape;
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+const BOUND: Duration = Duration::from_secs(120);
+
+fn scripted(i: usize, script: &[u16]) -> NewJob {
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
+    )
+}
+
+/// The shipped ACL file with each CHANGE-ME password replaced; returns (path, password).
+fn acl_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/redis/users.acl");
+    let text = std::fs::read_to_string(shipped).expect("deploy/redis/users.acl");
+    let password = format!("pw-{}", std::process::id());
+    let text = text
+        .replace(">CHANGE-ME-producer", &format!(">{password}"))
+        .replace(">CHANGE-ME-worker", &format!(">{password}"))
+        .replace(">CHANGE-ME-operator", &format!(">{password}"));
+    assert!(!text.contains("CHANGE-ME"), "a password left unreplaced");
+    let path = dir.join("users.acl");
+    std::fs::write(&path, text).expect("write acl file");
+    (path, password)
+}
+
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+/// The error code of a command's reply: `None` when it succeeded.
+async fn refused(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> Option<String> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query_async::<redis::Value>(conn).await {
+        Ok(_) => None,
+        Err(e) => Some(e.code().unwrap_or("?").to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_and_producer_users_have_just_what_they_need() {
+    let acl_dir = tempfile::tempdir().expect("temp dir");
+    let (acl, password) = acl_file(acl_dir.path());
+    let redis = RedisServer::start_with(&["--aclfile", acl.to_str().expect("path")]).await;
+    let port = redis.port();
+    let url_of = |user: &str| format!("redis://{user}:{password}@127.0.0.1:{port}");
+    let mock = MockServer::start(MockConfig::default()).await;
+
+    // The worker (as sluice-worker) loads the library, creates the group and runs the jobs;
+    // a limit makes every call go through the fleet-wide limiter.
+    let mut options = WorkerOptions::new(&url_of("sluice-worker"), &mock.url());
+    options.extra = "rpm = 60000\n".into();
+    let mut worker = WorkerProcess::spawn("w1", &options);
+    let addr = worker
+        .http_addr(BOUND)
+        .await
+        .unwrap_or_else(|| panic!("worker did not start:\n{}", worker.log()));
+
+    let producer = sluice_tests::test_producer(&url_of("sluice-producer")).await;
+    let mut events = Events::new(&redis.url(), "q").await;
+    let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted(i, &[200])).collect();
+    jobs.push(scripted(5, &[503, 200])); // retried, then promoted, then completed
+    jobs.push(scripted(6, &[400])); // dead-lettered
+    let ids: Vec<String> = producer
+        .enqueue_batch(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("the producer user enqueues").id)
+        .collect();
+    let done = events.until(BOUND, |s| s.terminal_jobs() >= 7).await;
+    assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
+    assert_eq!(events.seen.count("completed"), 6);
+    assert_eq!(events.seen.count("dead"), 1);
+    assert_eq!(events.seen.job(&ids[5], "retrying"), 1);
+
+    // The producer reads status and waits.
+    let status = producer
+        .status("q", &ids[0])
+        .await
+        .expect("status")
+        .expect("job");
+    assert_eq!(status.state, sluice_common::JobState::Completed);
+    let waited = producer
+        .wait("q", &ids[6], Duration::from_secs(5))
+        .await
+        .expect("wait");
+    assert!(format!("{waited:?}").contains("Dead"), "{waited:?}");
+
+    // ... and nothing else: no job-moving function, no worker command, nothing dangerous.
+    match producer.cancel("q", &ids[0]).await {
+        Err(e) => assert!(e.to_string().contains("denied"), "{e}"),
+        Ok(o) => panic!("the producer cancelled a job: {o:?}"),
+    }
+    let mut p = connect(&url_of("sluice-producer")).await;
+    let denied = refused(
+        &mut p,
+        &["FCALL", "sluice_start", "1", "sluice:{q}:", "sluice", "100"],
+    )
+    .await;
+    assert_eq!(denied.as_deref(), Some("SLUICE_DENIED"));
+    for args in [
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "sluice",
+            "x",
+            "STREAMS",
+            "sluice:{q}:stream",
+            ">",
+        ][..],
+        &["XACK", "sluice:{q}:stream", "sluice", "0-1"],
+        &["DEL", "sluice:{q}:stream"],
+        &["FLUSHALL"],
+        &["CONFIG", "GET", "maxmemory"],
+        &["KEYS", "*"],
+        &[
+            "FUNCTION",
+            "LOAD",
+            "REPLACE",
+            "#!lua name=x\nredis.register_function('x', function() return 1 end)",
+        ],
+        &["GET", "not-sluice"],
+    ] {
+        assert_eq!(
+            refused(&mut p, args).await.as_deref(),
+            Some("NOPERM"),
+            "producer ran {args:?}"
+        );
+    }
+
+    // The worker user: no FLUSHALL, no CONFIG, no keys outside sluice:.
+    let mut w = connect(&url_of("sluice-worker")).await;
+    for args in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["KEYS", "*"],
+        &["SHUTDOWN"],
+        &["GET", "not-sluice"],
+    ] {
+        assert_eq!(
+            refused(&mut w, args).await.as_deref(),
+            Some("NOPERM"),
+            "worker ran {args:?}"
+        );
+    }
+
+    // The operator (the `sluice` CLI's admin commands) may cancel.
+    let operator = sluice_tests::test_producer(&url_of("sluice-operator")).await;
+    operator
+        .cancel("q", &ids[0])
+        .await
+        .expect("the operator cancels");
+    operator
+        .store()
+        .stats("q")
+        .await
+        .expect("the operator reads stats");
+
+    // Queue gauges for /metrics are read with the worker's user too.
+    let m = Scrape::fetch(addr).await;
+    assert_eq!(m.sum("sluice_metrics_refresh_errors_total", &[]), 0.0);
+    assert_eq!(
+        m.sum(
+            "sluice_queue_jobs",
+            &[("queue", "q"), ("state", "completed")]
+        ),
+        6.0
+    );
+    assert!(!worker.log().contains("NOPERM"), "{}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_that_finds_no_library_says_what_to_do() {
+    let acl_dir = tempfile::tempdir().expect("temp dir");
+    let (acl, password) = acl_file(acl_dir.path());
+    let redis = RedisServer::start_with(&["--aclfile", acl.to_str().expect("path")]).await;
+    let url = format!(
+        "redis://sluice-producer:{password}@127.0.0.1:{}",
+        redis.port()
+    );
+    let err = sluice_producer::Producer::connect(&url)
+        .await
+        .err()
+        .expect("no library, no load permission");
+    let text = err.to_string();
+    assert!(text.contains("may not load it"), "{text}");
+    assert!(matches!(
+        sluice_common::Store::connect(&url, Default::default()).await,
+        Err(StoreError::LibraryMissing { .. })
+    ));
+}
