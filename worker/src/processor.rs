@@ -57,6 +57,7 @@ pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
 
 /// `Ok(None)` when the call was abandoned for shutdown.
 async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
+    tracing::debug!("started");
     let spec: JobSpec = match serde_json::from_str(&job.spec) {
         Ok(spec) => spec,
         Err(e) => {
