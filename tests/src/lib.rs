@@ -26,3 +26,37 @@ pub async fn test_producer(redis_url: &str) -> sluice_producer::Producer {
         .await
         .expect("connect a producer to the test's redis")
 }
+
+/// A chat job for the mock on queue `q`: a short prompt and `max_tokens` 16.
+pub fn chat_job(i: usize) -> sluice_common::NewJob {
+    sluice_common::NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16}),
+    )
+}
+
+/// A job on queue `q` whose calls the mock answers in the order of `script` (HTTP statuses; 0
+/// hangs, 1 resets the connection).
+pub fn scripted_job(i: usize, script: &[u16]) -> sluice_common::NewJob {
+    sluice_common::NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
+    )
+}
+
+/// Enqueues `jobs` in one batch and returns their ids (the test fails on any refusal).
+pub async fn enqueue_all(
+    producer: &sluice_producer::Producer,
+    jobs: Vec<sluice_common::NewJob>,
+) -> Vec<String> {
+    producer
+        .enqueue_batch(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.expect("enqueue").id)
+        .collect()
+}

@@ -4,24 +4,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use sluice_common::{NewJob, StoreError};
-use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::scrape::Scrape;
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::{RedisServer, enqueue_all, scripted_job};
 
 const BOUND: Duration = Duration::from_secs(120);
-
-fn scripted(i: usize, script: &[u16]) -> NewJob {
-    NewJob::post(
-        "q",
-        "mock",
-        "/v1/chat/completions",
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
-    )
-}
 
 /// The shipped ACL file with each CHANGE-ME password replaced; returns (path, password).
 fn acl_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
@@ -80,15 +70,10 @@ async fn worker_and_producer_users_have_just_what_they_need() {
 
     let producer = sluice_tests::test_producer(&url_of("sluice-producer")).await;
     let mut events = Events::new(&redis.url(), "q").await;
-    let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted(i, &[200])).collect();
-    jobs.push(scripted(5, &[503, 200])); // retried, then promoted, then completed
-    jobs.push(scripted(6, &[400])); // dead-lettered
-    let ids: Vec<String> = producer
-        .enqueue_batch(jobs)
-        .await
-        .into_iter()
-        .map(|r| r.expect("the producer user enqueues").id)
-        .collect();
+    let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted_job(i, &[200])).collect();
+    jobs.push(scripted_job(5, &[503, 200])); // retried, then promoted, then completed
+    jobs.push(scripted_job(6, &[400])); // dead-lettered
+    let ids = enqueue_all(&producer, jobs).await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 7).await;
     assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
     assert_eq!(events.seen.count("completed"), 6);

@@ -5,13 +5,12 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
 use sluice_common::{NewJob, Schedule};
-use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::scrape::{self, Scrape};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::{RedisServer, chat_job, enqueue_all, scripted_job};
 
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -19,24 +18,6 @@ fn repo_file(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(path)
-}
-
-fn job(i: usize) -> NewJob {
-    NewJob::post(
-        "q",
-        "mock",
-        "/v1/chat/completions",
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16}),
-    )
-}
-
-fn scripted(i: usize, script: &[u16]) -> NewJob {
-    NewJob::post(
-        "q",
-        "mock",
-        "/v1/chat/completions",
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
-    )
 }
 
 /// `promtool <args>` with `input` on stdin; the test fails with its output unless it succeeds.
@@ -126,7 +107,7 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     // ahead and cancelled: enqueued 1,005, deduplicated 20.
     let mut jobs: Vec<NewJob> = (0..1000)
         .map(|i| {
-            let j = job(i);
+            let j = chat_job(i);
             if i < 20 {
                 j.with_dedupe_key(format!("k{i}"))
             } else {
@@ -134,9 +115,9 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
             }
         })
         .collect();
-    jobs.extend((0..20).map(|i| job(i).with_dedupe_key(format!("k{i}"))));
+    jobs.extend((0..20).map(|i| chat_job(i).with_dedupe_key(format!("k{i}"))));
     let later: Vec<NewJob> = (0..5)
-        .map(|i| job(2000 + i).with_schedule(Schedule::After(Duration::from_secs(3600))))
+        .map(|i| chat_job(2000 + i).with_schedule(Schedule::After(Duration::from_secs(3600))))
         .collect();
     let results = producer.enqueue_batch(jobs).await;
     let duplicates = results
@@ -291,7 +272,10 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
     assert_eq!(scrape::get(addr, "/readyz").await.0, 200);
 
     // A call in flight keeps the worker in its grace period after SIGTERM.
-    producer.enqueue(scripted(1, &[0])).await.expect("enqueue");
+    producer
+        .enqueue(scripted_job(1, &[0]))
+        .await
+        .expect("enqueue");
     let deadline = tokio::time::Instant::now() + BOUND;
     while mock.stats(false).calls == 0 {
         assert!(
@@ -341,14 +325,9 @@ async fn a_canary_secret_never_reaches_logs_or_redis() {
     let mut events = Events::new(&redis.url(), "q").await;
     let mut worker = WorkerProcess::spawn("w1", &options);
     // A 401 whose body echoes the key, then a success; a 400; plain successes.
-    let mut jobs = vec![scripted(0, &[401, 200]), scripted(1, &[400])];
-    jobs.extend((2..6).map(job));
-    let ids: Vec<String> = producer
-        .enqueue_batch(jobs)
-        .await
-        .into_iter()
-        .map(|r| r.expect("enqueue").id)
-        .collect();
+    let mut jobs = vec![scripted_job(0, &[401, 200]), scripted_job(1, &[400])];
+    jobs.extend((2..6).map(chat_job));
+    let ids = enqueue_all(&producer, jobs).await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 6).await;
     assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
     worker.terminate();

@@ -5,34 +5,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use serde_json::json;
 use sluice_common::{JobState, NewJob};
 use sluice_producer::Producer;
-use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::{RedisServer, chat_job, scripted_job};
 
 /// A generous bound for a test's awaited events; tests finish far sooner.
 const BOUND: Duration = Duration::from_secs(120);
-
-fn job(i: usize) -> NewJob {
-    NewJob::post(
-        "q",
-        "mock",
-        "/v1/chat/completions",
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16}),
-    )
-}
-
-fn scripted(i: usize, script: &[u16]) -> NewJob {
-    NewJob::post(
-        "q",
-        "mock",
-        "/v1/chat/completions",
-        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "mock": {"script": script}}),
-    )
-}
 
 struct Rig {
     redis: RedisServer,
@@ -105,7 +86,7 @@ async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
     let _a = WorkerProcess::spawn("a", &options);
     let _b = WorkerProcess::spawn("b", &options);
     let n = 10_000;
-    let ids = rig.enqueue((0..n).map(job).collect()).await;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
     let mut events = rig.events().await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= n).await;
     assert!(
@@ -171,12 +152,12 @@ async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
 async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_blindly() {
     let rig = rig(MockConfig::default()).await;
     let _w = WorkerProcess::spawn("w", &rig.options());
-    let mut elsewhere = job(3);
+    let mut elsewhere = chat_job(3);
     elsewhere.spec.upstream = "not-configured".into();
     let ids = rig
         .enqueue(vec![
-            scripted(1, &[400]),
-            scripted(2, &[401, 200]),
+            scripted_job(1, &[400]),
+            scripted_job(2, &[401, 200]),
             elsewhere,
         ])
         .await;
@@ -256,7 +237,7 @@ async fn kill_9_with_200_in_flight_a_second_worker_reclaims_them_and_none_comple
     options.concurrency = 250;
     options.lease_ms = 2_000;
     let mut a = WorkerProcess::spawn("a", &options);
-    let ids = rig.enqueue((0..200).map(job).collect()).await;
+    let ids = rig.enqueue((0..200).map(chat_job).collect()).await;
     let mut events = rig.events().await;
     let running = events.until(BOUND, |s| s.count("running") >= 200).await;
     assert!(running, "200 jobs never ran: {}", a.log());
@@ -295,7 +276,7 @@ async fn a_slow_call_longer_than_the_lease_is_not_reclaimed_while_its_worker_liv
     options.lease_ms = 2_000;
     let _a = WorkerProcess::spawn("a", &options);
     let _b = WorkerProcess::spawn("b", &options);
-    let id = rig.enqueue(vec![job(1)]).await.remove(0);
+    let id = rig.enqueue(vec![chat_job(1)]).await.remove(0);
     let status = rig.producer.wait("q", &id, BOUND).await.expect("job ends");
     assert_eq!(status.state, JobState::Completed);
     assert_eq!(status.attempts, 1, "never reclaimed and run again");
@@ -336,7 +317,7 @@ async fn garbage_in_the_stream_is_dead_lettered_as_malformed_and_the_rest_run() 
         )
         .await
         .expect("hset");
-    let ids = rig.enqueue((0..50).map(job).collect()).await;
+    let ids = rig.enqueue((0..50).map(chat_job).collect()).await;
     let _w = WorkerProcess::spawn("w", &rig.options());
 
     let mut events = rig.events().await;
@@ -382,7 +363,7 @@ async fn sigterm_under_load_exits_0_and_hands_back_what_did_not_finish() {
     options.grace_ms = 1_000;
     let mut a = WorkerProcess::spawn("a", &options);
     let n = 2_000;
-    let ids = rig.enqueue((0..n).map(job).collect()).await;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
     let mut events = rig.events().await;
     let busy = events.until(BOUND, |s| s.count("completed") >= 50).await;
     assert!(busy, "the worker never got going: {}", a.log());
@@ -442,7 +423,7 @@ async fn two_thousand_retries_across_three_workers_are_each_promoted_once() {
         .collect();
     let n = 2_000;
     let ids = rig
-        .enqueue((0..n).map(|i| scripted(i, &[503, 200])).collect())
+        .enqueue((0..n).map(|i| scripted_job(i, &[503, 200])).collect())
         .await;
     let mut events = rig.events().await;
     let done = events
