@@ -215,3 +215,36 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
     let states = p.store().upstream_states().await.expect("states");
     assert_eq!(states[0].circuit, "closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::default()).await;
+    let p = producer(&redis).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.extra = "tpm = 10000\n".into();
+    let mut events = Events::new(&redis.url(), "q").await;
+    let _worker = WorkerProcess::spawn("w1", &options);
+    let mut huge = job(0, None);
+    huge.spec.tokens = Some(20_000);
+    let mut jobs = vec![huge];
+    jobs.extend((1..6).map(|i| job(i, None)));
+    let ids = enqueue(&p, jobs).await;
+    assert!(events.until(BOUND, |s| s.terminal_jobs() >= 6).await);
+    assert_eq!(events.seen.job(&ids[0], "dead"), 1);
+    assert_eq!(events.seen.count("completed"), 5);
+    let status = p.status("q", &ids[0]).await.expect("status").expect("job");
+    assert_eq!(status.dead_reason.as_deref(), Some("over_limit"));
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("20000 tokens") && e.contains("10000")),
+        "{status:?}"
+    );
+    assert_eq!(
+        mock.stats(false).calls,
+        5,
+        "the huge job never reached the mock"
+    );
+}

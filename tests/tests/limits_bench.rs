@@ -135,6 +135,21 @@ async fn bench_tpm_with_mixed_job_sizes() {
     )
     .await;
     let f = figures(&stats, 0);
+    let calls: Vec<_> = stats
+        .jobs
+        .clone()
+        .unwrap_or_default()
+        .into_values()
+        .flatten()
+        .collect();
+    let t0 = calls.iter().map(|c| c.t_ms).min().unwrap_or(0);
+    let mut limited: Vec<u64> = calls
+        .iter()
+        .filter(|c| c.status == 429)
+        .map(|c| c.t_ms - t0)
+        .collect();
+    limited.sort();
+    println!("429s at ms after the first call: {limited:?}");
     println!(
         "tpm 120000, 3 workers, mixed sizes: {} calls at {:.2}/s, {:.0} tokens/s = {:.1}% of the quota, 429s {} ({:.2}%)",
         f.calls,

@@ -59,6 +59,9 @@ pub enum Gate {
         wait: Duration,
         class: &'static str,
     },
+    /// Never: the job's token estimate is over a whole minute's quota, so no slot can hold it
+    /// (the provider would refuse it too).
+    Refuse(String),
 }
 
 /// Permission for one call, kept until the call is answered.
@@ -182,6 +185,16 @@ impl Limiter {
         let model = model_of(spec);
         let tokens = estimate_tokens(spec);
         let (model_rpm, model_tpm) = limits.models.get(&model).copied().unwrap_or((0, 0));
+        for (limit, what) in [
+            (limits.tpm, "the upstream's tpm"),
+            (model_tpm, "the model's tpm"),
+        ] {
+            if limit > 0 && tokens > limit {
+                return Ok(Some(Gate::Refuse(format!(
+                    "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
+                ))));
+            }
+        }
         let request = AdmitRequest {
             rpm: limits.rpm,
             tpm: limits.tpm,
@@ -276,8 +289,14 @@ impl Limiter {
             _ => None,
         };
         let (_, model_tpm) = limits.models.get(&ticket.model).copied().unwrap_or((0, 0));
-        let delta = match used_tokens {
-            Some(used) if limits.tpm > 0 || model_tpm > 0 => used as i64 - ticket.tokens as i64,
+        let counts_tokens = limits.tpm > 0 || model_tpm > 0;
+        let delta = match (outcome.class, used_tokens) {
+            // Refused before any work (429, quota, auth): no tokens were used; give back the
+            // whole estimate, as the provider does.
+            (Class::RateLimited | Class::Quota | Class::Auth, _) if counts_tokens => {
+                -(ticket.tokens as i64)
+            }
+            (_, Some(used)) if counts_tokens => used as i64 - ticket.tokens as i64,
             _ => 0,
         };
         if verdict == Verdict::None && hold.is_none() && delta == 0 {

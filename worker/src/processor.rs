@@ -108,6 +108,9 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
     let ticket = match gate {
         None => return Ok(None),
         Some(Gate::Go(ticket)) => ticket,
+        Some(Gate::Refuse(why)) => {
+            return dead(ctx, job, "over_limit", &why, None).await.map(Some);
+        }
         Some(Gate::Defer { wait, class }) => {
             // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
             let why = format!("deferred before the call: {class}");

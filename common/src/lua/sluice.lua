@@ -487,10 +487,9 @@ local function report(keys, args)
     local function adjust(key, rate)
       local tat = tonumber(redis.call('GET', key) or '0')
       if rate > 0 and tat > 0 then
-        local new_tat = tat + (60000 / rate) * delta
-        if new_tat > now then
-          redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
-        end
+        -- A refund larger than the debt left ends at `now`: capacity in the past is not banked.
+        local new_tat = math.max(now, tat + (60000 / rate) * delta)
+        redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
       end
     end
     adjust(p .. 'tpm', tpm)
