@@ -149,6 +149,12 @@ pub struct UpstreamConfig {
     /// window's worth; 50 ms keeps every second within 105% of rpm ÷ 60.
     #[serde(default = "default_burst_ms")]
     pub burst_ms: u64,
+    /// Burst window of the token buckets: the provider's own window for tokens (the mock's and
+    /// OpenAI's are about a second). Refunds of unused `max_tokens` are banked only within it,
+    /// as the provider banks them; a window much smaller than the provider's lets unused-token
+    /// refunds pile up that the provider has already thrown away, and 429s follow.
+    #[serde(default = "default_token_burst_ms")]
+    pub token_burst_ms: u64,
     /// Per-model limits (providers limit each model separately), by the body's `model`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelLimits>,
@@ -174,6 +180,10 @@ pub struct ModelLimits {
 
 fn default_burst_ms() -> u64 {
     50
+}
+
+fn default_token_burst_ms() -> u64 {
+    1000
 }
 
 fn default_cooloff_ms() -> u64 {

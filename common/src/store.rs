@@ -189,6 +189,8 @@ pub struct AdmitRequest<'a> {
     pub tokens: u64,
     /// Burst window in ms: no window of this length carries more than its share plus this.
     pub burst_ms: u64,
+    /// Burst window of the token buckets, in ms.
+    pub token_burst_ms: u64,
     /// Longest wait reserved; beyond it the caller is told `Busy` and nothing is reserved.
     pub horizon_ms: u64,
     /// How long a half-open probe may take before another is allowed.
@@ -993,6 +995,7 @@ impl Store {
             .arg(r.model_rpm)
             .arg(r.model_tpm)
             .arg(if r.adaptive { "1" } else { "0" })
+            .arg(r.token_burst_ms)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;

@@ -38,6 +38,7 @@ struct Limits {
     tpm: u64,
     adaptive: bool,
     burst_ms: u64,
+    token_burst_ms: u64,
     models: HashMap<String, (u64, u64)>,
     cooloff_ms: u64,
     threshold: u64,
@@ -143,6 +144,7 @@ impl Limiter {
                     tpm: u.tpm,
                     adaptive: u.adaptive,
                     burst_ms: u.burst_ms,
+                    token_burst_ms: u.token_burst_ms,
                     models: u
                         .models
                         .iter()
@@ -200,6 +202,7 @@ impl Limiter {
             tpm: limits.tpm,
             tokens,
             burst_ms: limits.burst_ms,
+            token_burst_ms: limits.token_burst_ms,
             horizon_ms: HORIZON.as_millis() as u64,
             probe_ms: limits.probe_ms,
             model: if model_rpm + model_tpm > 0 {

@@ -24,6 +24,7 @@ local DEFAULT_MAX_BYTES = 1048576
 local DEFAULT_RETENTION_MS = 86400000
 local DEFAULT_DEAD_MAXLEN = 100000
 local HISTORY_MAX = 4096
+local JITTER_MS = 50
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -401,10 +402,13 @@ end
 
 -- GCRA with reservation: the caller may start after `wait` ms; the bucket is charged `cost`
 -- intervals (charged after, so one large request never waits for more than the burst).
-local function gcra_wait(key, interval, tau, now)
+-- GCRA weighted by cost, as a token bucket of `tau` ms of the rate: a call of `cost_ms` (its
+-- tokens × the interval) may start once the bucket holds all of it, i.e. at
+-- tat + cost_ms - tau; the bucket's theoretical arrival time then moves on by cost_ms.
+local function gcra_wait(key, cost_ms, tau, now)
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
-  local wait = tat - tau - now
+  local wait = tat + cost_ms - tau - now
   if wait < 0 then wait = 0 end
   return tat, wait
 end
@@ -429,7 +433,7 @@ local function adaptive_rate(p, ceiling, floor, now)
 end
 
 -- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm,
--- adaptive (1|0: rpm is then the ceiling)
+-- adaptive (1|0: rpm is then the ceiling), token_burst_ms (the token buckets' burst window)
 -- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {wait_ms, 'hold'|'open'|'half_open'|'busy'}
 local function admit(keys, args)
   local p = keys[1]
@@ -447,25 +451,34 @@ local function admit(keys, args)
     if redis.call('SET', p .. 'probe', '1', 'NX', 'PX', probe_ms) then return {0, 'probe'} end
     return {math.min(probe_ms, 1000), 'half_open'}
   end
+  -- Token buckets run as full as the provider's own (a call waits until its tokens are there),
+  -- so JITTER_MS of the rate stays in reserve for calls that reach the provider closer together
+  -- than their slots were.
+  local tburst = math.max(num(args[11], burst) - JITTER_MS, 0)
   local buckets = {}
-  if rpm > 0 then buckets[#buckets + 1] = {p .. 'rpm', 60000 / rpm, 1} end
-  if tpm > 0 then buckets[#buckets + 1] = {p .. 'tpm', 60000 / tpm, tokens} end
-  if model ~= '' and mrpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':rpm', 60000 / mrpm, 1} end
-  if model ~= '' and mtpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':tpm', 60000 / mtpm, tokens} end
+  if rpm > 0 then buckets[#buckets + 1] = {p .. 'rpm', 60000 / rpm, 1, burst} end
+  if tpm > 0 then buckets[#buckets + 1] = {p .. 'tpm', 60000 / tpm, tokens, tburst} end
+  if model ~= '' and mrpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':rpm', 60000 / mrpm, 1, burst} end
+  if model ~= '' and mtpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':tpm', 60000 / mtpm, tokens, tburst} end
   local wait = 0
   local tats = {}
   for i, b in ipairs(buckets) do
-    -- The burst window holds `burst` ms of the rate, one interval of it being the request itself.
-    local tau = burst - b[2]
-    if tau < 0 then tau = 0 end
-    local tat, w = gcra_wait(b[1], b[2], tau, now)
+    -- The burst window holds b[4] ms of the rate (never less than one request's interval).
+    local tat, w = gcra_wait(b[1], b[2] * b[3], math.max(b[4], b[2]), now)
     tats[i] = tat
     if w > wait then wait = w end
   end
   if wait > horizon then return {wait, 'busy'} end
   for i, b in ipairs(buckets) do
     local new_tat = tats[i] + b[2] * b[3]
-    redis.call('SET', b[1], string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
+    local ttl = math.floor(new_tat - now) + 60000
+    redis.call('SET', b[1], string.format('%.3f', new_tat), 'PX', ttl)
+    -- A token reservation whose call is still ahead is "pending": the provider has not seen it,
+    -- so a refund cannot be banked against it (see report).
+    if wait > 0 and b[3] > 1 then
+      redis.call('ZADD', b[1] .. ':pending', now + wait, string.format('%.3f:%.3f', new_tat, b[2] * b[3]))
+      redis.call('PEXPIRE', b[1] .. ':pending', ttl)
+    end
   end
   return {wait, 'ok'}
 end
@@ -487,8 +500,16 @@ local function report(keys, args)
     local function adjust(key, rate)
       local tat = tonumber(redis.call('GET', key) or '0')
       if rate > 0 and tat > 0 then
-        -- A refund larger than the debt left ends at `now`: capacity in the past is not banked.
-        local new_tat = math.max(now, tat + (60000 / rate) * delta)
+        -- A refund is banked as the provider banks it: its bucket is full when everything it has
+        -- been sent is paid for, so the arrival time never moves back past now plus the
+        -- reservations whose calls are still ahead (capacity in the past is not banked).
+        local pk = key .. ':pending'
+        redis.call('ZREMRANGEBYSCORE', pk, '-inf', now)
+        local pending = 0
+        for _, m in ipairs(redis.call('ZRANGE', pk, 0, -1)) do
+          pending = pending + (tonumber(string.match(m, ':([%d%.]+)$')) or 0)
+        end
+        local new_tat = math.max(now + pending, tat + (60000 / rate) * delta)
         redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.floor(new_tat - now) + 60000)
       end
     end
