@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_common::{JobState, NewJob};
-use sluice_producer::Producer;
-use sluice_tests::RedisServer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer, Stats};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::{RedisServer, enqueue_all};
 
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -19,18 +18,6 @@ fn job(i: usize, script: Option<&[u16]>) -> NewJob {
         body["mock"] = json!({"script": s});
     }
     NewJob::post("q", "mock", "/v1/chat/completions", body)
-}
-
-async fn producer(redis: &RedisServer) -> Producer {
-    sluice_tests::test_producer(&redis.url()).await
-}
-
-async fn enqueue(p: &Producer, jobs: Vec<NewJob>) -> Vec<String> {
-    p.enqueue_batch(jobs)
-        .await
-        .into_iter()
-        .map(|r| r.expect("enqueue").id)
-        .collect()
 }
 
 /// Re-checks `cond` every 20 ms until it holds or `timeout` passes (for state only Redis knows).
@@ -58,7 +45,7 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
         ..MockConfig::default()
     })
     .await;
-    let p = producer(&redis).await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&redis.url(), &mock.url());
     options.concurrency = 50;
     options.extra = "rpm = 3000\n".into();
@@ -67,7 +54,7 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
         .map(|n| WorkerProcess::spawn(n, &options))
         .collect();
     let n = 1500;
-    let ids = enqueue(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
     let mut events = Events::new(&redis.url(), "q").await;
     let done = events
         .until(BOUND, |s| s.count("completed") >= n as u64)
@@ -101,7 +88,7 @@ async fn a_429_with_a_2s_reset_holds_every_worker() {
         ..MockConfig::default()
     })
     .await;
-    let p = producer(&redis).await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&redis.url(), &mock.url());
     options.concurrency = 20;
     let _workers: Vec<_> = ["a", "b", "c"]
@@ -109,12 +96,14 @@ async fn a_429_with_a_2s_reset_holds_every_worker() {
         .map(|n| WorkerProcess::spawn(n, &options))
         .collect();
     let mut events = Events::new(&redis.url(), "q").await;
-    let first = enqueue(&p, vec![job(0, Some(&[429, 200]))]).await.remove(0);
+    let first = enqueue_all(&p, vec![job(0, Some(&[429, 200]))])
+        .await
+        .remove(0);
     let limited = events
         .until(BOUND, |s| s.job(&first, "retrying") == 1)
         .await;
     assert!(limited, "the first job was never rate limited");
-    let ids = enqueue(&p, (1..=60).map(|i| job(i, None)).collect()).await;
+    let ids = enqueue_all(&p, (1..=60).map(|i| job(i, None)).collect()).await;
     let done = events.until(BOUND, |s| s.count("completed") >= 61).await;
     assert!(done, "only {} completed", events.seen.count("completed"));
 
@@ -146,7 +135,7 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
         ..MockConfig::default()
     })
     .await;
-    let p = producer(&redis).await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&redis.url(), &mock.url());
     options.concurrency = 20;
     options.quota_wait_ms = 300;
@@ -154,7 +143,7 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
     let _a = WorkerProcess::spawn("a", &options);
     let _b = WorkerProcess::spawn("b", &options);
     let n = 100;
-    let ids = enqueue(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
     let store = p.store().clone();
     let opens = || {
         let store = store.clone();
@@ -220,7 +209,7 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
 async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
     let redis = RedisServer::start().await;
     let mock = MockServer::start(MockConfig::default()).await;
-    let p = producer(&redis).await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&redis.url(), &mock.url());
     options.extra = "tpm = 10000\n".into();
     let mut events = Events::new(&redis.url(), "q").await;
@@ -229,7 +218,7 @@ async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
     huge.spec.tokens = Some(20_000);
     let mut jobs = vec![huge];
     jobs.extend((1..6).map(|i| job(i, None)));
-    let ids = enqueue(&p, jobs).await;
+    let ids = enqueue_all(&p, jobs).await;
     assert!(events.until(BOUND, |s| s.terminal_jobs() >= 6).await);
     assert_eq!(events.seen.job(&ids[0], "dead"), 1);
     assert_eq!(events.seen.count("completed"), 5);

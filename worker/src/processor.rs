@@ -208,7 +208,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             let Ok(reply) = reply else {
                 return Err(StoreError::Protocol("success without a reply"));
             };
-            complete(ctx, job, &upstream, reply).await?;
+            complete(ctx, job, &upstream, reply, &usage.text).await?;
         }
         Decision::Retry {
             delay,
@@ -257,6 +257,8 @@ struct Usage {
     completion: u64,
     /// The total, when the answer has a `usage` object at all.
     total: Option<u64>,
+    /// The `usage` object as JSON text, stored with the result ("" when absent).
+    text: String,
 }
 
 impl Usage {
@@ -278,6 +280,7 @@ impl Usage {
             prompt,
             completion,
             total,
+            text: u.to_string(),
         }
     }
 }
@@ -296,17 +299,13 @@ async fn complete(
     job: &Job,
     upstream: &crate::upstream::Upstream,
     reply: crate::upstream::Reply,
+    usage: &str,
 ) -> Result<(), StoreError> {
     // An answer that echoes the credential (some gateways do) never stores it.
     let body = ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body));
-    let usage = serde_json::from_slice::<serde_json::Value>(&reply.body)
-        .ok()
-        .and_then(|v| v.get("usage").cloned())
-        .map(|u| u.to_string())
-        .unwrap_or_default();
     let headers =
         serde_json::Value::Object(Upstreams::kept_headers(upstream, &reply.headers)).to_string();
-    let extra = [("usage", usage.as_str()), ("headers", headers.as_str())];
+    let extra = [("usage", usage), ("headers", headers.as_str())];
     let t = with_retries(|| {
         ctx.store
             .complete(&job.queue, &job.id, &job.entry, &body, reply.status, &extra)
@@ -393,7 +392,8 @@ mod tests {
             Usage {
                 prompt: 12,
                 completion: 30,
-                total: Some(42)
+                total: Some(42),
+                text: r#"{"completion_tokens":30,"prompt_tokens":12,"total_tokens":42}"#.into(),
             }
         );
         let anthropic = br#"{"usage":{"input_tokens":5,"output_tokens":7}}"#;
