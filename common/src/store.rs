@@ -662,15 +662,18 @@ impl Store {
         }
     }
 
-    /// Marks delivered entries running (one call for the whole batch).
+    /// Marks delivered entries running by `consumer` (one call for the whole batch).
     pub async fn start(
         &self,
         queue: &str,
+        consumer: &str,
         entries: &[(String, String)],
     ) -> Result<Vec<Started>, StoreError> {
         let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_start", &keys);
-        cmd.arg(keys::GROUP).arg(self.settings.events_maxlen);
+        cmd.arg(keys::GROUP)
+            .arg(self.settings.events_maxlen)
+            .arg(consumer);
         for (entry, id) in entries {
             cmd.arg(entry).arg(id);
         }

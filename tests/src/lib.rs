@@ -5,8 +5,10 @@
 //! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
 //! - [`events`]: a test's view of a queue's events stream, to await states;
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
+//! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
 
+pub mod bench;
 pub mod bins;
 pub mod events;
 pub mod mock;

@@ -67,7 +67,7 @@ async fn start_next(redis: &RedisServer, producer: &Producer, queue: &str) -> Ve
         .collect();
     producer
         .store()
-        .start(queue, &entries)
+        .start(queue, "test-consumer", &entries)
         .await
         .expect("start")
 }

@@ -74,7 +74,7 @@ async fn a_python_service_enqueues_with_dedupe_and_reads_the_result() {
         .expect("XREADGROUP");
     let e = &reply.keys[0].ids[0];
     let started = store
-        .start("py", &[(e.id.clone(), id.clone())])
+        .start("py", "test-consumer", &[(e.id.clone(), id.clone())])
         .await
         .expect("start");
     assert!(matches!(&started[0], Started::Run { attempt: 1, .. }));

@@ -118,14 +118,15 @@ pub async fn dispatch(
     if pairs.is_empty() {
         return;
     }
-    let started = match processor::with_retries(|| ctx.store.start(queue, &pairs)).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Left pending: the lease brings these entries back to a worker.
-            tracing::error!(queue, error = %e, "start failed");
-            return;
-        }
-    };
+    let started =
+        match processor::with_retries(|| ctx.store.start(queue, &ctx.consumer, &pairs)).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Left pending: the lease brings these entries back to a worker.
+                tracing::error!(queue, error = %e, "start failed");
+                return;
+            }
+        };
     for s in started {
         match s {
             Started::Run {

@@ -140,6 +140,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
     };
 
     let started = Instant::now();
+    let called_ms = now_ms();
     let reply = tokio::select! {
         r = ctx.upstreams.call(&upstream, &spec, &job.id) => r,
         _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
@@ -208,7 +209,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
             let Ok(reply) = reply else {
                 return Err(StoreError::Protocol("success without a reply"));
             };
-            complete(ctx, job, &upstream, reply, &usage.text).await?;
+            complete(ctx, job, &upstream, reply, &usage.text, called_ms).await?;
         }
         Decision::Retry {
             delay,
@@ -300,12 +301,18 @@ async fn complete(
     upstream: &crate::upstream::Upstream,
     reply: crate::upstream::Reply,
     usage: &str,
+    called_ms: u64,
 ) -> Result<(), StoreError> {
     // An answer that echoes the credential (some gateways do) never stores it.
     let body = ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body));
     let headers =
         serde_json::Value::Object(Upstreams::kept_headers(upstream, &reply.headers)).to_string();
-    let extra = [("usage", usage), ("headers", headers.as_str())];
+    let called = called_ms.to_string();
+    let extra = [
+        ("usage", usage),
+        ("headers", headers.as_str()),
+        ("called_ms", called.as_str()),
+    ];
     let t = with_retries(|| {
         ctx.store
             .complete(&job.queue, &job.id, &job.entry, &body, reply.status, &extra)

@@ -67,6 +67,17 @@ pub fn default_consumer() -> String {
 
 /// Runs a worker until SIGTERM/SIGINT (or until `shutdown.stop` is cancelled by the caller).
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let metrics = Metrics::new(config.worker.concurrency);
+    run_with_metrics(config, shutdown, metrics).await
+}
+
+/// [`run`] with metrics the caller made, so an embedding process (the benchmark) can read the
+/// counters while the worker runs (prometheus vectors are shared handles: keep a clone).
+pub async fn run_with_metrics(
+    config: Config,
+    shutdown: Shutdown,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
     let store = Store::connect(&config.redis.url, config.store_settings()).await?;
     let upstreams = Upstreams::from_config(&config)?;
     let queues = config.worker.queues.clone();
@@ -85,7 +96,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         "" => None,
         addr => Some(http::bind(addr).await?),
     };
-    let metrics = Metrics::new(concurrency);
     let rpms: Vec<(String, u64)> = config
         .upstreams
         .iter()

@@ -138,14 +138,14 @@ local function enqueue(keys, args)
   return {'created', id, state}
 end
 
--- start: ARGV group, events_maxlen, then pairs (entry, id)
+-- start: ARGV group, events_maxlen, consumer, then pairs (entry, id)
 -- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
 --    {entry, id, 'missing'}; ready_ms is when the job became runnable (enqueued, or its run_at)
 local function start(keys, args)
-  local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local p, group, emax, consumer = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN), args[3]
   local now = now_ms()
   local out = {}
-  for i = 3, #args, 2 do
+  for i = 4, #args, 2 do
     local entry, id = args[i], args[i + 1]
     local jk = p .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits', 'created_ms', 'run_at_ms')
@@ -155,7 +155,7 @@ local function start(keys, args)
     elseif (state == 'queued' or state == 'running') and current == entry then
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
       redis.call('HINCRBY', jk, 'total_attempts', 1)
-      redis.call('HSET', jk, 'state', 'running', 'started_ms', now, 'updated_ms', now)
+      redis.call('HSET', jk, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'consumer', consumer)
       if state == 'queued' then
         move(p, 'queued', 'running')
         event(p, emax, id, 'running')
@@ -213,7 +213,7 @@ local function retry(keys, args)
   if args[8] == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
   if args[8] == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
   redis.call('HSET', jk, 'state', 'retrying', 'last_class', args[5] or '', 'last_error', args[6] or '',
-    'last_status', args[7] or '', 'run_at_ms', due, 'updated_ms', now)
+    'last_status', args[7] or '', 'run_at_ms', due, 'failed_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
   redis.call('ZADD', p .. 'delayed', due, id)
   move(p, 'running', 'retrying')

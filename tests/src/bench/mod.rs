@@ -1,0 +1,59 @@
+//! The benchmark (`sluice-bench`): Sluice through the workloads of `../shared/anchors`.
+//!
+//! - [`adapter`]: the anchors harness's adapter protocol (`enqueue`, `worker`), so its
+//!   `harness.py` runs Sluice beside BullMQ on one Redis (`bench/compare.sh`);
+//! - [`instant`]: an upstream that answers at once (W2, W4), or fails each job's first call with
+//!   a `retry-after-ms` (W5);
+//! - [`records`]: each completed job's times, read back from its hash: the harness's CSV;
+//! - [`driver`]: W1–W6 standalone, on its own Redis, with the figures issue #6 asks for.
+
+pub mod adapter;
+pub mod driver;
+pub mod instant;
+pub mod records;
+
+use sluice_common::NewJob;
+
+/// The queue every workload uses.
+pub const QUEUE: &str = "bench";
+/// The upstream name jobs carry.
+pub const UPSTREAM: &str = "bench";
+
+/// What a job's call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Answered at once by the in-process [`instant`] upstream.
+    Noop,
+    /// Sent to `--mock-url` (the harness's mock, 50 ms).
+    Http,
+    /// The first call answers 503 with `retry-after-ms: <backoff>`, the second 200.
+    FailOnce,
+}
+
+/// The anchors' ~200-byte payload: `{"i", "model", "messages": [110 chars], "max_tokens": 16}`.
+pub fn payload(i: usize) -> serde_json::Value {
+    let filler = "Summarise this support ticket in one line. ".repeat(3);
+    serde_json::json!({
+        "i": i,
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": &filler[..110]}],
+        "max_tokens": 16,
+    })
+}
+
+/// Job `i` of a workload: the payload POSTed to the bench upstream.
+pub fn job(queue: &str, i: usize) -> NewJob {
+    NewJob::post(queue, UPSTREAM, "/v1/chat/completions", payload(i))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_payload_is_the_anchors() {
+        let p = super::payload(0);
+        let content = p["messages"][0]["content"].as_str().unwrap_or_default();
+        assert_eq!(content.len(), 110);
+        assert!(content.ends_with("Summarise this support t"));
+        assert_eq!(p.to_string().len(), 197);
+    }
+}

@@ -1,0 +1,49 @@
+//! `sluice-bench`: Sluice's benchmark driver and the anchors harness's adapter.
+//!
+//! ```text
+//! sluice-bench run all|w1|…|w6 [--out results.json]   # standalone, own Redis and mock
+//! sluice-bench enqueue …  /  sluice-bench worker …     # the adapter protocol (harness.py)
+//! ```
+
+use clap::{Parser, Subcommand};
+use sluice_tests::bench::{adapter, driver};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    about = "Sluice through the anchors' workloads (W1–W6)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs workloads on a Redis and mock of its own and prints the figures.
+    Run {
+        #[arg(value_enum, default_value_t = driver::Workload::All)]
+        workload: driver::Workload,
+        /// Also write every figure as JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Adapter protocol: enqueue N payloads and print {"n", "seconds"}.
+    Enqueue(adapter::EnqueueArgs),
+    /// Adapter protocol: a worker driven by go/stop on stdin.
+    Worker(adapter::WorkerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run { workload, out } => driver::run(workload, out).await,
+            Cmd::Enqueue(a) => adapter::enqueue(a).await,
+            Cmd::Worker(a) => adapter::worker(a).await,
+        }
+    })
+}
