@@ -145,6 +145,9 @@ pub enum Started {
     Skip { entry: String, id: String },
     /// No such job: left pending for the caller to dead-letter as malformed.
     Missing { entry: String, id: String },
+    /// An entry that names no job (from `fetch`): left pending for the caller to dead-letter,
+    /// with an excerpt of its fields.
+    Malformed { entry: String, raw: String },
 }
 
 /// An entry read from a queue's stream: its id and its fields (normally just `id`).
@@ -273,6 +276,19 @@ pub enum Transition {
     Done,
     /// The job was not running (already terminal, or never started): nothing was changed.
     Refused(String),
+}
+
+/// A finished job to record as completed (see [`Store::complete_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub id: String,
+    /// The stream entry it was delivered as (acknowledged by the completion).
+    pub entry: String,
+    /// The answer's body.
+    pub result: String,
+    pub http_status: u16,
+    /// More fields stored with the result (`usage`, `headers`, `called_ms`).
+    pub fields: Vec<(String, String)>,
 }
 
 /// One entry of the dead-letter stream.
@@ -463,26 +479,29 @@ impl Store {
         cmd
     }
 
-    fn enqueue_cmd(&self, job: &PreparedJob) -> redis::Cmd {
-        let keys = QueueKeys::new(&job.queue);
-        let (dkey, dttl) = match &job.dedupe {
-            Some((k, ttl)) => (k.as_str(), *ttl),
-            None => ("", 0),
-        };
-        let (delay_ms, run_at_ms) = match job.schedule {
-            Schedule::Now => (0, 0),
-            Schedule::After(d) => (d.as_millis() as u64, 0),
-            Schedule::At(ms) => (0, ms),
-        };
-        let mut cmd = Self::fcall("sluice_enqueue", &keys);
-        cmd.arg(job.id.as_str())
-            .arg(&job.spec_json)
-            .arg(dkey)
-            .arg(dttl)
-            .arg(delay_ms)
-            .arg(run_at_ms)
-            .arg(self.settings.max_job_bytes)
+    /// One `sluice_enqueue_many` call for `jobs` (all of one queue).
+    fn enqueue_many_cmd(&self, queue: &str, jobs: &[&PreparedJob]) -> redis::Cmd {
+        let keys = QueueKeys::new(queue);
+        let mut cmd = Self::fcall("sluice_enqueue_many", &keys);
+        cmd.arg(self.settings.max_job_bytes)
             .arg(self.settings.events_maxlen);
+        for job in jobs {
+            let (dkey, dttl) = match &job.dedupe {
+                Some((k, ttl)) => (k.as_str(), *ttl),
+                None => ("", 0),
+            };
+            let (delay_ms, run_at_ms) = match job.schedule {
+                Schedule::Now => (0, 0),
+                Schedule::After(d) => (d.as_millis() as u64, 0),
+                Schedule::At(ms) => (0, ms),
+            };
+            cmd.arg(job.id.as_str())
+                .arg(&job.spec_json)
+                .arg(dkey)
+                .arg(dttl)
+                .arg(delay_ms)
+                .arg(run_at_ms);
+        }
         cmd
     }
 
@@ -518,8 +537,17 @@ impl Store {
         for q in &new_queues {
             pipe.cmd("SADD").arg(keys::QUEUES).arg(q).ignore();
         }
-        for job in jobs {
-            pipe.add_command(self.enqueue_cmd(job));
+        // One call per queue, jobs in input order within it.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match groups.iter_mut().find(|(q, _)| *q == job.queue.as_str()) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((job.queue.as_str(), vec![i])),
+            }
+        }
+        for (queue, idx) in &groups {
+            let group: Vec<&PreparedJob> = idx.iter().map(|&i| &jobs[i]).collect();
+            pipe.add_command(self.enqueue_many_cmd(queue, &group));
         }
         let mut conn = self.conn.clone();
         let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
@@ -536,10 +564,31 @@ impl Store {
                 return Err(StoreError::Redis(e));
             }
         };
-        if replies.len() != jobs.len() {
-            return Err(StoreError::Protocol("sluice_enqueue"));
+        if replies.len() != groups.len() {
+            return Err(StoreError::Protocol("sluice_enqueue_many"));
         }
-        Ok(replies.into_iter().map(parse_enqueued).collect())
+        let mut results: Vec<Option<Result<Enqueued, StoreError>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            match reply {
+                Value::Array(items) if items.len() == idx.len() => {
+                    for (&i, item) in idx.iter().zip(items) {
+                        results[i] = Some(parse_enqueued(item));
+                    }
+                }
+                // The whole call failed (no library, denied, …): every job of it says why.
+                Value::ServerError(e) => {
+                    for &i in idx {
+                        results[i] = Some(Err(StoreError::from_redis(e.clone().into())));
+                    }
+                }
+                _ => return Err(StoreError::Protocol("sluice_enqueue_many")),
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Protocol("sluice_enqueue_many"))))
+            .collect())
     }
 
     /// The job's status, or `None` if no such job (never enqueued, or expired).
@@ -662,6 +711,23 @@ impl Store {
         }
     }
 
+    /// Reads up to `count` new entries of the queue for `consumer` without blocking and starts
+    /// them, in one round trip (empty when there are none).
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Started>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_fetch", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(self.settings.events_maxlen)
+            .arg(consumer)
+            .arg(count);
+        self.started(cmd, "sluice_fetch").await
+    }
+
     /// Marks delivered entries running by `consumer` (one call for the whole batch).
     pub async fn start(
         &self,
@@ -677,12 +743,20 @@ impl Store {
         for (entry, id) in entries {
             cmd.arg(entry).arg(id);
         }
+        self.started(cmd, "sluice_start").await
+    }
+
+    async fn started(
+        &self,
+        cmd: redis::Cmd,
+        name: &'static str,
+    ) -> Result<Vec<Started>, StoreError> {
         let mut conn = self.conn.clone();
         let reply: Value = cmd
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
-        let bad = || StoreError::Protocol("sluice_start");
+        let bad = || StoreError::Protocol(name);
         array(&reply)
             .ok_or_else(bad)?
             .iter()
@@ -701,6 +775,10 @@ impl Store {
                     },
                     "skip" => Started::Skip { entry, id },
                     "missing" => Started::Missing { entry, id },
+                    "malformed" => Started::Malformed {
+                        entry,
+                        raw: s(3).unwrap_or_default(),
+                    },
                     _ => return Err(bad()),
                 })
             })
@@ -717,19 +795,58 @@ impl Store {
         http_status: u16,
         extra: &[(&str, &str)],
     ) -> Result<Transition, StoreError> {
+        let one = Completion {
+            id: id.to_string(),
+            entry: entry.to_string(),
+            result: result.to_string(),
+            http_status,
+            fields: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut t = self
+            .complete_many(queue, std::slice::from_ref(&one))
+            .await?;
+        t.pop().ok_or(StoreError::Protocol("sluice_complete"))
+    }
+
+    /// Completes many running jobs of one queue in one call; one transition per job, in order.
+    pub async fn complete_many(
+        &self,
+        queue: &str,
+        jobs: &[Completion],
+    ) -> Result<Vec<Transition>, StoreError> {
         let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_complete", &keys);
         cmd.arg(keys::GROUP)
-            .arg(id)
-            .arg(entry)
-            .arg(result)
-            .arg(http_status)
             .arg(self.settings.retention.as_millis() as u64)
             .arg(self.settings.events_maxlen);
-        for (field, value) in extra {
-            cmd.arg(*field).arg(*value);
+        for j in jobs {
+            cmd.arg(&j.id)
+                .arg(&j.entry)
+                .arg(&j.result)
+                .arg(j.http_status)
+                .arg(j.fields.len());
+            for (field, value) in &j.fields {
+                cmd.arg(field).arg(value);
+            }
         }
-        self.transition(cmd, "sluice_complete").await
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        if reply.len() != jobs.len() {
+            return Err(StoreError::Protocol("sluice_complete"));
+        }
+        Ok(reply
+            .into_iter()
+            .map(|r| match r.strip_prefix("refused:") {
+                Some(state) => Transition::Refused(state.to_string()),
+                None => Transition::Done,
+            })
+            .collect())
     }
 
     /// Puts a running job to sleep in the delayed ZSET for `delay`.
@@ -819,6 +936,7 @@ impl Store {
         let (n, next, now): (i64, i64, i64) = Self::fcall("sluice_promote", &keys)
             .arg(limit)
             .arg(self.settings.events_maxlen)
+            .arg(keys::GROUP)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
@@ -1314,6 +1432,17 @@ fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
     Ok(QueueKeys::new(queue))
 }
 
+/// A per-job refusal of `sluice_enqueue_many` ("SLUICE_INVALID why") as the error the
+/// single-job call's error reply gives.
+fn refusal(text: &str) -> StoreError {
+    let (code, why) = text.split_once(' ').unwrap_or((text, ""));
+    match code {
+        "SLUICE_TOO_LARGE" => StoreError::TooLarge(why.to_string()),
+        "SLUICE_INVALID" => StoreError::Invalid(why.to_string()),
+        _ => StoreError::Invalid(text.to_string()),
+    }
+}
+
 fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
     if let Value::ServerError(e) = v {
         return Err(StoreError::from_redis(e.into()));
@@ -1324,6 +1453,8 @@ fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
     let created = match s(0)?.as_str() {
         "created" => true,
         "duplicate" => false,
+        // A refusal of this job alone, worded as the single-job call's error reply.
+        "error" => return Err(refusal(&s(1)?)),
         _ => return Err(bad()),
     };
     Ok(Enqueued {

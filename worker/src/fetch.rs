@@ -1,4 +1,6 @@
-//! Fetching: reads a queue's stream through the consumer group and starts what it read.
+//! Fetching: reads a queue's stream through the consumer group and starts what it read; while
+//! the queue is busy, `sluice_fetch` reads and starts in one round trip, and only an empty queue
+//! falls back to the blocking read.
 //!
 //! A slot (semaphore permit) is taken before each read and the read asks for no more entries
 //! than slots held, so an entry is never buffered unhandled in memory while its lease ages in
@@ -51,6 +53,25 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
                 Err(_) => break,
             }
         }
+        // A busy queue: read and start in one round trip, without blocking.
+        match ctx.store.fetch(&queue, &ctx.consumer, slots.len()).await {
+            Ok(started) if !started.is_empty() => {
+                failures = 0;
+                run_started(&ctx, &queue, started, slots).await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(queue, error = %e, "fetch failed");
+                if e.to_string().contains("NOGROUP") {
+                    let _ = ctx.store.create_group(&queue).await;
+                }
+                backoff(&stop, failures).await;
+                continue;
+            }
+        }
+        // Nothing new: wait for entries on a dedicated connection.
         if conn.is_none() {
             match ctx.blocking.get().await {
                 Ok(c) => conn = Some(c),
@@ -102,7 +123,7 @@ pub async fn dispatch(
     ctx: &Arc<Ctx>,
     queue: &str,
     entries: Vec<Delivered>,
-    mut slots: Vec<OwnedSemaphorePermit>,
+    slots: Vec<OwnedSemaphorePermit>,
 ) {
     let mut pairs = Vec::with_capacity(entries.len());
     for d in entries {
@@ -127,6 +148,17 @@ pub async fn dispatch(
                 return;
             }
         };
+    run_started(ctx, queue, started, slots).await;
+}
+
+/// Spawns a processor, each with one of `slots`, for every job `start` or `fetch` said to run;
+/// dead-letters what names no job.
+async fn run_started(
+    ctx: &Arc<Ctx>,
+    queue: &str,
+    started: Vec<Started>,
+    mut slots: Vec<OwnedSemaphorePermit>,
+) {
     for s in started {
         match s {
             Started::Run {
@@ -173,6 +205,10 @@ pub async fn dispatch(
                 };
                 malformed(ctx, queue, &d, "no job hash for this id").await;
             }
+            Started::Malformed { entry, raw } => {
+                let why = "stream entry is not {id: <job id>}";
+                malformed_raw(ctx, queue, &entry, &raw, why).await;
+            }
         }
     }
 }
@@ -188,11 +224,16 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
         }
         raw.push_str(&format!("{k}={v} "));
     }
+    malformed_raw(ctx, queue, &d.entry, &raw, why).await;
+}
+
+/// Dead-letters stream entry `entry` with `raw`, an excerpt of its fields.
+async fn malformed_raw(ctx: &Ctx, queue: &str, entry: &str, raw: &str, why: &str) {
     let raw: String = raw.chars().take(RAW_EXCERPT).collect();
     // No job id: a malformed entry must never touch a real job that its `id` may name.
     let r = processor::with_retries(|| {
         ctx.store
-            .dead_letter(queue, "", &d.entry, "malformed", why, None, &raw)
+            .dead_letter(queue, "", entry, "malformed", why, None, &raw)
     })
     .await;
     match r {
@@ -201,10 +242,10 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
                 .dead
                 .with_label_values(&[queue, "malformed"])
                 .inc();
-            tracing::warn!(queue, entry = %d.entry, why, "malformed stream entry dead-lettered")
+            tracing::warn!(queue, entry, why, "malformed stream entry dead-lettered")
         }
         Err(e) => {
-            tracing::error!(queue, entry = %d.entry, error = %e, "could not dead-letter a malformed entry")
+            tracing::error!(queue, entry, error = %e, "could not dead-letter a malformed entry")
         }
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
 //! job) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
-//! (the policy: complete, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
+//! (the policy: complete — batched by [`completer`] —, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
 //! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own) and
 //! [`shutdown`], and [`http`] serving [`metrics`] and health probes. [`worker`] wires them
 //! together.
 
+pub mod completer;
 pub mod fetch;
 pub mod hints;
 pub mod http;

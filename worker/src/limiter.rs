@@ -11,12 +11,16 @@
 //! a circuit opened by 401/403/quota or a run of transient failures, a probe's success closing it,
 //! and the token estimate corrected from `usage`.
 //!
+//! An upstream without rate limits needs Redis only for holds and the circuit: after Redis
+//! found it clear, this worker calls it for `CLEAR_FOR` (100 ms) without asking again, so such
+//! calls cost no Redis work; a hold or an opened circuit reaches every worker within that time.
+//!
 //! In process, a per-upstream semaphore caps calls in flight (`max_concurrency`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sluice_common::config::Config;
 use sluice_common::store::{Admission, AdmitRequest, LimitReport, Verdict};
@@ -91,7 +95,15 @@ pub struct Limiter {
     local: HashMap<String, Arc<Semaphore>>,
     /// Upstreams where this worker saw a transient failure since its last success.
     failing: HashMap<String, AtomicBool>,
+    /// Upstreams without rate limits: until when (ms since `epoch`) the last admission saw no
+    /// hold and a closed circuit. Calls until then go without asking Redis.
+    clear_until: HashMap<String, AtomicU64>,
+    epoch: Instant,
 }
+
+/// How long an upstream without rate limits is taken to stay clear (no hold, circuit closed)
+/// after Redis said so: a hold or an opened circuit reaches this worker within this time.
+const CLEAR_FOR: Duration = Duration::from_millis(100);
 
 /// The job's token estimate: its `tokens`, else prompt characters ÷ 4 plus the answer's cap.
 pub fn estimate_tokens(spec: &JobSpec) -> u64 {
@@ -161,11 +173,40 @@ impl Limiter {
             }
             failing.insert(name.clone(), AtomicBool::new(false));
         }
+        let clear_until = limits
+            .iter()
+            .filter(|(_, l)| !l.any())
+            .map(|(name, _)| (name.clone(), AtomicU64::new(0)))
+            .collect();
         Limiter {
             store,
             limits,
             local,
             failing,
+            clear_until,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// An upstream without rate limits that Redis recently found clear.
+    fn known_clear(&self, upstream: &str) -> bool {
+        self.clear_until
+            .get(upstream)
+            .is_some_and(|t| self.elapsed_ms() < t.load(Ordering::Relaxed))
+    }
+
+    fn set_clear(&self, upstream: &str, clear: bool) {
+        if let Some(t) = self.clear_until.get(upstream) {
+            let until = if clear {
+                self.elapsed_ms() + CLEAR_FOR.as_millis() as u64
+            } else {
+                0
+            };
+            t.store(until, Ordering::Relaxed);
         }
     }
 
@@ -220,9 +261,16 @@ impl Limiter {
             model: request.model.to_string(),
             _slot: slot,
         };
+        if self.known_clear(upstream) {
+            return Ok(Some(Gate::Go(ticket(false))));
+        }
         for _ in 0..8 {
             let (wait, defer_class) = match self.store.admit(upstream, &request).await? {
-                Admission::Reserved(wait) if !limits.any() || wait.is_zero() => {
+                Admission::Reserved(_) if !limits.any() => {
+                    self.set_clear(upstream, true);
+                    return Ok(Some(Gate::Go(ticket(false))));
+                }
+                Admission::Reserved(wait) if wait.is_zero() => {
                     return Ok(Some(Gate::Go(ticket(false))));
                 }
                 Admission::Reserved(wait) => {
@@ -304,6 +352,10 @@ impl Limiter {
         };
         if verdict == Verdict::None && hold.is_none() && delta == 0 {
             return Ok(Reported::default());
+        }
+        if hold.is_some() || matches!(verdict, Verdict::Hard | Verdict::Soft) {
+            // Ask Redis again before the next call: this answer may have held or opened it.
+            self.set_clear(upstream, false);
         }
         let changed = self
             .store

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_common::store::{Spend, Transition};
+use sluice_common::store::{Completion, Spend, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -307,17 +307,18 @@ async fn complete(
     let body = ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body));
     let headers =
         serde_json::Value::Object(Upstreams::kept_headers(upstream, &reply.headers)).to_string();
-    let called = called_ms.to_string();
-    let extra = [
-        ("usage", usage),
-        ("headers", headers.as_str()),
-        ("called_ms", called.as_str()),
-    ];
-    let t = with_retries(|| {
-        ctx.store
-            .complete(&job.queue, &job.id, &job.entry, &body, reply.status, &extra)
-    })
-    .await?;
+    let completion = Completion {
+        id: job.id.clone(),
+        entry: job.entry.clone(),
+        result: body,
+        http_status: reply.status,
+        fields: vec![
+            ("usage".into(), usage.to_string()),
+            ("headers".into(), headers),
+            ("called_ms".into(), called_ms.to_string()),
+        ],
+    };
+    let t = ctx.completer.complete(&job.queue, completion).await?;
     match t {
         Transition::Done => {
             ctx.metrics

@@ -11,6 +11,7 @@ use sluice_common::{Config, Store};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::completer::Completer;
 use crate::inflight::Inflight;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Ctx {
     /// Dedicated connections for blocking reads, one per queue's fetch loop.
     pub blocking: deadpool_redis::Pool,
     pub upstreams: Upstreams,
+    /// Records completions in batches.
+    pub completer: Completer,
     pub limiter: Limiter,
     pub policy: RetryPolicy,
     pub consumer: String,
@@ -104,6 +107,7 @@ pub async fn run_with_metrics(
     metrics.prime(&queues, &rpms);
     let ctx = Arc::new(Ctx {
         limiter: Limiter::from_config(store.clone(), &config),
+        completer: Completer::start(store.clone()),
         blocking: store.blocking_pool(queues.len() + 1)?,
         store,
         upstreams,

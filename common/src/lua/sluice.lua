@@ -26,9 +26,14 @@ local DEFAULT_DEAD_MAXLEN = 100000
 local HISTORY_MAX = 4096
 local JITTER_MS = 50
 
+-- The server's clock in Unix ms, as a number and as a string. Hot paths pass the string to
+-- redis.call: Redis 7.0 turns a Lua number argument into text with snprintf("%.17g"), which
+-- costs more than the command it is passed to.
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local ms_s = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  return tonumber(ms_s), ms_s
 end
 
 local function num(v, default)
@@ -37,6 +42,7 @@ local function num(v, default)
   return n
 end
 
+-- `maxlen` is passed as the caller's string argument (see now_ms).
 local function event(p, maxlen, id, state, info)
   if info and info ~= '' then
     redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'id', id, 'state', state, 'info', info)
@@ -47,19 +53,57 @@ end
 
 -- Per-state counters: live states are exact gauges, terminal states are totals.
 local function move(p, from, to)
-  if from then redis.call('HINCRBY', p .. 'counts', from, -1) end
-  if to then redis.call('HINCRBY', p .. 'counts', to, 1) end
+  if from then redis.call('HINCRBY', p .. 'counts', from, '-1') end
+  if to then redis.call('HINCRBY', p .. 'counts', to, '1') end
 end
 
 local function terminal(state)
   return state == 'completed' or state == 'dead' or state == 'cancelled'
 end
 
--- Removes a delivered entry from the ready stream: acked for the group, deleted for memory.
+-- Acknowledges a delivered entry. Its memory is freed in bulk by `trim_acked` (XDEL per entry
+-- costs more than the rest of a completion).
+local function ack_entry(p, group, entry)
+  if entry and entry ~= '' then
+    pcall(redis.call, 'XACK', p .. 'stream', group, entry)
+  end
+end
+
+-- Removes an entry that was never delivered (a cancelled job's).
 local function drop_entry(p, group, entry)
   if entry and entry ~= '' then
     pcall(redis.call, 'XACK', p .. 'stream', group, entry)
     redis.call('XDEL', p .. 'stream', entry)
+  end
+end
+
+-- Trims the ready stream below every entry still needed: the oldest pending (delivered, not yet
+-- acknowledged) entry, or, with none pending, everything up to the group's last delivered
+-- entry. Whole radix-tree nodes go at once (MINID ~), so this is cheap run every second.
+local function trim_acked(p, group)
+  local stream = p .. 'stream'
+  local ok, pending = pcall(redis.call, 'XPENDING', stream, group)
+  if not ok then return end
+  local minid
+  if tonumber(pending[1]) > 0 then
+    minid = pending[2]
+  else
+    local ok2, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+    if not ok2 then return end
+    for _, g in ipairs(groups) do
+      local name, last
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j + 1] end
+        if g[j] == 'last-delivered-id' then last = g[j + 1] end
+      end
+      if name == group and last then
+        local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+        if ms then minid = ms .. '-' .. (tonumber(seq) + 1) end
+      end
+    end
+  end
+  if minid and minid ~= '0-1' then
+    redis.call('XTRIM', stream, 'MINID', '~', minid)
   end
 end
 
@@ -73,127 +117,231 @@ local function valid_id(id)
   return type(id) == 'string' and #id > 0 and #id <= 128 and not string.find(id, '[{}%s]')
 end
 
--- enqueue: ARGV id, spec, dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms, max_bytes, events_maxlen
--- -> {'created'|'duplicate', id, state}
-local function enqueue(keys, args)
-  local p = keys[1]
-  local id, spec, dkey = args[1], args[2], args[3] or ''
-  local dttl, delay, run_at = num(args[4], 0), num(args[5], 0), num(args[6], 0)
-  local max_bytes, emax = num(args[7], DEFAULT_MAX_BYTES), num(args[8], DEFAULT_EVENTS_MAXLEN)
+-- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
+-- -> {'created'|'duplicate', id, state}, or nil and the error text
+local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
+  dkey = dkey or ''
+  dttl, delay, run_at = num(dttl, 0), num(delay, 0), num(run_at, 0)
   if not valid_id(id) then
-    return redis.error_reply('SLUICE_INVALID id: 1 to 128 characters without braces or spaces')
+    return nil, 'SLUICE_INVALID id: 1 to 128 characters without braces or spaces'
   end
   if type(spec) ~= 'string' or #spec == 0 then
-    return redis.error_reply('SLUICE_INVALID spec: empty')
+    return nil, 'SLUICE_INVALID spec: empty'
   end
   if #spec > max_bytes then
-    return redis.error_reply('SLUICE_TOO_LARGE spec: ' .. #spec .. ' bytes, over the limit of ' .. max_bytes)
+    return nil, 'SLUICE_TOO_LARGE spec: ' .. #spec .. ' bytes, over the limit of ' .. max_bytes
   end
   local ok, decoded = pcall(cjson.decode, spec)
   if not ok or type(decoded) ~= 'table' then
-    return redis.error_reply('SLUICE_INVALID spec: not a JSON object')
+    return nil, 'SLUICE_INVALID spec: not a JSON object'
   end
   if type(decoded.upstream) ~= 'string' or decoded.upstream == '' then
-    return redis.error_reply('SLUICE_INVALID spec.upstream: missing')
+    return nil, 'SLUICE_INVALID spec.upstream: missing'
   end
   if type(decoded.request) ~= 'table' or type(decoded.request.path) ~= 'string' then
-    return redis.error_reply('SLUICE_INVALID spec.request.path: missing')
+    return nil, 'SLUICE_INVALID spec.request.path: missing'
   end
 
   -- The dedupe key first (SET NX GET: one command claims it or names its owner), then the id
   -- (HSETNX claims the hash). A claimed key whose id already exists points at that same job.
   if dkey ~= '' then
     if dttl <= 0 then
-      return redis.error_reply('SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key')
+      return nil, 'SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key'
     end
-    local owner = redis.call('SET', p .. 'dedupe:' .. dkey, id, 'NX', 'PX', dttl, 'GET')
+    local owner = redis.call('SET', p .. 'dedupe:' .. dkey, id, 'NX', 'PX', tostring(dttl), 'GET')
     if owner then
-      redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
+      tally.deduplicated = tally.deduplicated + 1
       return {'duplicate', owner, redis.call('HGET', p .. 'job:' .. owner, 'state') or 'expired'}
     end
   end
   local jk = p .. 'job:' .. id
-  local now = now_ms()
   local due = 0
   if run_at > now then due = run_at end
   if delay > 0 and now + delay > due then due = now + delay end
   local state = 'queued'
   if due > 0 then state = 'scheduled' end
   if redis.call('HSETNX', jk, 'state', state) == 0 then
-    redis.call('HINCRBY', p .. 'counts', 'deduplicated', 1)
+    tally.deduplicated = tally.deduplicated + 1
     return {'duplicate', id, redis.call('HGET', jk, 'state')}
   end
   if due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', 0,
-      'created_ms', now, 'updated_ms', now, 'dedupe', dkey, 'run_at_ms', due)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
+      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'run_at_ms', due)
   else
     local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', 0,
-      'created_ms', now, 'updated_ms', now, 'dedupe', dkey, 'entry', entry)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
+      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'entry', entry)
   end
-  move(p, nil, state)
-  redis.call('HINCRBY', p .. 'counts', 'enqueued', 1)
+  tally[state] = tally[state] + 1
   event(p, emax, id, state)
   return {'created', id, state}
+end
+
+local function new_tally()
+  return {queued = 0, scheduled = 0, deduplicated = 0}
+end
+
+local function apply_tally(p, tally)
+  local created = tally.queued + tally.scheduled
+  for _, k in ipairs({'queued', 'scheduled', 'deduplicated'}) do
+    if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
+  end
+  if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
+end
+
+local function events_maxlen(v)
+  if tonumber(v) then return v end
+  return tostring(DEFAULT_EVENTS_MAXLEN)
+end
+
+-- enqueue: ARGV id, spec, dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms, max_bytes, events_maxlen
+-- -> {'created'|'duplicate', id, state}
+local function enqueue(keys, args)
+  local p = keys[1]
+  local now, nows = now_ms()
+  local tally = new_tally()
+  local r, err = enqueue_one(p, now, nows, events_maxlen(args[8]), num(args[7], DEFAULT_MAX_BYTES),
+    tally, args[1], args[2], args[3], args[4], args[5], args[6])
+  if not r then return redis.error_reply(err) end
+  apply_tally(p, tally)
+  return r
+end
+
+-- enqueue_many: ARGV max_bytes, events_maxlen, then per job the six of enqueue (id, spec,
+-- dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms)
+-- -> per job {'created'|'duplicate', id, state} or {'error', text}; one refusal leaves the
+--    other jobs alone. Many jobs share the call's fixed cost (one TIME, the counters once).
+local function enqueue_many(keys, args)
+  local p = keys[1]
+  local max_bytes, emax = num(args[1], DEFAULT_MAX_BYTES), events_maxlen(args[2])
+  local now, nows = now_ms()
+  local tally = new_tally()
+  local out = {}
+  for i = 3, #args - 5, 6 do
+    local r, err = enqueue_one(p, now, nows, emax, max_bytes, tally, args[i], args[i + 1],
+      args[i + 2], args[i + 3], args[i + 4], args[i + 5])
+    out[#out + 1] = r or {'error', err}
+  end
+  apply_tally(p, tally)
+  return out
 end
 
 -- start: ARGV group, events_maxlen, consumer, then pairs (entry, id)
 -- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
 --    {entry, id, 'missing'}; ready_ms is when the job became runnable (enqueued, or its run_at)
 local function start(keys, args)
-  local p, group, emax, consumer = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN), args[3]
-  local now = now_ms()
+  local p, group, emax, consumer = keys[1], args[1], args[2], args[3]
+  if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
+  local _, nows = now_ms()
   local out = {}
+  local moved = 0
   for i = 4, #args, 2 do
     local entry, id = args[i], args[i + 1]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits', 'created_ms', 'run_at_ms')
+    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits', 'created_ms', 'run_at_ms',
+      'attempts', 'total_attempts')
     local state, current = f[1], f[2]
     if not state then
       out[#out + 1] = {entry, id, 'missing'}
     elseif (state == 'queued' or state == 'running') and current == entry then
-      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-      redis.call('HINCRBY', jk, 'total_attempts', 1)
-      redis.call('HSET', jk, 'state', 'running', 'started_ms', now, 'updated_ms', now, 'consumer', consumer)
+      local attempts = (tonumber(f[7] or '0') or 0) + 1
+      redis.call('HSET', jk, 'state', 'running', 'attempts', tostring(attempts),
+        'total_attempts', tostring((tonumber(f[8] or '0') or 0) + 1), 'started_ms', nows,
+        'updated_ms', nows, 'consumer', consumer)
       if state == 'queued' then
-        move(p, 'queued', 'running')
+        moved = moved + 1
         event(p, emax, id, 'running')
       end
       out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0,
         tonumber(f[6] or f[5] or '0') or 0}
     else
       -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
-      drop_entry(p, group, entry)
+      ack_entry(p, group, entry)
       out[#out + 1] = {entry, id, 'skip', state}
     end
+  end
+  if moved > 0 then
+    redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-moved))
+    redis.call('HINCRBY', p .. 'counts', 'running', tostring(moved))
   end
   return out
 end
 
--- complete: ARGV group, id, entry, result, status, retention_ms, events_maxlen, then optional
--- field/value pairs stored with the result (usage, headers)
--- -> {'completed'} | {'refused', state}
+-- fetch: ARGV group, events_maxlen, consumer, count
+-- Reads up to `count` new entries for `consumer` (XREADGROUP without BLOCK) and starts them, so
+-- a busy worker takes jobs in one round trip. -> start's reply, plus {entry, '', 'malformed',
+-- excerpt} for an entry that does not name a job.
+local function fetch(keys, args)
+  local p = keys[1]
+  local r = redis.call('XREADGROUP', 'GROUP', args[1], args[3], 'COUNT', args[4],
+    'STREAMS', p .. 'stream', '>')
+  local sargs = {args[1], args[2], args[3]}
+  local bad = {}
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      local fields, id = e[2], nil
+      for j = 1, #fields, 2 do
+        if fields[j] == 'id' then id = fields[j + 1] end
+      end
+      if #fields == 2 and valid_id(id) then
+        sargs[#sargs + 1] = e[1]
+        sargs[#sargs + 1] = id
+      else
+        local raw = {}
+        for j = 1, #fields do raw[#raw + 1] = fields[j] end
+        bad[#bad + 1] = {e[1], '', 'malformed', string.sub(table.concat(raw, ' '), 1, 512)}
+      end
+    end
+  end
+  local out = {}
+  if #sargs > 3 then out = start(keys, sargs) end
+  for _, b in ipairs(bad) do out[#out + 1] = b end
+  return out
+end
+
+-- complete: ARGV group, retention_ms, events_maxlen, then per job: id, entry, result, status, n,
+-- and n field/value pairs stored with the result (usage, headers, called_ms)
+-- -> per job 'completed' | 'refused:<state>'
+-- Many jobs per call: a worker sends the completions that arrived while its last call was out.
 local function complete(keys, args)
-  local p, group, id, entry = keys[1], args[1], args[2], args[3]
-  local jk = p .. 'job:' .. id
-  local state = redis.call('HGET', jk, 'state')
-  drop_entry(p, group, entry)
-  if state ~= 'running' then
-    redis.call('HINCRBY', p .. 'counts', 'refused_completions', 1)
-    return {'refused', state or 'missing'}
+  local p, group, retention, emax = keys[1], args[1], args[2], args[3]
+  if not tonumber(retention) then retention = tostring(DEFAULT_RETENTION_MS) end
+  if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
+  local _, nows = now_ms()
+  local out = {}
+  local done, refused = 0, 0
+  local i = 4
+  while i <= #args do
+    local id, entry, result, status = args[i], args[i + 1], args[i + 2], args[i + 3]
+    local n = tonumber(args[i + 4]) or 0
+    local jk = p .. 'job:' .. id
+    local state = redis.call('HGET', jk, 'state')
+    ack_entry(p, group, entry)
+    if state ~= 'running' then
+      refused = refused + 1
+      out[#out + 1] = 'refused:' .. (state or 'missing')
+    else
+      -- `entry` is blanked in the same HSET (an HDEL would be one more command).
+      local fields = {'state', 'completed', 'result', result or '', 'status', status or '',
+        'finished_ms', nows, 'updated_ms', nows, 'entry', ''}
+      for j = i + 5, i + 4 + 2 * n do fields[#fields + 1] = args[j] end
+      redis.call('HSET', jk, unpack(fields))
+      redis.call('PEXPIRE', jk, retention)
+      event(p, emax, id, 'completed')
+      done = done + 1
+      out[#out + 1] = 'completed'
+    end
+    i = i + 5 + 2 * n
   end
-  local now = now_ms()
-  redis.call('HSET', jk, 'state', 'completed', 'result', args[4] or '', 'status', args[5] or '',
-    'finished_ms', now, 'updated_ms', now)
-  for i = 8, #args - 1, 2 do
-    redis.call('HSET', jk, args[i], args[i + 1])
+  if done > 0 then
+    redis.call('HINCRBY', p .. 'counts', 'running', tostring(-done))
+    redis.call('HINCRBY', p .. 'counts', 'completed', tostring(done))
   end
-  redis.call('HDEL', jk, 'entry')
-  redis.call('PEXPIRE', jk, num(args[6], DEFAULT_RETENTION_MS))
-  move(p, 'running', 'completed')
-  event(p, num(args[7], DEFAULT_EVENTS_MAXLEN), id, 'completed')
-  return {'completed'}
+  if refused > 0 then
+    redis.call('HINCRBY', p .. 'counts', 'refused_completions', tostring(refused))
+  end
+  return out
 end
 
 -- retry: ARGV group, id, entry, delay_ms, class, error, status, spends (1: an attempt, 0: a wait,
@@ -203,7 +351,7 @@ local function retry(keys, args)
   local p, group, id, entry = keys[1], args[1], args[2], args[3]
   local jk = p .. 'job:' .. id
   local state = redis.call('HGET', jk, 'state')
-  drop_entry(p, group, entry)
+  ack_entry(p, group, entry)
   if state ~= 'running' then
     return {'refused', state or 'missing'}
   end
@@ -229,7 +377,7 @@ local function dead(keys, args)
   local reason, err, status = args[4] or '', args[5] or '', args[6] or ''
   local dmax, emax = num(args[8], DEFAULT_DEAD_MAXLEN), num(args[9], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
-  drop_entry(p, group, entry)
+  ack_entry(p, group, entry)
   local jk = p .. 'job:' .. id
   local f = {}
   if id ~= '' then f = redis.call('HMGET', jk, 'state', 'attempts', 'upstream') end
@@ -255,10 +403,13 @@ local function dead(keys, args)
   return {'dead'}
 end
 
--- promote: ARGV limit, events_maxlen -> {promoted, next_due_ms or -1, server_now_ms}
+-- promote: ARGV limit, events_maxlen, group -> {promoted, next_due_ms or -1, server_now_ms}
+-- Also trims acknowledged entries from the ready stream (the scheduler calls this at least
+-- every second).
 local function promote(keys, args)
   local p, limit, emax = keys[1], num(args[1], 1000), num(args[2], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
+  if args[3] and args[3] ~= '' then trim_acked(p, args[3]) end
   local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
   local promoted = 0
   for _, id in ipairs(due) do
@@ -291,7 +442,7 @@ local function release(keys, args)
     local jk = p .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'state', 'entry')
     if f[1] == 'running' and f[2] == entry then
-      drop_entry(p, group, entry)
+      ack_entry(p, group, entry)
       redis.call('HINCRBY', jk, 'attempts', -1)
       redis.call('HINCRBY', jk, 'total_attempts', -1)
       push_ready(p, jk, id)
@@ -550,6 +701,7 @@ end
 redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sluice_enqueue', enqueue)
+redis.register_function('sluice_enqueue_many', enqueue_many)
 -- Only callers that may acknowledge the stream (workers, operators) may run `f`.
 local function worker_only(f)
   return function(keys, args)
@@ -561,6 +713,7 @@ local function worker_only(f)
 end
 
 redis.register_function('sluice_start', worker_only(start))
+redis.register_function('sluice_fetch', worker_only(fetch))
 redis.register_function('sluice_complete', worker_only(complete))
 redis.register_function('sluice_retry', worker_only(retry))
 redis.register_function('sluice_dead', worker_only(dead))

@@ -1,0 +1,83 @@
+//! The completer: records finished jobs in batches.
+//!
+//! A processor hands its completion over and awaits the transition. One task sends whatever
+//! arrived while its previous call was out as one `sluice_complete` per queue, so under load many
+//! jobs share one server-side call and one round trip, and an idle worker still completes each
+//! job at once (a batch of one: nothing waits for a batch to fill).
+
+use std::collections::HashMap;
+
+use sluice_common::Store;
+use sluice_common::store::{Completion, StoreError, Transition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::processor::with_retries;
+
+/// Most completions in one call.
+const MAX_BATCH: usize = 256;
+
+struct Pending {
+    queue: String,
+    completion: Completion,
+    reply: oneshot::Sender<Result<Transition, StoreError>>,
+}
+
+/// The processors' handle; the task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct Completer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Completer {
+    /// Starts the task on the current runtime.
+    pub fn start(store: Store) -> Completer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, rx));
+        Completer { tx }
+    }
+
+    /// Records `completion`; resolves once Redis has (after retrying a short outage).
+    pub async fn complete(
+        &self,
+        queue: &str,
+        completion: Completion,
+    ) -> Result<Transition, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                queue: queue.to_string(),
+                completion,
+                reply,
+            })
+            .map_err(|_| StoreError::Pool("the completer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Pool("the completer has stopped".into()))?
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
+        for p in batch.drain(..) {
+            by_queue.entry(p.queue.clone()).or_default().push(p);
+        }
+        for (queue, pending) in by_queue {
+            let jobs: Vec<Completion> = pending.iter().map(|p| p.completion.clone()).collect();
+            match with_retries(|| store.complete_many(&queue, &jobs)).await {
+                Ok(transitions) => {
+                    for (p, t) in pending.into_iter().zip(transitions) {
+                        let _ = p.reply.send(Ok(t));
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    for p in pending {
+                        let _ = p.reply.send(Err(StoreError::Pool(why.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
