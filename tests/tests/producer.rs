@@ -387,6 +387,13 @@ async fn a_second_completion_of_a_terminal_job_is_refused_and_counted() {
     let stats = store.stats("q").await.expect("stats");
     assert_eq!(stats.counts.get("refused_completions"), Some(&1));
     assert_eq!(stats.counts.get("completed"), Some(&1));
+    assert_eq!(
+        stats.stream_len, 1,
+        "an acked entry stays until the scheduler trims"
+    );
+    // The scheduler's promote trims acknowledged entries.
+    store.promote("q", 10).await.expect("promote");
+    let stats = store.stats("q").await.expect("stats");
     assert_eq!(stats.stream_len, 0, "completed entries leave the stream");
 }
 
