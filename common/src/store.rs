@@ -925,18 +925,24 @@ impl Store {
 
     /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
     pub async fn promote(&self, queue: &str, limit: u32) -> Result<(u64, Option<u64>), StoreError> {
-        let p = self.promote_timed(queue, limit).await?;
+        let p = self.promote_timed(queue, limit, true).await?;
         Ok((p.promoted, p.next_due_ms))
     }
 
-    /// Like `promote`, also returning the server's clock (to sleep until the next due time).
-    pub async fn promote_timed(&self, queue: &str, limit: u32) -> Result<Promoted, StoreError> {
+    /// Like `promote`, also returning the server's clock (to sleep until the next due time);
+    /// with `trim`, also trims acknowledged entries from the stream.
+    pub async fn promote_timed(
+        &self,
+        queue: &str,
+        limit: u32,
+        trim: bool,
+    ) -> Result<Promoted, StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let (n, next, now): (i64, i64, i64) = Self::fcall("sluice_promote", &keys)
             .arg(limit)
             .arg(self.settings.events_maxlen)
-            .arg(keys::GROUP)
+            .arg(if trim { keys::GROUP } else { "" })
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;

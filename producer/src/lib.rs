@@ -14,6 +14,7 @@
 //!
 //! Everything goes through `sluice_common::Store`, so a state change is one server-side call.
 
+mod coalesce;
 pub mod input;
 
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct Producer {
     batches_in_flight: usize,
     /// Dedicated connections for `wait`, which blocks.
     blocking: deadpool_redis::Pool,
+    /// Shares server-side calls among concurrent single enqueues.
+    coalescer: coalesce::Coalescer,
 }
 
 impl Producer {
@@ -61,12 +64,14 @@ impl Producer {
     pub async fn from_config(config: &Config) -> Result<Producer, ProducerError> {
         let store = Store::connect(&config.redis.url, config.store_settings()).await?;
         let blocking = store.blocking_pool(16)?;
+        let coalescer = coalesce::Coalescer::start(store.clone());
         Ok(Producer {
             store,
             limits: config.limits(),
             batch_size: config.producer.batch_size,
             batches_in_flight: 4,
             blocking,
+            coalescer,
         })
     }
 
@@ -80,10 +85,11 @@ impl Producer {
     }
 
     /// Enqueues one job. A duplicate (same dedupe key in its window, or same id) returns the
-    /// existing job's id and state with `created == false`.
+    /// existing job's id and state with `created == false`. Concurrent calls share server-side
+    /// calls (one per queue for all jobs waiting), so many callers cost Redis what a batch does.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, ProducerError> {
         let prepared = job.prepare(&self.limits)?;
-        Ok(self.store.enqueue(&prepared).await?)
+        Ok(self.coalescer.enqueue(prepared).await?)
     }
 
     /// Enqueues many jobs, pipelined `batch_size` to a round trip. Results are in input order;

@@ -353,8 +353,8 @@ impl Limiter {
         if verdict == Verdict::None && hold.is_none() && delta == 0 {
             return Ok(Reported::default());
         }
-        if hold.is_some() || matches!(verdict, Verdict::Hard | Verdict::Soft) {
-            // Ask Redis again before the next call: this answer may have held or opened it.
+        if hold.is_some_and(|h| !h.is_zero()) || verdict == Verdict::Hard {
+            // Ask Redis again before the next call: this answer held or opened it.
             self.set_clear(upstream, false);
         }
         let changed = self
@@ -374,6 +374,10 @@ impl Limiter {
                 },
             )
             .await?;
+        if !changed.is_empty() {
+            // A run of transient failures may just have opened the circuit.
+            self.set_clear(upstream, false);
+        }
         Ok(Reported {
             circuit: (!changed.is_empty()).then_some(changed),
             held: hold.is_some_and(|h| !h.is_zero()),

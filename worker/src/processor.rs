@@ -32,8 +32,9 @@ pub struct Job {
     pub ready_ms: u64,
 }
 
-/// Runs the job, holding its concurrency slot until the job's state is written.
-pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
+/// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
+/// calls in flight); writing the outcome, batched with other jobs', happens after.
+pub async fn run(ctx: Arc<Ctx>, job: Job, slot: OwnedSemaphorePermit) {
     ctx.inflight.add(&job.queue, &job.entry, &job.id);
     let span = tracing::info_span!(
         "job",
@@ -42,7 +43,7 @@ pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
         attempt = job.attempt,
         upstream = tracing::field::Empty,
     );
-    match process(&ctx, &job).instrument(span).await {
+    match process(&ctx, &job, slot).instrument(span).await {
         Ok(Some(())) => ctx.inflight.remove(&job.queue, &job.entry),
         // Abandoned at shutdown: the entry stays in `inflight` to be handed back.
         Ok(None) => {}
@@ -56,7 +57,11 @@ pub async fn run(ctx: Arc<Ctx>, job: Job, _slot: OwnedSemaphorePermit) {
 }
 
 /// `Ok(None)` when the call was abandoned for shutdown.
-async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
+async fn process(
+    ctx: &Ctx,
+    job: &Job,
+    slot: OwnedSemaphorePermit,
+) -> Result<Option<()>, StoreError> {
     tracing::debug!("started");
     let spec: JobSpec = match serde_json::from_str(&job.spec) {
         Ok(spec) => spec,
@@ -146,6 +151,7 @@ async fn process(ctx: &Ctx, job: &Job) -> Result<Option<()>, StoreError> {
         _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
     };
     let elapsed = started.elapsed();
+    drop(slot);
     let u = upstream.name.as_str();
     ctx.metrics
         .call_time

@@ -2,6 +2,7 @@
 //! the stream, one atomic call per batch. It sleeps until the earliest due time that Redis
 //! reports (bounded by `MAX_SLEEP`, for jobs other processes add), and is woken early when this
 //! worker schedules a retry sooner than that. Safe with many workers: each job is promoted once.
+//! About once a second the same call also trims acknowledged entries from the stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 const MAX_SLEEP: Duration = Duration::from_millis(1000);
 /// Jobs promoted per call.
 const BATCH: u32 = 1000;
+/// How often the stream is trimmed of acknowledged entries.
+const TRIM_EVERY: Duration = Duration::from_millis(1000);
 
 /// Per-queue wake-up: when the scheduler plans to wake, and a way to wake it sooner.
 #[derive(Default)]
@@ -58,8 +61,15 @@ impl Hints {
 pub async fn run(store: Store, queue: String, hints: Hints, stop: CancellationToken) {
     let wake = hints.wake(&queue);
     let mut failures = 0u32;
+    let mut trimmed = Instant::now() - TRIM_EVERY;
     while !stop.is_cancelled() {
-        let sleep = match store.promote_timed(&queue, BATCH).await {
+        // Acknowledged entries are trimmed from the stream about once a second, not on every
+        // promotion (retries falling due close together make promotions frequent).
+        let trim = trimmed.elapsed() >= TRIM_EVERY;
+        if trim {
+            trimmed = Instant::now();
+        }
+        let sleep = match store.promote_timed(&queue, BATCH, trim).await {
             Ok(p) if p.promoted >= u64::from(BATCH) => Duration::ZERO,
             Ok(p) => {
                 failures = 0;

@@ -2,7 +2,7 @@
 //! model API in this process; runs the workers as child processes of this same binary (the
 //! `worker` adapter command) and prints, per workload, jobs/s, latency p50/p99, Redis commands
 //! per job and Redis CPU ms per 1,000 jobs (`INFO` deltas over the drain), and the workers' CPU
-//! and peak RSS (`/proc`). The side-by-side run with BullMQ is `bench/compare.sh`, which feeds the
+//! and peak RSS (`/proc`). The side-by-side run with BullMQ is `tests/bench/compare.sh`, which feeds the
 //! same adapter to the anchors' harness.
 
 use std::collections::HashMap;
@@ -398,9 +398,12 @@ async fn worker_case(
             "--concurrency".into(),
             case.concurrency.to_string(),
             "--kind".into(),
-            format!("{:?}", case.kind)
-                .to_lowercase()
-                .replace("failonce", "fail-once"),
+            match case.kind {
+                Kind::Noop => "noop",
+                Kind::Http => "http",
+                Kind::FailOnce => "fail_once",
+            }
+            .into(),
             "--out".into(),
             dir.path()
                 .join(format!("records{k}.csv"))

@@ -1,7 +1,7 @@
 //! The benchmark (`sluice-bench`): Sluice through the workloads of `../shared/anchors`.
 //!
 //! - [`adapter`]: the anchors harness's adapter protocol (`enqueue`, `worker`), so its
-//!   `harness.py` runs Sluice beside BullMQ on one Redis (`bench/compare.sh`);
+//!   `harness.py` runs Sluice beside BullMQ on one Redis (`tests/bench/compare.sh`);
 //! - [`instant`]: an upstream that answers at once (W2, W4), or fails each job's first call with
 //!   a `retry-after-ms` (W5);
 //! - [`records`]: each completed job's times, read back from its hash: the harness's CSV;
@@ -27,6 +27,7 @@ pub enum Kind {
     /// Sent to `--mock-url` (the harness's mock, 50 ms).
     Http,
     /// The first call answers 503 with `retry-after-ms: <backoff>`, the second 200.
+    #[value(name = "fail_once", alias = "fail-once")]
     FailOnce,
 }
 
