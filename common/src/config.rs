@@ -106,6 +106,14 @@ pub struct RetryConfig {
     pub max_waits: u32,
     pub max_server_wait_ms: u64,
     pub quota_wait_ms: u64,
+    /// Spread added to a wait the server asked for, as a fraction of it (at most 250 ms), so
+    /// a fleet told "retry after 1 s" does not come back in one instant. 0 honours it exactly.
+    #[serde(default = "default_server_wait_spread")]
+    pub server_wait_spread: f64,
+}
+
+fn default_server_wait_spread() -> f64 {
+    0.05
 }
 
 /// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;

@@ -50,6 +50,8 @@ pub struct RetryPolicy {
     pub max_waits: u32,
     pub max_server_wait: Duration,
     pub quota_wait: Duration,
+    /// Fraction of a server-asked wait added at random on top (`retry.server_wait_spread`).
+    pub server_wait_spread: f64,
 }
 
 impl RetryPolicy {
@@ -62,6 +64,7 @@ impl RetryPolicy {
             max_waits: c.max_waits,
             max_server_wait: Duration::from_millis(c.max_server_wait_ms),
             quota_wait: Duration::from_millis(c.quota_wait_ms),
+            server_wait_spread: c.server_wait_spread.clamp(0.0, 1.0),
         }
     }
 
@@ -82,7 +85,7 @@ impl RetryPolicy {
     /// (never negative) spread so a fleet does not return in one instant.
     fn server_wait(&self, wait: Duration) -> Duration {
         let wait = wait.min(self.max_server_wait);
-        let spread = (wait.as_millis() as u64 / 20).clamp(1, 250);
+        let spread = ((wait.as_millis() as f64 * self.server_wait_spread) as u64).min(250);
         wait + Duration::from_millis(rand::rng().random_range(0..=spread))
     }
 
@@ -149,6 +152,7 @@ mod tests {
             max_waits: 2,
             max_server_wait: Duration::from_secs(3600),
             quota_wait: Duration::from_secs(60),
+            server_wait_spread: 0.05,
         }
     }
 

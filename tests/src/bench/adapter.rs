@@ -139,9 +139,11 @@ http_listen = ""
 [log]
 filter = "warn"
 [retry]
-# The upstream's retry-after (the backoff asked for) wins over a 1 ms jittered backoff.
+# The upstream's retry-after (the workload's fixed backoff) wins over a 1 ms jittered backoff,
+# and is honoured exactly: the other systems' fixed backoff has no spread either.
 base_ms = 1
 cap_ms = 1
+server_wait_spread = 0.0
 [upstreams.bench]
 base_url = "{base_url}"
 timeout_ms = 30000
