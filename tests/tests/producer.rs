@@ -640,3 +640,45 @@ async fn pause_and_resume_are_visible_in_stats() {
     store.set_paused("q", false).await.expect("resume");
     assert!(!store.stats("q").await.expect("stats").paused);
 }
+
+#[tokio::test]
+async fn enqueue_many_refuses_a_bad_job_alone_and_counts_once() {
+    let (redis, producer) = setup().await;
+    // Load the library through the producer, then call the function as a foreign client would.
+    producer.enqueue(chat("q", 0)).await.expect("enqueue");
+    let good = r#"{"upstream":"mock","request":{"path":"/v1/chat/completions"}}"#;
+    let mut c = redis.client().await;
+    let reply: redis::Value = redis::cmd("FCALL")
+        .arg("sluice_enqueue_many")
+        .arg(1)
+        .arg("sluice:{q}:")
+        .arg(1_048_576)
+        .arg(10_000)
+        .arg(&["a-1", good, "", "0", "0", "0"])
+        .arg(&["a-2", "{not json", "", "0", "0", "0"])
+        .arg(&["a-3", good, "k", "60000", "0", "0"])
+        .arg(&["a-4", good, "k", "60000", "0", "0"])
+        .query_async(&mut c)
+        .await
+        .expect("FCALL sluice_enqueue_many");
+    let items: Vec<Vec<String>> = redis::from_redis_value(reply).expect("array of arrays");
+    assert_eq!(items[0], vec!["created", "a-1", "queued"]);
+    assert_eq!(items[1][0], "error");
+    assert!(
+        items[1][1].starts_with("SLUICE_INVALID spec"),
+        "{:?}",
+        items[1]
+    );
+    assert_eq!(items[2], vec!["created", "a-3", "queued"]);
+    assert_eq!(
+        items[3],
+        vec!["duplicate", "a-3", "queued"],
+        "same dedupe key"
+    );
+    let stats = producer.store().stats("q").await.expect("stats");
+    assert_eq!(stats.counts.get("enqueued"), Some(&3));
+    assert_eq!(stats.counts.get("queued"), Some(&3));
+    assert_eq!(stats.counts.get("deduplicated"), Some(&1));
+    let status = producer.status("q", "a-2").await.expect("status");
+    assert!(status.is_none(), "the refused job wrote nothing");
+}

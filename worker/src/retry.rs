@@ -259,4 +259,27 @@ mod tests {
             Decision::Dead { reason: "deadline" }
         );
     }
+
+    #[test]
+    fn a_server_wait_gets_the_configured_spread_and_none_at_zero() {
+        let mut p = policy();
+        let asked = Duration::from_millis(1000);
+        for _ in 0..200 {
+            let w = p.server_wait(asked);
+            assert!(
+                w >= asked && w <= asked + Duration::from_millis(50),
+                "{w:?}"
+            );
+        }
+        p.server_wait_spread = 0.0;
+        for _ in 0..50 {
+            assert_eq!(p.server_wait(asked), asked);
+        }
+        // The spread never exceeds 250 ms, however long the wait.
+        p.server_wait_spread = 1.0;
+        let long = Duration::from_secs(600);
+        for _ in 0..50 {
+            assert!(p.server_wait(long) <= long + Duration::from_millis(250));
+        }
+    }
 }
