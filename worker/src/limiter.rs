@@ -224,7 +224,17 @@ impl Limiter {
             },
             None => None,
         };
-        let limits = self.limits.get(upstream).cloned().unwrap_or_default();
+        if self.known_clear(upstream) {
+            // No limits to reserve against, and Redis said clear moments ago.
+            return Ok(Some(Gate::Go(Ticket {
+                probe: false,
+                tokens: 0,
+                model: String::new(),
+                _slot: slot,
+            })));
+        }
+        let default = Limits::default();
+        let limits = self.limits.get(upstream).unwrap_or(&default);
         let model = model_of(spec);
         let tokens = estimate_tokens(spec);
         let (model_rpm, model_tpm) = limits.models.get(&model).copied().unwrap_or((0, 0));
@@ -261,9 +271,6 @@ impl Limiter {
             model: request.model.to_string(),
             _slot: slot,
         };
-        if self.known_clear(upstream) {
-            return Ok(Some(Gate::Go(ticket(false))));
-        }
         for _ in 0..8 {
             let (wait, defer_class) = match self.store.admit(upstream, &request).await? {
                 Admission::Reserved(_) if !limits.any() => {
@@ -312,7 +319,8 @@ impl Limiter {
         headers: Option<&reqwest::header::HeaderMap>,
         used_tokens: Option<u64>,
     ) -> Result<Reported, StoreError> {
-        let limits = self.limits.get(upstream).cloned().unwrap_or_default();
+        let default = Limits::default();
+        let limits = self.limits.get(upstream).unwrap_or(&default);
         let failing = self.failing.get(upstream);
         let verdict = match outcome.class {
             Class::Success | Class::Invalid if ticket.probe => Verdict::ProbeOk,

@@ -115,8 +115,14 @@ fn excerpt(s: &str, max: usize) -> String {
 
 /// Classifies an HTTP answer.
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Outcome {
-    let wait = hints::server_wait(headers, now);
     if (200..300).contains(&status) {
+        // A success's reset only matters when it used a dimension up (the limiter then holds
+        // the fleet until it): read the hints only then.
+        let wait = if hints::exhausted(headers) {
+            hints::server_wait(headers, now)
+        } else {
+            None
+        };
         return Outcome {
             class: Class::Success,
             status: Some(status),
@@ -124,6 +130,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) 
             detail: format!("HTTP {status}"),
         };
     }
+    let wait = hints::server_wait(headers, now);
     let (codes, message) = error_fields(body);
     let quota = codes.iter().any(|c| is_quota_code(c));
     let mut class = match status {

@@ -268,18 +268,33 @@ struct Usage {
     text: String,
 }
 
+/// Only the `usage` of an answer, kept as its text; the rest is skipped without being built.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Counts {
+    prompt_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
 impl Usage {
     fn of(body: &[u8]) -> Usage {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let Ok(Answer { usage: Some(raw) }) = serde_json::from_slice::<Answer>(body) else {
             return Usage::default();
         };
-        let Some(u) = v.get("usage") else {
+        let Ok(c) = serde_json::from_str::<Counts>(raw.get()) else {
             return Usage::default();
         };
-        let n = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(|v| v.as_u64()));
-        let prompt = n(&["prompt_tokens", "input_tokens"]).unwrap_or(0);
-        let completion = n(&["completion_tokens", "output_tokens"]).unwrap_or(0);
-        let total = n(&["total_tokens"]).or_else(|| {
+        let prompt = c.prompt_tokens.or(c.input_tokens).unwrap_or(0);
+        let completion = c.completion_tokens.or(c.output_tokens).unwrap_or(0);
+        let total = c.total_tokens.or_else(|| {
             let sum = prompt + completion;
             (sum > 0).then_some(sum)
         });
@@ -287,7 +302,7 @@ impl Usage {
             prompt,
             completion,
             total,
-            text: u.to_string(),
+            text: raw.get().to_string(),
         }
     }
 }
@@ -407,7 +422,7 @@ mod tests {
                 prompt: 12,
                 completion: 30,
                 total: Some(42),
-                text: r#"{"completion_tokens":30,"prompt_tokens":12,"total_tokens":42}"#.into(),
+                text: r#"{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}"#.into(),
             }
         );
         let anthropic = br#"{"usage":{"input_tokens":5,"output_tokens":7}}"#;
