@@ -672,9 +672,7 @@ impl Store {
             let mut seen = false;
             for (entry, fields) in entries {
                 last = entry;
-                if fields.get("id").map(String::as_str) == Some(id)
-                    && terminal(fields.get("state").map(String::as_str))
-                {
+                if names(&fields, id) && terminal(fields.get("state").map(String::as_str)) {
                     seen = true;
                 }
             }
@@ -1436,6 +1434,15 @@ impl Store {
 fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
     crate::validate::queue_name(queue).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(QueueKeys::new(queue))
+}
+
+/// Whether an events-stream entry is about job `id`: its `id`, or one of its `ids` (an event for
+/// several jobs that reached the same state in one call).
+pub fn names(fields: &HashMap<String, String>, id: &str) -> bool {
+    fields.get("id").map(String::as_str) == Some(id)
+        || fields
+            .get("ids")
+            .is_some_and(|ids| ids.split(' ').any(|i| i == id))
 }
 
 /// A per-job refusal of `sluice_enqueue_many` ("SLUICE_INVALID why") as the error the

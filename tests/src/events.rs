@@ -82,17 +82,25 @@ impl Events {
         let entries = reply::read_entries(&r).unwrap_or_default();
         for (entry, f) in entries {
             self.last = entry;
-            let (Some(id), Some(state)) = (f.get("id"), f.get("state")) else {
+            let Some(state) = f.get("state") else {
                 continue;
             };
-            *self
-                .seen
-                .by_job
-                .entry(id.clone())
-                .or_default()
-                .entry(state.clone())
-                .or_default() += 1;
-            *self.seen.totals.entry(state.clone()).or_default() += 1;
+            // One job (`id`) or several that reached the state in one call (`ids`).
+            let ids = f
+                .get("id")
+                .map(|id| vec![id.as_str()])
+                .or_else(|| f.get("ids").map(|ids| ids.split(' ').collect()))
+                .unwrap_or_default();
+            for id in ids {
+                *self
+                    .seen
+                    .by_job
+                    .entry(id.to_string())
+                    .or_default()
+                    .entry(state.clone())
+                    .or_default() += 1;
+                *self.seen.totals.entry(state.clone()).or_default() += 1;
+            }
         }
     }
 

@@ -51,6 +51,17 @@ local function event(p, maxlen, id, state, info)
   end
 end
 
+-- One event for jobs that reached the same state in one call: `id` for one job, else `ids`
+-- (space-separated; job ids hold no spaces). One XADD instead of one per job.
+local function events(p, maxlen, ids, state)
+  if #ids == 1 then
+    event(p, maxlen, ids[1], state)
+  elseif #ids > 1 then
+    redis.call('XADD', p .. 'events', 'MAXLEN', '~', maxlen, '*', 'ids', table.concat(ids, ' '),
+      'state', state)
+  end
+end
+
 -- Per-state counters: live states are exact gauges, terminal states are totals.
 local function move(p, from, to)
   if from then redis.call('HINCRBY', p .. 'counts', from, '-1') end
@@ -174,15 +185,19 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
       'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'entry', entry)
   end
   tally[state] = tally[state] + 1
-  event(p, emax, id, state)
+  local list = tally.ids[state]
+  list[#list + 1] = id
   return {'created', id, state}
 end
 
 local function new_tally()
-  return {queued = 0, scheduled = 0, deduplicated = 0}
+  return {queued = 0, scheduled = 0, deduplicated = 0, ids = {queued = {}, scheduled = {}}}
 end
 
-local function apply_tally(p, tally)
+-- The counters and the events of one enqueue call.
+local function apply_tally(p, emax, tally)
+  events(p, emax, tally.ids.queued, 'queued')
+  events(p, emax, tally.ids.scheduled, 'scheduled')
   local created = tally.queued + tally.scheduled
   for _, k in ipairs({'queued', 'scheduled', 'deduplicated'}) do
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
@@ -204,7 +219,7 @@ local function enqueue(keys, args)
   local r, err = enqueue_one(p, now, nows, events_maxlen(args[8]), num(args[7], DEFAULT_MAX_BYTES),
     tally, args[1], args[2], args[3], args[4], args[5], args[6])
   if not r then return redis.error_reply(err) end
-  apply_tally(p, tally)
+  apply_tally(p, events_maxlen(args[8]), tally)
   return r
 end
 
@@ -223,7 +238,7 @@ local function enqueue_many(keys, args)
       args[i + 2], args[i + 3], args[i + 4], args[i + 5])
     out[#out + 1] = r or {'error', err}
   end
-  apply_tally(p, tally)
+  apply_tally(p, emax, tally)
   return out
 end
 
@@ -235,7 +250,7 @@ local function start(keys, args)
   if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
   local _, nows = now_ms()
   local out = {}
-  local moved = 0
+  local moved, running = 0, {}
   for i = 4, #args, 2 do
     local entry, id = args[i], args[i + 1]
     local jk = p .. 'job:' .. id
@@ -251,7 +266,7 @@ local function start(keys, args)
         'updated_ms', nows, 'consumer', consumer)
       if state == 'queued' then
         moved = moved + 1
-        event(p, emax, id, 'running')
+        running[#running + 1] = id
       end
       out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0,
         tonumber(f[6] or f[5] or '0') or 0}
@@ -265,6 +280,7 @@ local function start(keys, args)
     redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-moved))
     redis.call('HINCRBY', p .. 'counts', 'running', tostring(moved))
   end
+  events(p, emax, running, 'running')
   return out
 end
 
@@ -310,7 +326,7 @@ local function complete(keys, args)
   if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
   local _, nows = now_ms()
   local out = {}
-  local done, refused = 0, 0
+  local done, refused, completed = 0, 0, {}
   local i = 4
   while i <= #args do
     local id, entry, result, status = args[i], args[i + 1], args[i + 2], args[i + 3]
@@ -328,8 +344,8 @@ local function complete(keys, args)
       for j = i + 5, i + 4 + 2 * n do fields[#fields + 1] = args[j] end
       redis.call('HSET', jk, unpack(fields))
       redis.call('PEXPIRE', jk, retention)
-      event(p, emax, id, 'completed')
       done = done + 1
+      completed[done] = id
       out[#out + 1] = 'completed'
     end
     i = i + 5 + 2 * n
@@ -338,6 +354,7 @@ local function complete(keys, args)
     redis.call('HINCRBY', p .. 'counts', 'running', tostring(-done))
     redis.call('HINCRBY', p .. 'counts', 'completed', tostring(done))
   end
+  events(p, emax, completed, 'completed')
   if refused > 0 then
     redis.call('HINCRBY', p .. 'counts', 'refused_completions', tostring(refused))
   end
@@ -411,7 +428,7 @@ local function promote(keys, args)
   local now = now_ms()
   if args[3] and args[3] ~= '' then trim_acked(p, args[3]) end
   local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
-  local promoted = 0
+  local promoted, queued = 0, {}
   for _, id in ipairs(due) do
     redis.call('ZREM', p .. 'delayed', id)
     local jk = p .. 'job:' .. id
@@ -421,10 +438,11 @@ local function promote(keys, args)
       redis.call('HSET', jk, 'state', 'queued', 'updated_ms', now)
       redis.call('HDEL', jk, 'run_at_ms')
       move(p, state, 'queued')
-      event(p, emax, id, 'queued')
       promoted = promoted + 1
+      queued[promoted] = id
     end
   end
+  events(p, tostring(emax), queued, 'queued')
   local nxt = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
   if nxt[2] then return {promoted, tonumber(nxt[2]), now} end
   return {promoted, -1, now}

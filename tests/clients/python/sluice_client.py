@@ -64,7 +64,9 @@ class SluiceClient:
                 for entry_id, fields in entries:
                     last_id = entry_id
                     f = {_text(k): _text(v) for k, v in fields.items()}
-                    if f.get("id") == job_id and f.get("state") in TERMINAL:
+                    # One job ("id") or several that reached the state in one call ("ids").
+                    named = f.get("id") == job_id or job_id in f.get("ids", "").split(" ")
+                    if named and f.get("state") in TERMINAL:
                         return self.status(queue, job_id)
         raise TimeoutError("job %s not finished after %.1f s" % (job_id, timeout_s))
 
