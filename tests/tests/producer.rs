@@ -1,7 +1,7 @@
 //! The producer and the function library on a real Redis: enqueue, dedupe, delay, cancel,
 //! dead-letter re-drive, wait, and refusal of bad input.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -681,4 +681,44 @@ async fn enqueue_many_refuses_a_bad_job_alone_and_counts_once() {
     assert_eq!(stats.counts.get("deduplicated"), Some(&1));
     let status = producer.status("q", "a-2").await.expect("status");
     assert!(status.is_none(), "the refused job wrote nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_enqueues_share_calls_and_each_caller_gets_its_own_answer() {
+    let (redis, producer) = setup().await;
+    let calls = |p: Producer, i: u64| async move {
+        let mut job = chat("q", i).with_dedupe_key(format!("key-{}", i % 150));
+        job.id = Some(format!("c-{i}"));
+        (i, p.enqueue(job).await.expect("enqueue"))
+    };
+    let answers =
+        futures::future::join_all((0..300).map(|i| tokio::spawn(calls(producer.clone(), i)))).await;
+    let mut owners: HashMap<u64, String> = HashMap::new();
+    let mut created = 0;
+    for a in answers {
+        let (i, e) = a.expect("task");
+        if e.created {
+            created += 1;
+            assert_eq!(e.id, format!("c-{i}"), "a caller got another job's answer");
+        }
+        // Both jobs of a dedupe key name the same owner, whichever came first.
+        let owner = owners.entry(i % 150).or_insert_with(|| e.id.clone());
+        assert_eq!(*owner, e.id, "job {i}");
+    }
+    assert_eq!(created, 150);
+    let mut c = redis.client().await;
+    let fcalls: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    let calls: u64 = fcalls
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .expect("fcall calls");
+    assert!(
+        calls < 300,
+        "300 enqueues took {calls} FCALLs: nothing was shared"
+    );
 }
