@@ -64,17 +64,18 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>) {
             by_queue.entry(p.queue.clone()).or_default().push(p);
         }
         for (queue, pending) in by_queue {
-            let jobs: Vec<Completion> = pending.iter().map(|p| p.completion.clone()).collect();
+            let (jobs, replies): (Vec<Completion>, Vec<_>) =
+                pending.into_iter().map(|p| (p.completion, p.reply)).unzip();
             match with_retries(|| store.complete_many(&queue, &jobs)).await {
                 Ok(transitions) => {
-                    for (p, t) in pending.into_iter().zip(transitions) {
-                        let _ = p.reply.send(Ok(t));
+                    for (reply, t) in replies.into_iter().zip(transitions) {
+                        let _ = reply.send(Ok(t));
                     }
                 }
                 Err(e) => {
                     let why = e.to_string();
-                    for p in pending {
-                        let _ = p.reply.send(Err(StoreError::Pool(why.clone())));
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Pool(why.clone())));
                     }
                 }
             }
