@@ -61,13 +61,13 @@ impl Hints {
 pub async fn run(store: Store, queue: String, hints: Hints, stop: CancellationToken) {
     let wake = hints.wake(&queue);
     let mut failures = 0u32;
-    let mut trimmed = Instant::now() - TRIM_EVERY;
+    let mut trimmed: Option<Instant> = None;
     while !stop.is_cancelled() {
         // Acknowledged entries are trimmed from the stream about once a second, not on every
         // promotion (retries falling due close together make promotions frequent).
-        let trim = trimmed.elapsed() >= TRIM_EVERY;
+        let trim = trimmed.is_none_or(|t| t.elapsed() >= TRIM_EVERY);
         if trim {
-            trimmed = Instant::now();
+            trimmed = Some(Instant::now());
         }
         let sleep = match store.promote_timed(&queue, BATCH, trim).await {
             Ok(p) if p.promoted >= u64::from(BATCH) => Duration::ZERO,

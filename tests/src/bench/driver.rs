@@ -15,9 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::Kind;
-use super::records::Record;
+use super::records::{self, Record};
 use crate::RedisServer;
-use crate::mock::{MockConfig, MockServer};
+use crate::mock::{MockConfig, MockServer, Stats};
 
 /// The workloads, by the anchors' names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,19 +148,6 @@ fn pct(xs: &mut [f64], q: f64) -> f64 {
     let lo = k.floor() as usize;
     let hi = (lo + 1).min(xs.len() - 1);
     xs[lo] + (xs[hi] - xs[lo]) * (k - lo as f64)
-}
-
-/// The most timestamps in any window of `width` ms.
-pub fn max_window(ts: &mut [f64], width: f64) -> usize {
-    ts.sort_by(|a, b| a.total_cmp(b));
-    let (mut best, mut j) = (0, 0);
-    for i in 0..ts.len() {
-        while ts[i] - ts[j] >= width {
-            j += 1;
-        }
-        best = best.max(i - j + 1);
-    }
-    best
 }
 
 /// A worker child process speaking the adapter protocol.
@@ -463,7 +450,9 @@ async fn worker_case(
     }
     let mut recs: Vec<Record> = Vec::new();
     for k in 0..case.workers {
-        recs.extend(read_csv(&dir.path().join(format!("records{k}.csv")))?);
+        recs.extend(records::read_csv(
+            &dir.path().join(format!("records{k}.csv")),
+        )?);
     }
     let n = recs.len() as f64;
     let mut f = Figures::new();
@@ -487,10 +476,11 @@ async fn worker_case(
     f.insert("worker_peak_rss_mib".into(), json!(peak_rss));
     if let Some((max, dur)) = case.limit {
         let limit = max as f64 * 1000.0 / dur as f64;
-        let mut starts: Vec<f64> = recs.iter().map(|r| r.start_ms).collect();
-        starts.sort_by(|a, b| a.total_cmp(b));
-        let rate = (n - 1.0) / ((starts[starts.len() - 1] - starts[0]) / 1000.0);
-        let busiest = max_window(&mut starts, 1000.0);
+        // Call times are whole milliseconds (the worker's clock).
+        let mut starts: Vec<u64> = recs.iter().map(|r| r.start_ms as u64).collect();
+        starts.sort_unstable();
+        let rate = (n - 1.0) / ((starts[starts.len() - 1] - starts[0]) as f64 / 1000.0);
+        let busiest = Stats::busiest_second(&starts);
         f.insert("limit_per_s".into(), json!(limit));
         f.insert("pct_of_limit".into(), json!(100.0 * rate / limit));
         f.insert("max_starts_any_1s".into(), json!(busiest));
@@ -515,25 +505,6 @@ async fn worker_case(
         );
     }
     Ok(f)
-}
-
-fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let p: Vec<&str> = line.split(',').collect();
-        if p.len() < 4 {
-            continue;
-        }
-        out.push(Record {
-            i: p[0].parse()?,
-            enq_ms: p[1].parse()?,
-            start_ms: p[2].parse()?,
-            end_ms: p[3].parse()?,
-            fail_ms: p.get(4).and_then(|v| v.parse().ok()),
-        });
-    }
-    Ok(out)
 }
 
 fn print_table(results: &[Figures]) {

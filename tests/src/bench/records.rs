@@ -101,3 +101,23 @@ pub fn write_csv(path: &std::path::Path, records: &[Record]) -> std::io::Result<
     }
     f.flush()
 }
+
+/// Reads the CSV that [`write_csv`] wrote.
+pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let p: Vec<&str> = line.split(',').collect();
+        if p.len() < 4 {
+            continue;
+        }
+        out.push(Record {
+            i: p[0].parse()?,
+            enq_ms: p[1].parse()?,
+            start_ms: p[2].parse()?,
+            end_ms: p[3].parse()?,
+            fail_ms: p.get(4).and_then(|v| v.parse().ok()),
+        });
+    }
+    Ok(out)
+}
