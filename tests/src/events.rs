@@ -44,6 +44,7 @@ impl Seen {
 
 /// Reads one queue's events from the beginning.
 pub struct Events {
+    client: redis::Client,
     conn: redis::aio::MultiplexedConnection,
     key: String,
     last: String,
@@ -53,12 +54,9 @@ pub struct Events {
 impl Events {
     pub async fn new(url: &str, queue: &str) -> Events {
         let client = redis::Client::open(url).expect("redis url");
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .expect("connect for events");
+        let conn = Self::connect(&client).await.expect("connect for events");
         Events {
+            client,
             conn,
             key: format!("sluice:{{{queue}}}:events"),
             last: "0-0".into(),
@@ -66,9 +64,20 @@ impl Events {
         }
     }
 
-    /// Reads what has arrived, blocking up to `block`.
+    async fn connect(
+        client: &redis::Client,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// Reads what has arrived, blocking up to `block`. While Redis is away (a test restarting
+    /// it), a read comes back empty after a short pause and reconnects: the stream is read on
+    /// from the last entry seen.
     pub async fn read(&mut self, block: Duration) {
-        let r: redis::Value = redis::cmd("XREAD")
+        let r: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(10_000)
             .arg("BLOCK")
@@ -77,8 +86,17 @@ impl Events {
             .arg(&self.key)
             .arg(&self.last)
             .query_async(&mut self.conn)
-            .await
-            .expect("XREAD events");
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(conn) = Self::connect(&self.client).await {
+                    self.conn = conn;
+                }
+                return;
+            }
+        };
         let entries = reply::read_entries(&r).unwrap_or_default();
         for (entry, f) in entries {
             self.last = entry;

@@ -4,6 +4,7 @@
 //!   (or testcontainers' Redis with `SLUICE_TEST_REDIS=docker`), torn down on drop;
 //! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
 //! - [`events`]: a test's view of a queue's events stream, to await states;
+//! - [`proxy`]: a TCP proxy that resets, stalls and refuses connections (network faults);
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
 //! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod bins;
 pub mod events;
 pub mod mock;
+pub mod proxy;
 pub mod redis_server;
 pub mod scrape;
 pub mod worker_process;

@@ -1,0 +1,120 @@
+//! Worker crashes under load: `kill -9` of random `sluice-worker` processes every few seconds
+//! while 20,000 jobs run through four of them (each killed worker replaced by a new process).
+//!
+//! Nothing may be lost and nothing may complete twice; the mock's per-job call record gives the
+//! duplicate-call rate, and every second call of a job must have a kill between it and the call
+//! before (a live worker's job is never taken over: leases and heartbeats hold).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngExt;
+use sluice_common::JobState;
+use sluice_tests::events::Events;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::{RedisServer, chat_job, enqueue_all};
+
+const BOUND: Duration = Duration::from_secs(240);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_twice() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 20,
+        spread_ms: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 60;
+    options.lease_ms = 1_500;
+    let mut spawned = 0;
+    let mut spawn = |options: &WorkerOptions| {
+        spawned += 1;
+        WorkerProcess::spawn(&format!("w{spawned}"), options)
+    };
+    let mut workers: Vec<WorkerProcess> = (0..4).map(|_| spawn(&options)).collect();
+
+    let n = 20_000;
+    let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
+    let mut events = Events::new(&redis.url(), "q").await;
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut kills: Vec<u64> = Vec::new();
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(1_000);
+    // A random worker is killed every 1–2.5 s until the jobs are all ended.
+    while events.seen.terminal_jobs() < n && tokio::time::Instant::now() < deadline {
+        events.read(Duration::from_millis(200)).await;
+        if tokio::time::Instant::now() >= next_kill && events.seen.terminal_jobs() < n {
+            let victim = rand::rng().random_range(0..workers.len());
+            kills.push(now_ms());
+            workers[victim].kill9();
+            workers[victim] = spawn(&options);
+            next_kill = tokio::time::Instant::now()
+                + Duration::from_millis(rand::rng().random_range(1_000..2_500));
+        }
+    }
+    assert_eq!(
+        events.seen.terminal_jobs(),
+        n,
+        "jobs never ended after {} kills",
+        kills.len()
+    );
+    assert!(kills.len() >= 3, "only {} kills happened", kills.len());
+
+    // Every job completed, exactly once, in the events and in its hash.
+    let stats = producer.store().stats("q").await.expect("stats");
+    let c: HashMap<String, i64> = stats.counts.into_iter().collect();
+    let count = |k: &str| c.get(k).copied().unwrap_or(0);
+    assert_eq!(count("completed"), n as i64, "{c:?}");
+    for live in ["queued", "running", "retrying", "scheduled", "dead"] {
+        assert_eq!(count(live), 0, "{live}: {c:?}");
+    }
+    let record = mock.stats(true).jobs.expect("per-job calls");
+    let mut duplicate_calls = 0usize;
+    let mut jobs_called_twice = 0usize;
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+        let calls = record.get(id).map(Vec::as_slice).unwrap_or_default();
+        assert!(!calls.is_empty(), "job {id} completed without a call");
+        if calls.len() > 1 {
+            jobs_called_twice += 1;
+            duplicate_calls += calls.len() - 1;
+        }
+        // A job is called again only after a kill: the call before was its dead worker's.
+        for pair in calls.windows(2) {
+            assert!(
+                kills
+                    .iter()
+                    .any(|&k| pair[0].t_ms <= k && k <= pair[1].t_ms),
+                "job {id} was called again at {} after {} with no kill between: {kills:?}",
+                pair[1].t_ms,
+                pair[0].t_ms
+            );
+        }
+    }
+    let status = producer
+        .status("q", &ids[n - 1])
+        .await
+        .expect("status")
+        .expect("job");
+    assert_eq!(status.state, JobState::Completed);
+    assert_eq!(count("refused_completions"), 0, "{c:?}");
+    println!(
+        "crashes: {n} jobs, {} workers started, {} kill -9, completed {}, lost 0, completed twice 0, \
+         duplicate calls {duplicate_calls} on {jobs_called_twice} jobs ({:.2}% of jobs; at most {} were in flight per kill)",
+        spawned,
+        kills.len(),
+        count("completed"),
+        100.0 * jobs_called_twice as f64 / n as f64,
+        options.concurrency,
+    );
+}
