@@ -104,12 +104,18 @@ impl Producer {
                 Err(e) => results[i] = Some(Err(e.into())),
             }
         }
+        // Owned chunks (indexes and jobs), so the future stays `Send` and can be spawned.
+        let mut chunks = Vec::new();
+        let mut valid = valid.into_iter().peekable();
+        while valid.peek().is_some() {
+            let chunk: (Vec<usize>, Vec<_>) = valid.by_ref().take(self.batch_size).unzip();
+            chunks.push(chunk);
+        }
         let store = &self.store;
-        let chunks: Vec<_> = valid.chunks(self.batch_size).collect();
         let answers: Vec<_> = stream::iter(chunks)
-            .map(|chunk| async move {
-                let prepared: Vec<_> = chunk.iter().map(|(_, p)| p.clone()).collect();
-                (chunk, store.enqueue_batch(&prepared).await)
+            .map(|(chunk, prepared)| async move {
+                let answer = store.enqueue_batch(&prepared).await;
+                (chunk, answer)
             })
             .buffered(self.batches_in_flight)
             .collect()
@@ -117,15 +123,14 @@ impl Producer {
         for (chunk, answer) in answers {
             match answer {
                 Ok(per_job) => {
-                    for ((i, _), r) in chunk.iter().zip(per_job) {
-                        results[*i] = Some(r.map_err(ProducerError::from));
+                    for (i, r) in chunk.into_iter().zip(per_job) {
+                        results[i] = Some(r.map_err(ProducerError::from));
                     }
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    for (i, _) in chunk {
-                        results[*i] =
-                            Some(Err(ProducerError::Store(StoreError::Pool(msg.clone()))));
+                    for i in chunk {
+                        results[i] = Some(Err(ProducerError::Store(StoreError::Pool(msg.clone()))));
                     }
                 }
             }

@@ -122,15 +122,49 @@ impl RedisServer {
         }
     }
 
+    /// Kills the server at once (SIGKILL), as a crash does; `start_again` brings it back.
+    pub fn stop_hard(&mut self) {
+        let child = self.local_child("stop_hard");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops the server cleanly (SIGTERM: Redis fsyncs its AOF and exits, as `SHUTDOWN` does).
+    pub fn stop_clean(&mut self) {
+        let child = self.local_child("stop_clean");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+    }
+
+    /// Starts a stopped server again on the same port and data dir (its AOF is loaded).
+    pub fn start_again(&mut self) {
+        let port = self.port;
+        let args = self.extra_args.clone();
+        if let Backend::Local { child, dir } = &mut self.backend {
+            *child = spawn_local(dir.path(), port, &args)
+                .unwrap_or_else(|e| panic!("restart redis-server: {e}"));
+        }
+    }
+
     /// Kills the server at once (SIGKILL) and starts it again on the same port and data dir.
     pub fn restart_hard(&mut self) {
-        if let Backend::Local { child, dir } = &mut self.backend {
-            let _ = child.kill();
-            let _ = child.wait();
-            *child = spawn_local(dir.path(), self.port, &self.extra_args)
-                .unwrap_or_else(|e| panic!("restart redis-server: {e}"));
-        } else {
-            panic!("restart_hard needs a local redis-server");
+        self.stop_hard();
+        self.start_again();
+    }
+
+    /// Stops the server cleanly and starts it again on the same port and data dir.
+    pub fn restart_clean(&mut self) {
+        self.stop_clean();
+        self.start_again();
+    }
+
+    fn local_child(&mut self, what: &str) -> &mut Child {
+        match &mut self.backend {
+            Backend::Local { child, .. } => child,
+            Backend::Docker(_) => panic!("{what} needs a local redis-server"),
         }
     }
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hints;
 use crate::outcome::{Class, Outcome};
+use crate::processor::with_retries;
 
 /// Longest wait a caller sleeps in memory for a reserved slot; beyond it the job is deferred.
 const HORIZON: Duration = Duration::from_millis(2000);
@@ -272,7 +273,9 @@ impl Limiter {
             _slot: slot,
         };
         for _ in 0..8 {
-            let (wait, defer_class) = match self.store.admit(upstream, &request).await? {
+            // Redis away for a moment (a restart): asked again rather than failing the job.
+            let admitted = with_retries(|| self.store.admit(upstream, &request)).await?;
+            let (wait, defer_class) = match admitted {
                 Admission::Reserved(_) if !limits.any() => {
                     self.set_clear(upstream, true);
                     return Ok(Some(Gate::Go(ticket(false))));
