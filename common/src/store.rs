@@ -335,6 +335,9 @@ pub struct QueueStats {
     pub counts: BTreeMap<String, i64>,
 }
 
+/// The longest a blocking read (XREAD/XREADGROUP BLOCK) through [`Store::blocking_pool`] may block.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
+
 /// Handle on Redis for one Sluice process. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -393,10 +396,12 @@ impl Store {
         self.conn.clone()
     }
 
-    /// A pool of dedicated connections without a response timeout, for blocking reads.
+    /// A pool of dedicated connections for blocking reads (which block at most `MAX_BLOCK`):
+    /// their response timeout is that block plus the command timeout, so a link that went
+    /// silent (a black-holed connection) is given up instead of waited on forever.
     pub fn blocking_pool(&self, size: usize) -> Result<deadpool_redis::Pool, StoreError> {
         let config = AsyncConnectionConfig::new()
-            .set_response_timeout(None)
+            .set_response_timeout(Some(MAX_BLOCK + self.settings.command_timeout))
             .set_connection_timeout(Some(Duration::from_secs(5)));
         let manager = deadpool_redis::Manager::new_with_config(
             self.client.get_connection_info().clone(),
@@ -656,7 +661,7 @@ impl Store {
             if now >= deadline {
                 return Ok(Waited::TimedOut);
             }
-            let block_ms = (deadline - now).as_millis().clamp(1, 5000) as u64;
+            let block_ms = (deadline - now).min(MAX_BLOCK).as_millis().max(1) as u64;
             let reply: Value = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(READ_COUNT)
