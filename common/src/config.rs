@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::job::Limits;
-use crate::store::StoreSettings;
+use crate::store::{StoreSettings, TlsFiles};
 use crate::validate;
 
 /// The built-in defaults: the same file operators read in `config/`.
@@ -44,6 +44,15 @@ pub struct Config {
 pub struct RedisConfig {
     pub url: String,
     pub command_timeout_ms: u64,
+    /// PEM file of the CA that signed the server's certificate (`rediss://`); the system's
+    /// trust store when absent.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
+    /// PEM client certificate and key, for servers that ask for one (`tls-auth-clients yes`).
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
 }
 
 /// Settings that apply to every queue.
@@ -280,6 +289,21 @@ impl Config {
         if self.redis.command_timeout_ms == 0 {
             return Err(invalid("redis.command_timeout_ms", "must be positive"));
         }
+        let tls_set = self.redis.tls_ca_file.is_some()
+            || self.redis.tls_cert_file.is_some()
+            || self.redis.tls_key_file.is_some();
+        if tls_set && !url.starts_with("rediss://") {
+            return Err(invalid(
+                "redis.tls_ca_file",
+                "TLS files are set but redis.url is not rediss://",
+            ));
+        }
+        if self.redis.tls_cert_file.is_some() != self.redis.tls_key_file.is_some() {
+            return Err(invalid(
+                "redis.tls_cert_file",
+                "give both tls_cert_file and tls_key_file, or neither",
+            ));
+        }
         if self.queues.max_job_bytes == 0 {
             return Err(invalid("queues.max_job_bytes", "must be positive"));
         }
@@ -356,6 +380,11 @@ impl Config {
             dead_retention: Duration::from_secs(self.queues.dead_retention_secs),
             max_job_bytes: self.queues.max_job_bytes,
             command_timeout: Duration::from_millis(self.redis.command_timeout_ms),
+            tls: TlsFiles {
+                ca: self.redis.tls_ca_file.clone().map(Into::into),
+                cert: self.redis.tls_cert_file.clone().map(Into::into),
+                key: self.redis.tls_key_file.clone().map(Into::into),
+            },
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum StoreError {
     Protocol(&'static str),
     #[error("connection pool: {0}")]
     Pool(String),
+    /// A TLS certificate or key file could not be read.
+    #[error("Redis TLS: {0}")]
+    Tls(String),
     /// The caller's Redis user may not do this (`NOPERM`, or `SLUICE_DENIED` from the library).
     #[error("denied by Redis: {0}")]
     Denied(String),
@@ -81,6 +84,47 @@ pub struct StoreSettings {
     pub max_job_bytes: usize,
     /// Most time a non-blocking command may take before it counts as failed.
     pub command_timeout: Duration,
+    /// Certificates for `rediss://` beyond the system's trust store.
+    pub tls: TlsFiles,
+}
+
+/// PEM files for a TLS connection to Redis (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA that signed the server's certificate.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (mutual TLS).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// Reads the files; the error names the file that could not be read.
+    fn load(&self) -> Result<redis::TlsCertificates, StoreError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| StoreError::Tls(format!("{}: {e}", path.display())))
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Tls(
+                    "a client certificate needs both a cert and a key file".into(),
+                ));
+            }
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert: self.ca.as_deref().map(read).transpose()?,
+        })
+    }
 }
 
 impl Default for StoreSettings {
@@ -92,6 +136,7 @@ impl Default for StoreSettings {
             dead_retention: Duration::from_secs(14 * 24 * 3600),
             max_job_bytes: 1024 * 1024,
             command_timeout: Duration::from_secs(10),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -357,7 +402,17 @@ impl Store {
             url: shown.clone(),
             source,
         };
-        let client = redis::Client::open(url).map_err(unreachable)?;
+        if url.starts_with("rediss://") {
+            // With more than one rustls provider compiled in (ring through a dependency, say),
+            // rustls cannot pick one itself and would panic at the first handshake.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let client = if settings.tls.is_empty() {
+            redis::Client::open(url)
+        } else {
+            redis::Client::build_with_tls(url, settings.tls.load()?)
+        }
+        .map_err(unreachable)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(Duration::from_secs(5)))

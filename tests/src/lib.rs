@@ -7,10 +7,12 @@
 //! - [`proxy`]: a TCP proxy that resets, stalls and refuses connections (network faults);
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
 //! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
+//! - [`certs`]: TLS certificates (openssl) and the shipped ACL users, for security tests;
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
 
 pub mod bench;
 pub mod bins;
+pub mod certs;
 pub mod events;
 pub mod mock;
 pub mod proxy;

@@ -56,7 +56,8 @@ impl RedisServer {
         Self::start_with(&[]).await
     }
 
-    /// Starts a Redis with extra `redis-server` arguments (`["--appendonly", "yes"]`).
+    /// Starts a Redis with extra `redis-server` arguments (`["--appendonly", "yes"]`); `{port}`
+    /// in an argument stands for the port chosen (for `--port 0 --tls-port {port}`).
     pub async fn start_with(args: &[&str]) -> RedisServer {
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if std::env::var("SLUICE_TEST_REDIS").as_deref() == Ok("docker") {
@@ -186,7 +187,8 @@ fn spawn_local(dir: &Path, port: u16, extra: &[String]) -> Result<Child, String>
         .arg(dir)
         .args(["--save", "", "--appendonly", "no", "--logfile", ""])
         .args(["--daemonize", "no", "--protected-mode", "no"])
-        .args(extra)
+        // `{port}` in an extra argument is the chosen port (`--port 0 --tls-port {port}`).
+        .args(extra.iter().map(|a| a.replace("{port}", &port.to_string())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sluice_common::{NewJob, StoreError};
+use sluice_tests::certs::acl_file;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::scrape::Scrape;
@@ -12,22 +13,6 @@ use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, enqueue_all, scripted_job};
 
 const BOUND: Duration = Duration::from_secs(120);
-
-/// The shipped ACL file with each CHANGE-ME password replaced; returns (path, password).
-fn acl_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
-    let shipped =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/redis/users.acl");
-    let text = std::fs::read_to_string(shipped).expect("deploy/redis/users.acl");
-    let password = format!("pw-{}", std::process::id());
-    let text = text
-        .replace(">CHANGE-ME-producer", &format!(">{password}"))
-        .replace(">CHANGE-ME-worker", &format!(">{password}"))
-        .replace(">CHANGE-ME-operator", &format!(">{password}"));
-    assert!(!text.contains("CHANGE-ME"), "a password left unreplaced");
-    let path = dir.join("users.acl");
-    std::fs::write(&path, text).expect("write acl file");
-    (path, password)
-}
 
 async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

@@ -310,7 +310,7 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_canary_secret_never_reaches_logs_or_redis() {
+async fn a_canary_secret_never_reaches_logs_metrics_or_redis() {
     let canary = format!("sk-canary-{}", uuid_like());
     let redis = RedisServer::start().await;
     let mock = MockServer::start(MockConfig::default()).await;
@@ -330,6 +330,18 @@ async fn a_canary_secret_never_reaches_logs_or_redis() {
     let ids = enqueue_all(&producer, jobs).await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 6).await;
     assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
+    // Not in /metrics, /healthz or /readyz either.
+    let addr = worker.http_addr(BOUND).await.expect("worker http address");
+    for path in ["metrics", "healthz", "readyz"] {
+        let text = reqwest::get(format!("http://{addr}/{path}"))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        assert!(!text.is_empty() || path != "metrics");
+        assert!(!text.contains(&canary), "the canary is in /{path}");
+    }
     worker.terminate();
     worker.wait_exit(BOUND).await.expect("worker exits");
 

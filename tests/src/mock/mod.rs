@@ -5,7 +5,7 @@
 //! - `POST /v1/chat/completions`, `POST /v1/embeddings`: realistic bodies with `usage`;
 //! - failures by rate (`MockConfig`), or scripted per job with a `"mock": {"script": [503, 200]}`
 //!   field in the request body (the n-th call of a job answers `script[n]`; `0` hangs, `1` resets
-//!   the connection);
+//!   the connection); `"mock": {"answer_bytes": n}` makes the answer's text n bytes long;
 //! - `GET /stats`: calls, answers by status, early calls (a call for a job before the reset its
 //!   last 429 announced), and with `?jobs=1` every job's call times and statuses;
 //! - `POST /control`: replace the config (e.g. turn a 401 outage on and off);

@@ -630,6 +630,19 @@ fn usage_of(body: &Value) -> (u64, u64, u64) {
     (prompt, completion, prompt + completion)
 }
 
+/// The answer's text: a short sentence, or `mock.answer_bytes` of it for tests of big answers.
+fn answer_text(body: &Value) -> String {
+    let text = "This is a mock answer.";
+    match body
+        .get("mock")
+        .and_then(|m| m.get("answer_bytes"))
+        .and_then(Value::as_u64)
+    {
+        Some(n) => text.chars().cycle().take(n as usize).collect(),
+        None => text.to_string(),
+    }
+}
+
 fn ok_body(state: &State, body: &Value, kind: Kind) -> Json<Value> {
     let model = body
         .get("model")
@@ -646,7 +659,7 @@ fn ok_body(state: &State, body: &Value, kind: Kind) -> Json<Value> {
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": "This is a mock answer."},
+                "message": {"role": "assistant", "content": answer_text(body)},
                 "logprobs": null,
                 "finish_reason": "stop"
             }],
