@@ -4,9 +4,11 @@
 //! - [`state`]: the job states and the status read back from Redis;
 //! - [`keys`]: the Redis key layout (nothing else spells a key);
 //! - [`store`]: the server-side function library and the one typed call per function;
+//! - [`hints`]: what an upstream's rate-limit headers ask (how long to wait, whether to retry);
 //! - [`config`]: configuration from `config/default.toml`, a file and the environment.
 
 pub mod config;
+pub mod hints;
 pub mod job;
 pub mod keys;
 pub mod reply;

@@ -104,6 +104,7 @@ impl TlsFiles {
     }
 
     /// Reads the files; the error names the file that could not be read.
+    #[cfg(feature = "tls")]
     fn load(&self) -> Result<redis::TlsCertificates, StoreError> {
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|e| StoreError::Tls(format!("{}: {e}", path.display())))
@@ -402,17 +403,7 @@ impl Store {
             url: shown.clone(),
             source,
         };
-        if url.starts_with("rediss://") {
-            // With more than one rustls provider compiled in (ring through a dependency, say),
-            // rustls cannot pick one itself and would panic at the first handshake.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
-        let client = if settings.tls.is_empty() {
-            redis::Client::open(url)
-        } else {
-            redis::Client::build_with_tls(url, settings.tls.load()?)
-        }
-        .map_err(unreachable)?;
+        let client = Self::client(url, &settings.tls)?.map_err(unreachable)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -435,6 +426,30 @@ impl Store {
             other => other,
         })?;
         Ok(store)
+    }
+
+    #[cfg(feature = "tls")]
+    fn client(url: &str, tls: &TlsFiles) -> Result<redis::RedisResult<redis::Client>, StoreError> {
+        if url.starts_with("rediss://") {
+            // With more than one rustls provider compiled in (ring through a dependency, say),
+            // rustls cannot pick one itself and would panic at the first handshake.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        Ok(if tls.is_empty() {
+            redis::Client::open(url)
+        } else {
+            redis::Client::build_with_tls(url, tls.load()?)
+        })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn client(url: &str, tls: &TlsFiles) -> Result<redis::RedisResult<redis::Client>, StoreError> {
+        if url.starts_with("rediss://") || !tls.is_empty() {
+            return Err(StoreError::Tls(
+                "this build of sluice-common has no TLS (feature `tls`)".into(),
+            ));
+        }
+        Ok(redis::Client::open(url))
     }
 
     /// The URL, with any password hidden, for messages.
@@ -814,33 +829,7 @@ impl Store {
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;
-        let bad = || StoreError::Protocol(name);
-        array(&reply)
-            .ok_or_else(bad)?
-            .iter()
-            .map(|item| {
-                let f = array(item).ok_or_else(bad)?;
-                let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
-                let (entry, id) = (s(0)?, s(1)?);
-                Ok(match s(2)?.as_str() {
-                    "run" => Started::Run {
-                        entry,
-                        id,
-                        spec: s(3)?,
-                        attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
-                        waits: f.get(5).and_then(int).unwrap_or(0).max(0) as u32,
-                        ready_ms: f.get(6).and_then(int).unwrap_or(0).max(0) as u64,
-                    },
-                    "skip" => Started::Skip { entry, id },
-                    "missing" => Started::Missing { entry, id },
-                    "malformed" => Started::Malformed {
-                        entry,
-                        raw: s(3).unwrap_or_default(),
-                    },
-                    _ => return Err(bad()),
-                })
-            })
-            .collect()
+        decode_started(&reply, name)
     }
 
     /// Stores a result and completes a running job; refused if it is not running.
@@ -1071,11 +1060,7 @@ impl Store {
             .arg(">")
             .query_async(blocking)
             .await?;
-        let entries = reply::read_entries(&reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
-        Ok(entries
-            .into_iter()
-            .map(|(entry, fields)| Delivered { entry, fields })
-            .collect())
+        decode_delivered(&reply)
     }
 
     /// Takes over entries idle longer than `min_idle` (a dead worker's), with their delivery
@@ -1491,6 +1476,47 @@ impl Store {
 }
 
 /// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
+/// Decodes what `sluice_fetch` and `sluice_start` answer (`name` names the call in errors).
+/// Untrusted bytes in, a clear error out: it never panics (fuzzed in fuzz/).
+pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>, StoreError> {
+    let bad = || StoreError::Protocol(name);
+    array(reply)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|item| {
+            let f = array(item).ok_or_else(bad)?;
+            let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
+            let (entry, id) = (s(0)?, s(1)?);
+            Ok(match s(2)?.as_str() {
+                "run" => Started::Run {
+                    entry,
+                    id,
+                    spec: s(3)?,
+                    attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
+                    waits: f.get(5).and_then(int).unwrap_or(0).max(0) as u32,
+                    ready_ms: f.get(6).and_then(int).unwrap_or(0).max(0) as u64,
+                },
+                "skip" => Started::Skip { entry, id },
+                "missing" => Started::Missing { entry, id },
+                "malformed" => Started::Malformed {
+                    entry,
+                    raw: s(3).unwrap_or_default(),
+                },
+                _ => return Err(bad()),
+            })
+        })
+        .collect()
+}
+
+/// Decodes an XREADGROUP reply into delivered entries (fuzzed in fuzz/).
+pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
+    let entries = reply::read_entries(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
+    Ok(entries
+        .into_iter()
+        .map(|(entry, fields)| Delivered { entry, fields })
+        .collect())
+}
+
 fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
     crate::validate::queue_name(queue).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(QueueKeys::new(queue))

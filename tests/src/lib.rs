@@ -8,12 +8,17 @@
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
 //! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
 //! - [`certs`]: TLS certificates (openssl) and the shipped ACL users, for security tests;
+//! - [`fuzz`]: the fuzz targets' bodies, replayed on stable;
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
 
 pub mod bench;
 pub mod bins;
 pub mod certs;
 pub mod events;
+/// The fuzz targets' bodies (fuzz/src/lib.rs, one source for both): `tests/fuzz_replay.rs` runs
+/// them on stable over the seeds, every regression input and random bytes.
+#[path = "../../fuzz/src/lib.rs"]
+pub mod fuzz;
 pub mod mock;
 pub mod proxy;
 pub mod redis_server;

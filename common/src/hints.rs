@@ -1,5 +1,7 @@
 //! Reading the server's hints: how long a provider asks us to wait, and whether it says retrying
-//! can help. Pure functions over response headers, so every format is unit-tested.
+//! can help. Pure functions over response headers, so every format is unit-tested (and fuzzed:
+//! fuzz/). The worker's `outcome` reads them; they live here so the fuzz targets build without
+//! the worker's HTTP stack.
 //!
 //! Order (first found wins): `retry-after-ms` / `x-ms-retry-after-ms`, then `retry-after`
 //! (seconds or an HTTP date), then OpenAI's `x-ratelimit-reset-{requests,tokens}` durations
@@ -8,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::HeaderMap;
+use http::HeaderMap;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -17,16 +19,22 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Seconds as a Duration; `None` for what no Duration holds (NaN, infinite, past u64 seconds —
+/// `retry-after: 1e300` must not panic: found by fuzzing, fuzz/regressions/limit_headers).
+fn seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
+}
+
 /// A positive number of milliseconds; `-1`, `0` and garbage mean unknown.
 fn positive_ms(v: &str) -> Option<Duration> {
     let ms: f64 = v.parse().ok()?;
-    (ms.is_finite() && ms > 0.0).then(|| Duration::from_secs_f64(ms / 1000.0))
+    (ms > 0.0).then(|| seconds(ms / 1000.0))?
 }
 
 /// `retry-after`: delay-seconds (integer, or a decimal some servers send) or an HTTP date.
 pub fn retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs > 0.0).then(|| seconds(secs))?;
     }
     let at = httpdate::parse_http_date(v).ok()?;
     at.duration_since(now).ok().filter(|d| !d.is_zero())
@@ -64,7 +72,7 @@ pub fn go_duration(v: &str) -> Option<Duration> {
         total += n * secs;
         rest = &rest[unit_len..];
     }
-    (total.is_finite() && total > 0.0).then(|| Duration::from_secs_f64(total))
+    (total > 0.0).then(|| seconds(total))?
 }
 
 /// How long the server asks us to wait, if it says.
@@ -156,7 +164,7 @@ pub fn exhausted(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderName, HeaderValue};
+    use http::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -171,6 +179,23 @@ mod tests {
 
     fn ms(n: u64) -> Option<Duration> {
         Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn waits_no_duration_can_hold_are_unknown_not_a_panic() {
+        // Found by fuzzing (fuzz/regressions/limit_headers): Duration::from_secs_f64 panicked.
+        let now = SystemTime::now();
+        let huge = "9".repeat(80);
+        assert_eq!(retry_after(&huge, now), None);
+        assert_eq!(retry_after("1e300", now), None);
+        assert_eq!(retry_after("inf", now), None);
+        assert_eq!(retry_after("NaN", now), None);
+        assert_eq!(go_duration(&format!("{huge}h")), None);
+        assert_eq!(go_duration("1e300s"), None);
+        let h = headers(&[("retry-after-ms", "1e300"), ("retry-after", &huge)]);
+        assert_eq!(server_wait(&h, now), None);
+        let h = headers(&[("retry-after-ms", "1e300"), ("retry-after", "2")]);
+        assert_eq!(server_wait(&h, now), Some(Duration::from_secs(2)));
     }
 
     #[test]
