@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Fuzzes the decoders of untrusted input with cargo-fuzz (libFuzzer): the job decoder, the
-# stream-entry decoders and the rate-limit header parsers (fuzz/src/lib.rs).
+# stream-entry decoders and the rate-limit header parsers (tests/fuzz/src/lib.rs).
 #
 #   tests/fuzz.sh            # 20 s per target (what CI runs, from tests/run.sh)
 #   tests/fuzz.sh 600        # 10 minutes per target, by hand
 #   tests/fuzz.sh 60 job_spec
 #
-# Each run starts from fuzz/seeds/<target> and fuzz/regressions/<target> (every crash found so
+# Each run starts from tests/fuzz/seeds/<target> and tests/fuzz/regressions/<target> (every crash found so
 # far, kept as a regression input; the stable test suite replays them too). A crash fails the
-# script and leaves its input in fuzz/artifacts/<target>/: fix it, then copy the input to
-# fuzz/regressions/<target>/ and add a unit test.
+# script and leaves its input in tests/fuzz/artifacts/<target>/: fix it, then copy the input to
+# tests/fuzz/regressions/<target>/ and add a unit test.
 # Needs a nightly toolchain (rustup toolchain install nightly) and cargo-fuzz (installed here
 # if missing).
 set -euo pipefail
-cd "$(dirname "$0")/../fuzz"
+cd "$(dirname "$0")/fuzz"
 SECS="${1:-20}"
 shift || true
 TARGETS=("$@")

@@ -1,6 +1,6 @@
 //! Reading the server's hints: how long a provider asks us to wait, and whether it says retrying
 //! can help. Pure functions over response headers, so every format is unit-tested (and fuzzed:
-//! fuzz/). The worker's `outcome` reads them; they live here so the fuzz targets build without
+//! tests/fuzz/). The worker's `outcome` reads them; they live here so the fuzz targets build without
 //! the worker's HTTP stack.
 //!
 //! Order (first found wins): `retry-after-ms` / `x-ms-retry-after-ms`, then `retry-after`
@@ -20,7 +20,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Seconds as a Duration; `None` for what no Duration holds (NaN, infinite, past u64 seconds —
-/// `retry-after: 1e300` must not panic: found by fuzzing, fuzz/regressions/limit_headers).
+/// `retry-after: 1e300` must not panic: found by fuzzing, tests/fuzz/regressions/limit_headers).
 fn seconds(secs: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn waits_no_duration_can_hold_are_unknown_not_a_panic() {
-        // Found by fuzzing (fuzz/regressions/limit_headers): Duration::from_secs_f64 panicked.
+        // Found by fuzzing (tests/fuzz/regressions/limit_headers): Duration::from_secs_f64 panicked.
         let now = SystemTime::now();
         let huge = "9".repeat(80);
         assert_eq!(retry_after(&huge, now), None);

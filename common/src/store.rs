@@ -1477,7 +1477,7 @@ impl Store {
 
 /// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
 /// Decodes what `sluice_fetch` and `sluice_start` answer (`name` names the call in errors).
-/// Untrusted bytes in, a clear error out: it never panics (fuzzed in fuzz/).
+/// Untrusted bytes in, a clear error out: it never panics (fuzzed in tests/fuzz/).
 pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>, StoreError> {
     let bad = || StoreError::Protocol(name);
     array(reply)
@@ -1508,7 +1508,7 @@ pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>,
         .collect()
 }
 
-/// Decodes an XREADGROUP reply into delivered entries (fuzzed in fuzz/).
+/// Decodes an XREADGROUP reply into delivered entries (fuzzed in tests/fuzz/).
 pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
     let entries = reply::read_entries(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
     Ok(entries

@@ -15,9 +15,9 @@ pub mod bench;
 pub mod bins;
 pub mod certs;
 pub mod events;
-/// The fuzz targets' bodies (fuzz/src/lib.rs, one source for both): `tests/fuzz_replay.rs` runs
+/// The fuzz targets' bodies (tests/fuzz/src/lib.rs, one source for both): `tests/fuzz_replay.rs` runs
 /// them on stable over the seeds, every regression input and random bytes.
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../fuzz/src/lib.rs"]
 pub mod fuzz;
 pub mod mock;
 pub mod proxy;

@@ -1,5 +1,5 @@
-//! The fuzz targets on stable, in every test run: each body (fuzz/src/lib.rs) over its seeds,
-//! over every input that ever crashed it (fuzz/regressions/, each fixed), and over random and
+//! The fuzz targets on stable, in every test run: each body (tests/fuzz/src/lib.rs) over its seeds,
+//! over every input that ever crashed it (tests/fuzz/regressions/, each fixed), and over random and
 //! mutated bytes from proptest. libFuzzer's own runs are tests/fuzz.sh.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sluice_tests::fuzz;
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut out = Vec::new();
     for dir in ["seeds", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {

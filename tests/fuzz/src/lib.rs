@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies: each takes untrusted bytes the way a worker meets them and must
-//! never panic. The `fuzz_targets/` binaries hand them libFuzzer's inputs; `tests/` of the main
-//! workspace replays the corpus in `regressions/` on stable (see docs/RELIABILITY.md).
+//! never panic. The `fuzz_targets/` binaries hand them libFuzzer's inputs; `tests/fuzz_replay.rs`
+//! replays `seeds/` and `regressions/` on stable (see docs/RELIABILITY.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
