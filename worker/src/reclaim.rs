@@ -100,9 +100,13 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
             })
             .await;
             match r {
-                Ok(_) => {
+                Ok(sluice_common::store::Transition::Done) => {
                     ctx.metrics.dead.with_label_values(&[queue, "poison"]).inc();
                     tracing::warn!(queue, %id, deliveries, "poison job dead-lettered")
+                }
+                // A stale entry of a job that has moved on: acknowledged, the job left alone.
+                Ok(sluice_common::store::Transition::Refused(state)) => {
+                    tracing::info!(queue, %id, %state, "stale pending entry dropped")
                 }
                 Err(e) => {
                     tracing::error!(queue, %id, error = %e, "could not dead-letter a poison job")

@@ -332,9 +332,12 @@ local function complete(keys, args)
     local id, entry, result, status = args[i], args[i + 1], args[i + 2], args[i + 3]
     local n = tonumber(args[i + 4]) or 0
     local jk = p .. 'job:' .. id
-    local state = redis.call('HGET', jk, 'state')
+    local f = redis.call('HMGET', jk, 'state', 'entry')
+    local state = f[1]
     ack_entry(p, group, entry)
-    if state ~= 'running' then
+    -- Fenced by the entry: a holder from an earlier life of the job (its lease lapsed, the job
+    -- was retried and runs again under a new entry) cannot complete the later run.
+    if state ~= 'running' or f[2] ~= entry then
       refused = refused + 1
       out[#out + 1] = 'refused:' .. (state or 'missing')
     else
@@ -367,9 +370,10 @@ end
 local function retry(keys, args)
   local p, group, id, entry = keys[1], args[1], args[2], args[3]
   local jk = p .. 'job:' .. id
-  local state = redis.call('HGET', jk, 'state')
+  local f = redis.call('HMGET', jk, 'state', 'entry')
+  local state = f[1]
   ack_entry(p, group, entry)
-  if state ~= 'running' then
+  if state ~= 'running' or f[2] ~= entry then
     return {'refused', state or 'missing'}
   end
   local now = now_ms()
@@ -390,14 +394,14 @@ end
 -- A job whose hash is missing (garbage in the stream) is dead-lettered from `raw` alone.
 -- -> {'dead'} | {'refused', state}
 local function dead(keys, args)
-  local p, group, id, entry = keys[1], args[1], args[2] or '', args[3]
+  local p, group, id, entry = keys[1], args[1], args[2] or '', args[3] or ''
   local reason, err, status = args[4] or '', args[5] or '', args[6] or ''
   local dmax, emax = num(args[8], DEFAULT_DEAD_MAXLEN), num(args[9], DEFAULT_EVENTS_MAXLEN)
   local now = now_ms()
   ack_entry(p, group, entry)
   local jk = p .. 'job:' .. id
   local f = {}
-  if id ~= '' then f = redis.call('HMGET', jk, 'state', 'attempts', 'upstream') end
+  if id ~= '' then f = redis.call('HMGET', jk, 'state', 'attempts', 'upstream', 'entry') end
   local state = f[1]
   if not state then
     redis.call('XADD', p .. 'dead', 'MAXLEN', '~', dmax, '*', 'id', id, 'reason', reason,
@@ -405,7 +409,8 @@ local function dead(keys, args)
     redis.call('HINCRBY', p .. 'counts', 'dead', 1)
     return {'dead'}
   end
-  if terminal(state) then
+  -- A worker names the entry it holds: one from an earlier life of the job is refused.
+  if terminal(state) or (entry ~= '' and f[4] ~= entry) then
     return {'refused', state}
   end
   if state == 'scheduled' or state == 'retrying' then redis.call('ZREM', p .. 'delayed', id) end
