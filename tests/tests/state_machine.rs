@@ -399,7 +399,8 @@ impl Model {
                 s.state,
                 JobState::Completed | JobState::Dead | JobState::Cancelled
             );
-            if !done && !(self.far_future.contains(id) && s.state == JobState::Scheduled) {
+            let waiting_far_ahead = self.far_future.contains(id) && s.state == JobState::Scheduled;
+            if !(done || waiting_far_ahead) {
                 left.push((id.clone(), s.state));
             }
         }
@@ -443,8 +444,10 @@ async fn completed_events(
 fn no_sequence_of_operations_loses_a_job_or_completes_one_twice() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let redis = rt.block_on(RedisServer::start());
-    let mut settings = sluice_common::StoreSettings::default();
-    settings.events_maxlen = 1_000_000;
+    let settings = sluice_common::StoreSettings {
+        events_maxlen: 1_000_000,
+        ..Default::default()
+    };
     let store = rt
         .block_on(Store::connect(&redis.url(), settings))
         .expect("store");
