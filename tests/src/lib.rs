@@ -6,6 +6,7 @@
 //! - [`events`]: a test's view of a queue's events stream, to await states;
 //! - [`proxy`]: a TCP proxy that resets, stalls and refuses connections (network faults);
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
+//! - [`soak`]: the soak run (`sluice-soak`, tests/soak.sh), not in CI;
 //! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
 //! - [`certs`]: TLS certificates (openssl) and the shipped ACL users, for security tests;
 //! - [`fuzz`]: the fuzz targets' bodies, replayed on stable;
@@ -23,6 +24,7 @@ pub mod mock;
 pub mod proxy;
 pub mod redis_server;
 pub mod scrape;
+pub mod soak;
 pub mod worker_process;
 
 pub use redis_server::RedisServer;
