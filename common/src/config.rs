@@ -53,6 +53,15 @@ pub struct RedisConfig {
     pub tls_cert_file: Option<String>,
     #[serde(default)]
     pub tls_key_file: Option<String>,
+    /// Replicas that must confirm an enqueue (WAIT) before it is acknowledged; 0: none.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    #[serde(default = "default_wait_timeout_ms")]
+    pub wait_timeout_ms: u64,
+}
+
+fn default_wait_timeout_ms() -> u64 {
+    1000
 }
 
 /// Settings that apply to every queue.
@@ -65,6 +74,9 @@ pub struct QueuesConfig {
     pub dead_retention_secs: u64,
     pub events_maxlen: u64,
     pub dead_maxlen: u64,
+    /// Partition counts of partitioned queues, by queue name.
+    #[serde(default)]
+    pub partitions: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,12 +291,32 @@ impl Config {
         let url = &self.redis.url;
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")
-            || url.starts_with("unix://"))
+            || url.starts_with("unix://")
+            || url.starts_with("redis+cluster://")
+            || url.starts_with("rediss+cluster://"))
         {
             return Err(invalid(
                 "redis.url",
-                "must start with redis://, rediss:// or unix://",
+                "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://",
             ));
+        }
+        if crate::conn::is_cluster_url(url)
+            && let Err(e) = crate::conn::cluster_nodes(url)
+        {
+            return Err(ConfigError::Invalid {
+                key: "redis.url",
+                reason: e,
+            });
+        }
+        for (queue, &p) in &self.queues.partitions {
+            if validate::queue_name(queue).is_err() || !(1..=1024).contains(&p) {
+                return Err(ConfigError::Invalid {
+                    key: "queues.partitions",
+                    reason: format!(
+                        "{queue:?} = {p}: a queue name of [A-Za-z0-9_.-] and 1 to 1024 partitions"
+                    ),
+                });
+            }
         }
         if self.redis.command_timeout_ms == 0 {
             return Err(invalid("redis.command_timeout_ms", "must be positive"));
@@ -292,7 +324,7 @@ impl Config {
         let tls_set = self.redis.tls_ca_file.is_some()
             || self.redis.tls_cert_file.is_some()
             || self.redis.tls_key_file.is_some();
-        if tls_set && !url.starts_with("rediss://") {
+        if tls_set && !url.starts_with("rediss") {
             return Err(invalid(
                 "redis.tls_ca_file",
                 "TLS files are set but redis.url is not rediss://",
@@ -363,6 +395,18 @@ impl Config {
         Ok(())
     }
 
+    /// The queues a worker consumes: `worker.queues`, each partitioned one as its partitions.
+    pub fn worker_queues(&self) -> Vec<String> {
+        self.worker
+            .queues
+            .iter()
+            .flat_map(|q| match self.queues.partitions.get(q) {
+                Some(&p) if p > 1 => (0..p).map(|i| crate::keys::partition(q, i)).collect(),
+                _ => vec![q.clone()],
+            })
+            .collect()
+    }
+
     /// What a producer may enqueue.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -385,6 +429,9 @@ impl Config {
                 cert: self.redis.tls_cert_file.clone().map(Into::into),
                 key: self.redis.tls_key_file.clone().map(Into::into),
             },
+            partitions: self.queues.partitions.clone(),
+            wait_replicas: self.redis.wait_replicas,
+            wait_timeout: Duration::from_millis(self.redis.wait_timeout_ms),
         }
     }
 }

@@ -88,9 +88,58 @@ pub fn upstream_prefix(upstream: &str) -> String {
     format!("sluice:{{u:{upstream}}}:")
 }
 
+/// The name of partition `i` of queue `queue`: `queue#i`. Each partition is a queue of its own
+/// with its own hash tag, so a cluster spreads a partitioned queue's slots over its masters.
+pub fn partition(queue: &str, i: u32) -> String {
+    format!("{queue}#{i}")
+}
+
+/// Splits a partition's name `Q#i` into `Q` and `i`; `None` for a plain queue name.
+pub fn split_partition(name: &str) -> Option<(&str, u32)> {
+    let (base, index) = name.rsplit_once('#')?;
+    if index.is_empty() || index.len() > 4 || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, index.parse().ok()?))
+}
+
+/// The partition (of `partitions`) that a job with routing key `key` goes to: FNV-1a (64-bit)
+/// of the key's bytes, modulo the count. The key is the job's dedupe key, else its id, so every
+/// job of one dedupe key lands in one partition and dedupe still holds. Foreign producers use
+/// the same function (docs/PROTOCOL.md).
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_have_their_own_hash_tag_and_a_stable_spread() {
+        assert_eq!(partition("hot", 2), "hot#2");
+        assert_eq!(
+            QueueKeys::new(&partition("hot", 2)).prefix(),
+            "sluice:{hot#2}:"
+        );
+        assert_eq!(split_partition("hot#2"), Some(("hot", 2)));
+        assert_eq!(split_partition("hot"), None);
+        assert_eq!(split_partition("hot#"), None);
+        assert_eq!(split_partition("hot#x1"), None);
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c: the value foreign producers must reproduce.
+        assert_eq!(partition_of("a", 1 << 16), 0xec8c);
+        let mut seen = [0u32; 3];
+        for i in 0..3000 {
+            seen[partition_of(&format!("key-{i}"), 3) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+        assert_eq!(partition_of("anything", 1), 0);
+    }
 
     #[test]
     fn every_key_carries_the_queue_hash_tag() {

@@ -8,6 +8,7 @@
 //! - [`config`]: configuration from `config/default.toml`, a file and the environment.
 
 pub mod config;
+pub mod conn;
 pub mod hints;
 pub mod job;
 pub mod keys;

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
+
+use crate::conn::{self, BlockingPool, Conn, Target, Timeouts};
 
 use crate::job::{PreparedJob, Schedule};
 use crate::keys::{self, QueueKeys};
@@ -22,7 +23,7 @@ use crate::state::{JobState, JobStatus};
 const LIBRARY: &str = include_str!("lua/sluice.lua");
 
 /// Errors from the store. Server-side refusals keep the function's reason.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("Redis unreachable at {url}: {source}")]
     Unreachable {
@@ -43,9 +44,16 @@ pub enum StoreError {
     Protocol(&'static str),
     #[error("connection pool: {0}")]
     Pool(String),
+    /// A Redis URL that cannot be used.
+    #[error("Redis URL: {0}")]
+    Url(String),
     /// A TLS certificate or key file could not be read.
     #[error("Redis TLS: {0}")]
     Tls(String),
+    /// Fewer replicas than `redis.wait_replicas` confirmed the write in time: it is on the
+    /// primary, but a failover now could lose it. Enqueueing again is safe (same id or dedupe key).
+    #[error("only {acked} of {wanted} replicas confirmed the write within the wait timeout")]
+    NotReplicated { acked: u64, wanted: u32 },
     /// The caller's Redis user may not do this (`NOPERM`, or `SLUICE_DENIED` from the library).
     #[error("denied by Redis: {0}")]
     Denied(String),
@@ -86,6 +94,12 @@ pub struct StoreSettings {
     pub command_timeout: Duration,
     /// Certificates for `rediss://` beyond the system's trust store.
     pub tls: TlsFiles,
+    /// Queues split into partitions (`Q#0 … Q#P-1`), by name; absent or 1: not partitioned.
+    pub partitions: BTreeMap<String, u32>,
+    /// Replicas that must hold an enqueue before it is acknowledged (`WAIT`); 0: do not wait.
+    pub wait_replicas: u32,
+    /// Longest an enqueue waits for those replicas.
+    pub wait_timeout: Duration,
 }
 
 /// PEM files for a TLS connection to Redis (all optional).
@@ -138,6 +152,9 @@ impl Default for StoreSettings {
             max_job_bytes: 1024 * 1024,
             command_timeout: Duration::from_secs(10),
             tls: TlsFiles::default(),
+            partitions: BTreeMap::new(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -367,6 +384,8 @@ pub struct Redriven {
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct QueueStats {
     pub queue: String,
+    /// Partitions summed here (1: not partitioned).
+    pub partitions: u32,
     /// Entries in the ready stream (delivered or not).
     pub stream_len: u64,
     /// Entries not yet delivered to any worker (consumer-group lag).
@@ -387,8 +406,8 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 /// Handle on Redis for one Sluice process. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    target: Target,
     url: String,
     settings: StoreSettings,
     /// Queues already registered in `sluice:queues` by this process.
@@ -396,25 +415,25 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects, and loads the function library if Redis lacks this version of it.
+    /// Connects (to one server, or to a cluster for a `redis+cluster://` URL), and loads the
+    /// function library if Redis lacks this version of it.
     pub async fn connect(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
         let shown = redact_url(url);
         let unreachable = |source| StoreError::Unreachable {
             url: shown.clone(),
             source,
         };
-        let client = Self::client(url, &settings.tls)?.map_err(unreachable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.command_timeout))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let conn = client
-            .get_connection_manager_with_config(config)
+        let target = Self::target(url, &settings)?.map_err(unreachable)?;
+        let conn = target
+            .connect(Timeouts {
+                connect: Duration::from_secs(5),
+                response: settings.command_timeout,
+            })
             .await
             .map_err(unreachable)?;
         let store = Store {
             conn,
-            client,
+            target,
             url: shown.clone(),
             settings,
             known_queues: Arc::default(),
@@ -428,12 +447,46 @@ impl Store {
         Ok(store)
     }
 
+    fn target(
+        url: &str,
+        settings: &StoreSettings,
+    ) -> Result<redis::RedisResult<Target>, StoreError> {
+        let tls = &settings.tls;
+        if conn::is_cluster_url(url) {
+            let nodes = conn::cluster_nodes(url).map_err(StoreError::Url)?;
+            #[cfg(feature = "tls")]
+            let certs = {
+                if url.starts_with("rediss") {
+                    install_tls_provider();
+                }
+                if tls.is_empty() {
+                    None
+                } else {
+                    Some(tls.load()?)
+                }
+            };
+            #[cfg(not(feature = "tls"))]
+            if url.starts_with("rediss") || !tls.is_empty() {
+                return Err(no_tls());
+            }
+            let timeouts = Timeouts {
+                connect: Duration::from_secs(5),
+                response: settings.command_timeout,
+            };
+            return Ok(Target::cluster(
+                nodes,
+                timeouts,
+                #[cfg(feature = "tls")]
+                certs,
+            ));
+        }
+        Ok(Self::client(url, tls)?.map(Target::Single))
+    }
+
     #[cfg(feature = "tls")]
     fn client(url: &str, tls: &TlsFiles) -> Result<redis::RedisResult<redis::Client>, StoreError> {
         if url.starts_with("rediss://") {
-            // With more than one rustls provider compiled in (ring through a dependency, say),
-            // rustls cannot pick one itself and would panic at the first handshake.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            install_tls_provider();
         }
         Ok(if tls.is_empty() {
             redis::Client::open(url)
@@ -445,11 +498,14 @@ impl Store {
     #[cfg(not(feature = "tls"))]
     fn client(url: &str, tls: &TlsFiles) -> Result<redis::RedisResult<redis::Client>, StoreError> {
         if url.starts_with("rediss://") || !tls.is_empty() {
-            return Err(StoreError::Tls(
-                "this build of sluice-common has no TLS (feature `tls`)".into(),
-            ));
+            return Err(no_tls());
         }
         Ok(redis::Client::open(url))
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// The URL, with any password hidden, for messages.
@@ -462,25 +518,24 @@ impl Store {
     }
 
     /// The shared connection, for callers that pipeline their own reads.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
     /// A pool of dedicated connections for blocking reads (which block at most `MAX_BLOCK`):
     /// their response timeout is that block plus the command timeout, so a link that went
-    /// silent (a black-holed connection) is given up instead of waited on forever.
-    pub fn blocking_pool(&self, size: usize) -> Result<deadpool_redis::Pool, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(MAX_BLOCK + self.settings.command_timeout))
-            .set_connection_timeout(Some(Duration::from_secs(5)));
-        let manager = deadpool_redis::Manager::new_with_config(
-            self.client.get_connection_info().clone(),
-            config,
-        )?;
-        deadpool_redis::Pool::builder(manager)
-            .max_size(size)
-            .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))
+    /// silent (a black-holed connection) is given up instead of waited on forever. On a cluster
+    /// each is a cluster connection, so a read goes to the node that owns the queue.
+    pub fn blocking_pool(&self, size: usize) -> Result<BlockingPool, StoreError> {
+        self.target
+            .blocking_pool(
+                size,
+                Timeouts {
+                    connect: Duration::from_secs(5),
+                    response: MAX_BLOCK + self.settings.command_timeout,
+                },
+            )
+            .map_err(StoreError::Pool)
     }
 
     /// The library version this build carries.
@@ -519,6 +574,26 @@ impl Store {
     async fn load_library(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let want = Self::library_version();
+        if self.is_cluster() {
+            // A version check would ask one random node; loading (REPLACE, on every primary)
+            // is idempotent and leaves no primary behind. A user that may not load checks.
+            let loaded = redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(Self::library_source())
+                .query_async::<Value>(&mut conn)
+                .await;
+            return match loaded {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some("NOPERM") => match self.ready().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(StoreError::LibraryMissing {
+                        found: e.to_string(),
+                    }),
+                },
+                Err(e) => Err(e.into()),
+            };
+        }
         let have: Result<String, _> = redis::cmd("FCALL_RO")
             .arg("sluice_version")
             .arg(0)
@@ -592,6 +667,17 @@ impl Store {
             .collect()
     }
 
+    /// Lets a later call register these queues again (their registration failed).
+    fn forget_queues(&self, queues: &[String]) {
+        let mut known = self
+            .known_queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for q in queues {
+            known.remove(q);
+        }
+    }
+
     /// Enqueues one job (one round trip, plus a one-time registration of its queue).
     pub async fn enqueue(&self, job: &PreparedJob) -> Result<Enqueued, StoreError> {
         let mut results = self.enqueue_batch(std::slice::from_ref(job)).await?;
@@ -600,64 +686,65 @@ impl Store {
             .ok_or(StoreError::Protocol("sluice_enqueue"))?
     }
 
-    /// Enqueues many jobs in one pipeline. The outer error is a failure of the whole round trip;
-    /// each job has its own result (a refusal of one does not affect the others).
+    /// Enqueues many jobs in one pipeline (on a cluster: one call per queue slot, all sent at
+    /// once). The outer error is a failure of the whole round trip; each job has its own result
+    /// (a refusal of one does not affect the others).
     pub async fn enqueue_batch(
         &self,
         jobs: &[PreparedJob],
     ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        // Each job's queue, or the partition its dedupe key (else its id) maps to.
+        let routed: Vec<String> = jobs.iter().map(|j| self.route(j)).collect();
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
-        for q in &new_queues {
-            pipe.cmd("SADD").arg(keys::QUEUES).arg(q).ignore();
+        let mut cmds = Vec::new();
+        if !new_queues.is_empty() {
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(keys::QUEUES).arg(&new_queues);
+            cmds.push(sadd);
         }
         // One call per queue, jobs in input order within it.
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            match groups.iter_mut().find(|(q, _)| *q == job.queue.as_str()) {
+        for (i, queue) in routed.iter().enumerate() {
+            match groups.iter_mut().find(|(q, _)| *q == queue.as_str()) {
                 Some((_, idx)) => idx.push(i),
-                None => groups.push((job.queue.as_str(), vec![i])),
+                None => groups.push((queue.as_str(), vec![i])),
             }
         }
         for (queue, idx) in &groups {
             let group: Vec<&PreparedJob> = idx.iter().map(|&i| &jobs[i]).collect();
-            pipe.add_command(self.enqueue_many_cmd(queue, &group));
+            cmds.push(self.enqueue_many_cmd(queue, &group));
         }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Let a later call register these queues again.
-                let mut known = self
-                    .known_queues
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                for q in &new_queues {
-                    known.remove(q);
-                }
-                return Err(StoreError::Redis(e));
+        let mut replies = match self.send_all(&cmds).await {
+            Ok(r) if r.len() == cmds.len() => r,
+            other => {
+                self.forget_queues(&new_queues);
+                return Err(match other {
+                    Err(e) => e,
+                    Ok(_) => StoreError::Protocol("sluice_enqueue_many"),
+                });
             }
         };
-        if replies.len() != groups.len() {
-            return Err(StoreError::Protocol("sluice_enqueue_many"));
+        if !new_queues.is_empty() && replies.remove(0).is_err() {
+            // The jobs are in; let a later call register their queues.
+            self.forget_queues(&new_queues);
         }
         let mut results: Vec<Option<Result<Enqueued, StoreError>>> =
             (0..jobs.len()).map(|_| None).collect();
         for ((_, idx), reply) in groups.iter().zip(replies) {
             match reply {
-                Value::Array(items) if items.len() == idx.len() => {
+                Ok(Value::Array(items)) if items.len() == idx.len() => {
                     for (&i, item) in idx.iter().zip(items) {
                         results[i] = Some(parse_enqueued(item));
                     }
                 }
-                // The whole call failed (no library, denied, …): every job of it says why.
-                Value::ServerError(e) => {
+                Ok(_) => return Err(StoreError::Protocol("sluice_enqueue_many")),
+                // The whole call failed (no library, denied, not replicated, …): every job of
+                // it says why.
+                Err(e) => {
                     for &i in idx {
-                        results[i] = Some(Err(StoreError::from_redis(e.clone().into())));
+                        results[i] = Some(Err(e.clone()));
                     }
                 }
-                _ => return Err(StoreError::Protocol("sluice_enqueue_many")),
             }
         }
         Ok(results
@@ -666,8 +753,119 @@ impl Store {
             .collect())
     }
 
-    /// The job's status, or `None` if no such job (never enqueued, or expired).
+    /// Sends writes in one round trip and returns each one's reply. On one server they go as one
+    /// pipeline; on a cluster each goes to the primary of its slot, all at once. With
+    /// `wait_replicas`, each is followed by a `WAIT` on the same node, and a write that too few
+    /// replicas confirmed is an error. The outer error is a failure of the whole round trip.
+    async fn send_all(
+        &self,
+        cmds: &[redis::Cmd],
+    ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+        let wait = self.settings.wait_replicas;
+        let wait_cmd = || {
+            let mut c = redis::cmd("WAIT");
+            c.arg(wait)
+                .arg(self.settings.wait_timeout.as_millis() as u64);
+            c
+        };
+        let checked = |reply: Value, acked: Option<&Value>| -> Result<Value, StoreError> {
+            if let Value::ServerError(e) = reply {
+                return Err(StoreError::from_redis(e.into()));
+            }
+            match acked.map(|a| int(a).unwrap_or(0).max(0) as u64) {
+                Some(acked) if acked < u64::from(wait) => Err(StoreError::NotReplicated {
+                    acked,
+                    wanted: wait,
+                }),
+                _ => Ok(reply),
+            }
+        };
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
+                }
+                if wait > 0 {
+                    pipe.add_command(wait_cmd());
+                }
+                let mut replies: Vec<Value> = pipe.query_async(&mut c.clone()).await?;
+                let acked = (wait > 0).then(|| replies.pop()).flatten();
+                Ok(replies
+                    .into_iter()
+                    .map(|r| checked(r, acked.as_ref()))
+                    .collect())
+            }
+            Conn::Cluster(c) => {
+                let sent = cmds.iter().map(|cmd| {
+                    let mut c = c.clone();
+                    let mut pipe = redis::pipe();
+                    pipe.ignore_errors().add_command(cmd.clone());
+                    if wait > 0 {
+                        // No key: the pipeline goes to the node of the write before it.
+                        pipe.add_command(wait_cmd());
+                    }
+                    async move {
+                        let mut replies: Vec<Value> = pipe
+                            .query_async(&mut c)
+                            .await
+                            .map_err(StoreError::from_redis)?;
+                        let acked = (wait > 0).then(|| replies.pop()).flatten();
+                        let reply = replies
+                            .pop()
+                            .ok_or(StoreError::Protocol("cluster pipeline"))?;
+                        checked(reply, acked.as_ref())
+                    }
+                });
+                Ok(futures::future::join_all(sent).await)
+            }
+        }
+    }
+
+    /// The queue a job goes to: its own, or for a partitioned queue the partition its dedupe key
+    /// (else its id) maps to.
+    fn route(&self, job: &PreparedJob) -> String {
+        match self.settings.partitions.get(&job.queue) {
+            Some(&p) if p > 1 => {
+                let key = job.dedupe.as_ref().map_or(job.id.0.as_str(), |(k, _)| k);
+                keys::partition(&job.queue, keys::partition_of(key, p))
+            }
+            _ => job.queue.clone(),
+        }
+    }
+
+    /// The queues that hold `queue`'s jobs: its partitions `Q#0 … Q#P-1`, or itself.
+    pub fn partitions_of(&self, queue: &str) -> Vec<String> {
+        match self.settings.partitions.get(queue) {
+            Some(&p) if p > 1 => (0..p).map(|i| keys::partition(queue, i)).collect(),
+            _ => vec![queue.to_string()],
+        }
+    }
+
+    /// The partition of `queue` that holds job `id` (the queue itself when not partitioned),
+    /// with the job's status; `None` if no partition has it.
+    async fn locate(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<(String, JobStatus)>, StoreError> {
+        for part in self.partitions_of(queue) {
+            if let Some(status) = self.status_in(&part, id).await? {
+                return Ok(Some((part, status)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The job's status, or `None` if no such job (never enqueued, or expired). On a
+    /// partitioned queue, each partition is asked in turn.
     pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
+        Ok(self.locate(queue, id).await?.map(|(_, status)| status))
+    }
+
+    /// The job's status in one queue (or partition).
+    async fn status_in(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
@@ -696,6 +894,16 @@ impl Store {
         timeout: Duration,
     ) -> Result<Waited, StoreError> {
         const READ_COUNT: usize = 1000;
+        let part;
+        let queue = if self.partitions_of(queue).len() > 1 {
+            part = match self.locate(queue, id).await? {
+                Some((part, _)) => part,
+                None => return Ok(Waited::NotFound),
+            };
+            part.as_str()
+        } else {
+            queue
+        };
         let keys = keys_for(queue)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut conn = self.conn.clone();
@@ -717,7 +925,7 @@ impl Store {
                 .is_some_and(JobState::is_terminal)
         };
         if state.is_none() || terminal(state.as_deref()) {
-            return Ok(match self.status(queue, id).await? {
+            return Ok(match self.status_in(queue, id).await? {
                 Some(status) => Waited::Done(Box::new(status)),
                 None => Waited::NotFound,
             });
@@ -752,7 +960,7 @@ impl Store {
                 }
             }
             if seen || full {
-                match self.status(queue, id).await? {
+                match self.status_in(queue, id).await? {
                     Some(status) if status.state.is_terminal() => {
                         return Ok(Waited::Done(Box::new(status)));
                     }
@@ -765,6 +973,16 @@ impl Store {
 
     /// Cancels a job that has not started (queued, scheduled or retrying).
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
+        let part;
+        let queue = if self.partitions_of(queue).len() > 1 {
+            part = match self.locate(queue, id).await? {
+                Some((part, _)) => part,
+                None => return Ok(CancelOutcome::NotFound),
+            };
+            part.as_str()
+        } else {
+            queue
+        };
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
@@ -1404,20 +1622,23 @@ impl Store {
             .map_err(StoreError::from_redis)
     }
 
-    /// Pauses (workers stop fetching from the queue) or resumes it.
+    /// Pauses (workers stop fetching from the queue) or resumes it; every partition of a
+    /// partitioned queue.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
-        let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
-        let cmd = if paused {
-            let mut c = redis::cmd("SET");
-            c.arg(keys.paused()).arg("1");
-            c
-        } else {
-            let mut c = redis::cmd("DEL");
-            c.arg(keys.paused());
-            c
-        };
-        cmd.query_async::<()>(&mut conn).await?;
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let mut conn = self.conn.clone();
+            let cmd = if paused {
+                let mut c = redis::cmd("SET");
+                c.arg(keys.paused()).arg("1");
+                c
+            } else {
+                let mut c = redis::cmd("DEL");
+                c.arg(keys.paused());
+                c
+            };
+            cmd.query_async::<()>(&mut conn).await?;
+        }
         Ok(())
     }
 
@@ -1426,8 +1647,39 @@ impl Store {
         self.members(keys::QUEUES).await
     }
 
-    /// A queue's numbers, read in one pipeline.
+    /// A queue's numbers, read in one pipeline; a partitioned queue's are the sums over its
+    /// partitions (consumers: the most any partition has).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let parts = self.partitions_of(queue);
+        if parts.len() == 1 {
+            return self.stats_of(queue).await;
+        }
+        let each = futures::future::try_join_all(parts.iter().map(|p| self.stats_of(p))).await?;
+        let mut sum = QueueStats {
+            queue: queue.to_string(),
+            partitions: parts.len() as u32,
+            ..QueueStats::default()
+        };
+        for s in each {
+            sum.stream_len += s.stream_len;
+            sum.lag = match (sum.lag, s.lag) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            sum.pending += s.pending;
+            sum.consumers = sum.consumers.max(s.consumers);
+            sum.delayed += s.delayed;
+            sum.dead_len += s.dead_len;
+            sum.paused |= s.paused;
+            for (k, v) in s.counts {
+                *sum.counts.entry(k).or_default() += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// One queue's (or partition's) numbers, read in one pipeline.
+    async fn stats_of(&self, queue: &str) -> Result<QueueStats, StoreError> {
         let keys = keys_for(queue)?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
@@ -1449,6 +1701,7 @@ impl Store {
         let n = |i: usize| r.get(i).and_then(int).unwrap_or(0).max(0) as u64;
         let mut stats = QueueStats {
             queue: queue.to_string(),
+            partitions: 1,
             stream_len: n(0),
             delayed: n(1),
             dead_len: n(2),
@@ -1475,7 +1728,18 @@ impl Store {
     }
 }
 
-/// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
+/// With more than one rustls provider compiled in (ring through a dependency, say), rustls cannot
+/// pick one itself and would panic at the first handshake.
+#[cfg(feature = "tls")]
+fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[cfg(not(feature = "tls"))]
+fn no_tls() -> StoreError {
+    StoreError::Tls("this build of sluice-common has no TLS (feature `tls`)".into())
+}
+
 /// Decodes what `sluice_fetch` and `sluice_start` answer (`name` names the call in errors).
 /// Untrusted bytes in, a clear error out: it never panics (fuzzed in tests/fuzz/).
 pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>, StoreError> {
@@ -1517,8 +1781,11 @@ pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
         .collect())
 }
 
+/// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
+/// A partition's name (`Q#i`) is accepted where a queue's is.
 fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
-    crate::validate::queue_name(queue).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let base = keys::split_partition(queue).map_or(queue, |(base, _)| base);
+    crate::validate::queue_name(base).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(QueueKeys::new(queue))
 }
 

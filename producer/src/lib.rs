@@ -47,7 +47,7 @@ pub struct Producer {
     /// Batches of one `enqueue_batch` call in flight at once.
     batches_in_flight: usize,
     /// Dedicated connections for `wait`, which blocks.
-    blocking: deadpool_redis::Pool,
+    blocking: sluice_common::conn::BlockingPool,
     /// Shares server-side calls among concurrent single enqueues.
     coalescer: coalesce::Coalescer,
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use sluice_common::conn::{self, BlockingConn};
 use sluice_common::reply;
 use tokio::time::Instant;
 
@@ -42,10 +43,11 @@ impl Seen {
     }
 }
 
-/// Reads one queue's events from the beginning.
+/// Reads one queue's events from the beginning (on one Redis, or on a cluster for a
+/// `redis+cluster://` URL: the read goes to the node that owns the queue).
 pub struct Events {
-    client: redis::Client,
-    conn: redis::aio::MultiplexedConnection,
+    url: String,
+    conn: BlockingConn,
     key: String,
     last: String,
     pub seen: Seen,
@@ -53,10 +55,9 @@ pub struct Events {
 
 impl Events {
     pub async fn new(url: &str, queue: &str) -> Events {
-        let client = redis::Client::open(url).expect("redis url");
-        let conn = Self::connect(&client).await.expect("connect for events");
+        let conn = Self::connect(url).await.expect("connect for events");
         Events {
-            client,
+            url: url.to_string(),
             conn,
             key: format!("sluice:{{{queue}}}:events"),
             last: "0-0".into(),
@@ -64,13 +65,24 @@ impl Events {
         }
     }
 
-    async fn connect(
-        client: &redis::Client,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    async fn connect(url: &str) -> redis::RedisResult<BlockingConn> {
+        if conn::is_cluster_url(url) {
+            let nodes = conn::cluster_nodes(url).expect("cluster url");
+            let client = redis::cluster::ClusterClient::builder(nodes).build()?;
+            let config = redis::cluster::ClusterConfig::new()
+                .set_response_timeout(Duration::from_secs(30))
+                .set_connection_timeout(Duration::from_secs(2));
+            return Ok(BlockingConn::Cluster(
+                client.get_async_connection_with_config(config).await?,
+            ));
+        }
+        let client = redis::Client::open(url)?;
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        Ok(BlockingConn::Single(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        ))
     }
 
     /// Reads what has arrived, blocking up to `block`. While Redis is away (a test restarting
@@ -91,7 +103,7 @@ impl Events {
             Ok(r) => r,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Ok(conn) = Self::connect(&self.client).await {
+                if let Ok(conn) = Self::connect(&self.url).await {
                     self.conn = conn;
                 }
                 return;

@@ -2,6 +2,7 @@
 //!
 //! - [`redis_server`]: a real `redis-server` per test on a free port with its own data dir
 //!   (or testcontainers' Redis with `SLUICE_TEST_REDIS=docker`), torn down on drop;
+//! - [`redis_cluster`]: a real three-master Redis Cluster (with replicas) per test;
 //! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
 //! - [`events`]: a test's view of a queue's events stream, to await states;
 //! - [`proxy`]: a TCP proxy that resets, stalls and refuses connections (network faults);
@@ -22,6 +23,7 @@ pub mod events;
 pub mod fuzz;
 pub mod mock;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod scrape;
 pub mod soak;

@@ -42,7 +42,8 @@ pub fn redis_server_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
-fn free_port() -> u16 {
+/// A port free on loopback just now.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
     listener
         .local_addr()

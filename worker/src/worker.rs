@@ -25,7 +25,7 @@ use crate::{fetch, http, reclaim};
 pub struct Ctx {
     pub store: Store,
     /// Dedicated connections for blocking reads, one per queue's fetch loop.
-    pub blocking: deadpool_redis::Pool,
+    pub blocking: sluice_common::conn::BlockingPool,
     pub upstreams: Upstreams,
     /// Records completions in batches.
     pub completer: Completer,
@@ -83,7 +83,7 @@ pub async fn run_with_metrics(
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.redis.url, config.store_settings()).await?;
     let upstreams = Upstreams::from_config(&config)?;
-    let queues = config.worker.queues.clone();
+    let queues = config.worker_queues();
     let consumer = if config.worker.consumer.is_empty() {
         default_consumer()
     } else {

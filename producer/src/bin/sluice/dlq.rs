@@ -1,7 +1,8 @@
 //! `sluice dlq list | redrive | purge`: the dead-letter stream of a queue.
 //!
 //! Re-drive and purge take entries by id, by filter (reason, upstream) or all; they page through
-//! the stream and act on each page in one server-side call.
+//! the stream and act on each page in one server-side call. A partitioned queue's partitions are
+//! taken in turn (`-q hot#1` names one; entry ids are only unique within a partition).
 
 use std::process::ExitCode;
 
@@ -79,11 +80,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             sel.check()?;
             let queue = ctx.queue(&sel.queue);
             let mut total = Redriven::default();
-            for page in selected(ctx, &queue, &sel).await? {
-                let r = ctx.producer.store().redrive(&queue, &page).await?;
-                total.redriven += r.redriven;
-                total.expired += r.expired;
-                total.skipped += r.skipped;
+            for part in ctx.producer.store().partitions_of(&queue) {
+                for page in selected(ctx, &part, &sel).await? {
+                    let r = ctx.producer.store().redrive(&part, &page).await?;
+                    total.redriven += r.redriven;
+                    total.expired += r.expired;
+                    total.skipped += r.skipped;
+                }
             }
             println!(
                 "re-driven {}, expired (hash gone, entry removed) {}, skipped {}",
@@ -97,8 +100,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             sel.check()?;
             let queue = ctx.queue(&sel.queue);
             let mut removed = 0;
-            for page in selected(ctx, &queue, &sel).await? {
-                removed += ctx.producer.store().purge(&queue, &page).await?;
+            for part in ctx.producer.store().partitions_of(&queue) {
+                for page in selected(ctx, &part, &sel).await? {
+                    removed += ctx.producer.store().purge(&part, &page).await?;
+                }
             }
             println!("purged {}", show::count(removed));
             Ok(ExitCode::SUCCESS)
@@ -134,18 +139,35 @@ async fn selected(ctx: &Ctx, queue: &str, sel: &Select) -> anyhow::Result<Vec<Ve
 }
 
 async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let entries = ctx.producer.store().dead_list(queue, None, limit).await?;
+    let parts = ctx.producer.store().partitions_of(queue);
+    let mut entries = Vec::new();
+    for part in &parts {
+        if entries.len() < limit {
+            let got = ctx
+                .producer
+                .store()
+                .dead_list(part, None, limit - entries.len())
+                .await?;
+            entries.extend(got.into_iter().map(|e| (part.clone(), e)));
+        }
+    }
     if json {
+        let entries: Vec<&DeadEntry> = entries.iter().map(|(_, e)| e).collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
         println!("dead-letter stream of {queue} is empty");
     }
-    for e in entries {
+    for (part, e) in entries {
         let error = if e.raw.is_empty() { &e.error } else { &e.raw };
         println!(
-            "{}  {}  {} HTTP {} after {} attempts, {}  {}",
+            "{}{}  {}  {} HTTP {} after {} attempts, {}  {}",
+            if parts.len() > 1 {
+                format!("{part}  ")
+            } else {
+                String::new()
+            },
             e.entry,
             if e.id.is_empty() { "-" } else { &e.id },
             e.reason,

@@ -169,7 +169,16 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
     for s in all {
         let c = |k: &str| s.counts.get(k).copied().unwrap_or(0).max(0) as u64;
         let lag = s.lag.map(show::count).unwrap_or_else(|| "-".into());
-        println!("{}{}", s.queue, if s.paused { "  (paused)" } else { "" });
+        println!(
+            "{}{}{}",
+            s.queue,
+            if s.partitions > 1 {
+                format!("  ({} partitions, summed)", s.partitions)
+            } else {
+                String::new()
+            },
+            if s.paused { "  (paused)" } else { "" }
+        );
         println!(
             "  stream   {} entries: {} not yet delivered (lag), {} pending, {} consumers",
             show::count(s.stream_len),
