@@ -385,17 +385,19 @@ impl Config {
                 .worker
                 .queues
                 .iter()
-                .any(|q| validate::queue_name(q).is_err())
+                .any(|q| validate::queue_name(crate::keys::base_queue(q)).is_err())
         {
             return Err(invalid(
                 "worker.queues",
-                "must list queue names of [A-Za-z0-9_.-]",
+                "must list queue names of [A-Za-z0-9_.-] (or partitions of one: name#3)",
             ));
         }
         Ok(())
     }
 
-    /// The queues a worker consumes: `worker.queues`, each partitioned one as its partitions.
+    /// The queues a worker consumes: `worker.queues`, each partitioned one as its partitions (a
+    /// partition named outright, `hot#3`, is consumed alone: a fleet can split a queue's
+    /// partitions among its workers).
     pub fn worker_queues(&self) -> Vec<String> {
         self.worker
             .queues

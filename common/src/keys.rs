@@ -103,6 +103,11 @@ pub fn split_partition(name: &str) -> Option<(&str, u32)> {
     Some((base, index.parse().ok()?))
 }
 
+/// The queue a name belongs to: `Q` for a partition `Q#i`, else the name itself.
+pub fn base_queue(name: &str) -> &str {
+    split_partition(name).map_or(name, |(base, _)| base)
+}
+
 /// The partition (of `partitions`) that a job with routing key `key` goes to: FNV-1a (64-bit)
 /// of the key's bytes, modulo the count. The key is the job's dedupe key, else its id, so every
 /// job of one dedupe key lands in one partition and dedupe still holds. Foreign producers use

@@ -761,6 +761,25 @@ impl Store {
         &self,
         cmds: &[redis::Cmd],
     ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+        let mut replies = self.send_all_once(cmds).await?;
+        // Redis lost the library (see `Run`): load it and send what it refused once more.
+        let refused: Vec<usize> = (0..replies.len())
+            .filter(|&i| matches!(&replies[i], Err(StoreError::Redis(e)) if missing_library(e)))
+            .collect();
+        if !refused.is_empty() {
+            self.load_library().await?;
+            let again: Vec<redis::Cmd> = refused.iter().map(|&i| cmds[i].clone()).collect();
+            for (i, r) in refused.into_iter().zip(self.send_all_once(&again).await?) {
+                replies[i] = r;
+            }
+        }
+        Ok(replies)
+    }
+
+    async fn send_all_once(
+        &self,
+        cmds: &[redis::Cmd],
+    ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let wait = self.settings.wait_replicas;
         let wait_cmd = || {
             let mut c = redis::cmd("WAIT");
@@ -984,15 +1003,13 @@ impl Store {
             queue
         };
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
         let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
             .arg(keys::GROUP)
             .arg(id)
             .arg(self.settings.retention.as_millis() as u64)
             .arg(self.settings.events_maxlen)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+            .run(self)
+            .await?;
         let state = |s: &str| s.parse().map_err(|_| StoreError::Protocol("sluice_cancel"));
         match reply.as_slice() {
             [o, prev] if o == "cancelled" => Ok(CancelOutcome::Cancelled(state(prev)?)),
@@ -1042,11 +1059,7 @@ impl Store {
         cmd: redis::Cmd,
         name: &'static str,
     ) -> Result<Vec<Started>, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Value = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+        let reply: Value = cmd.run(self).await?;
         decode_started(&reply, name)
     }
 
@@ -1097,11 +1110,7 @@ impl Store {
                 cmd.arg(field).arg(value);
             }
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+        let reply: Vec<String> = cmd.run(self).await?;
         if reply.len() != jobs.len() {
             return Err(StoreError::Protocol("sluice_complete"));
         }
@@ -1174,11 +1183,7 @@ impl Store {
         cmd: redis::Cmd,
         name: &'static str,
     ) -> Result<Transition, StoreError> {
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+        let reply: Vec<String> = cmd.run(self).await?;
         match reply.first().map(String::as_str) {
             Some("completed" | "retrying" | "dead") => Ok(Transition::Done),
             Some("refused") => Ok(Transition::Refused(
@@ -1203,14 +1208,12 @@ impl Store {
         trim: bool,
     ) -> Result<Promoted, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
         let (n, next, now): (i64, i64, i64) = Self::fcall("sluice_promote", &keys)
             .arg(limit)
             .arg(self.settings.events_maxlen)
             .arg(if trim { keys::GROUP } else { "" })
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+            .run(self)
+            .await?;
         Ok(Promoted {
             promoted: n.max(0) as u64,
             next_due_ms: (next >= 0).then_some(next as u64),
@@ -1230,10 +1233,7 @@ impl Store {
         for (entry, id) in entries {
             cmd.arg(entry).arg(id);
         }
-        let mut conn = self.conn.clone();
-        cmd.query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)
+        cmd.run(self).await
     }
 
     /// Creates the queue's consumer group (and stream) if missing, reading from the start.
@@ -1368,7 +1368,6 @@ impl Store {
         upstream: &str,
         r: &AdmitRequest<'_>,
     ) -> Result<Admission, StoreError> {
-        let mut conn = self.conn.clone();
         let (wait, kind): (f64, String) = redis::cmd("FCALL")
             .arg("sluice_admit")
             .arg(1)
@@ -1384,9 +1383,8 @@ impl Store {
             .arg(r.model_tpm)
             .arg(if r.adaptive { "1" } else { "0" })
             .arg(r.token_burst_ms)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+            .run(self)
+            .await?;
         let wait = Duration::from_micros((wait.max(0.0) * 1000.0) as u64);
         Ok(match kind.as_str() {
             "ok" => Admission::Reserved(wait),
@@ -1410,7 +1408,6 @@ impl Store {
             Verdict::Limited => "limited",
             Verdict::None => "none",
         };
-        let mut conn = self.conn.clone();
         redis::cmd("FCALL")
             .arg("sluice_report")
             .arg(1)
@@ -1424,9 +1421,8 @@ impl Store {
             .arg(r.delta_tokens)
             .arg(r.model)
             .arg(r.model_tpm)
-            .query_async(&mut conn)
+            .run(self)
             .await
-            .map_err(StoreError::from_redis)
     }
 
     /// Records the upstream names a worker serves (for `sluice stats`).
@@ -1597,13 +1593,11 @@ impl Store {
     /// Re-drives dead-letter entries: their jobs are queued again with attempts reset.
     pub async fn redrive(&self, queue: &str, entries: &[String]) -> Result<Redriven, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
         let (redriven, expired, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
             .arg(self.settings.events_maxlen)
             .arg(entries)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
+            .run(self)
+            .await?;
         Ok(Redriven {
             redriven,
             expired,
@@ -1614,12 +1608,10 @@ impl Store {
     /// Deletes dead-letter entries and their dead jobs; returns how many entries went.
     pub async fn purge(&self, queue: &str, entries: &[String]) -> Result<u64, StoreError> {
         let keys = keys_for(queue)?;
-        let mut conn = self.conn.clone();
         Self::fcall("sluice_purge", &keys)
             .arg(entries)
-            .query_async(&mut conn)
+            .run(self)
             .await
-            .map_err(StoreError::from_redis)
     }
 
     /// Pauses (workers stop fetching from the queue) or resumes it; every partition of a
@@ -1728,6 +1720,39 @@ impl Store {
     }
 }
 
+/// A function call that survives the library's loss: if Redis answers that the function does
+/// not exist (a restart without persistence, a new cluster primary that took over slots), the
+/// library is loaded and the call sent once more.
+trait Run {
+    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        store: &'a Store,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'a;
+}
+
+impl Run for redis::Cmd {
+    async fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        store: &'a Store,
+    ) -> Result<T, StoreError> {
+        let mut conn = store.conn.clone();
+        match self.query_async(&mut conn).await {
+            Err(e) if missing_library(&e) => {
+                store.load_library().await?;
+                self.query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from_redis)
+            }
+            r => r.map_err(StoreError::from_redis),
+        }
+    }
+}
+
+/// Whether Redis said the called function does not exist.
+fn missing_library(e: &redis::RedisError) -> bool {
+    e.to_string().contains("Function not found")
+}
+
 /// With more than one rustls provider compiled in (ring through a dependency, say), rustls cannot
 /// pick one itself and would panic at the first handshake.
 #[cfg(feature = "tls")]
@@ -1784,8 +1809,8 @@ pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
 /// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
 /// A partition's name (`Q#i`) is accepted where a queue's is.
 fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
-    let base = keys::split_partition(queue).map_or(queue, |(base, _)| base);
-    crate::validate::queue_name(base).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    crate::validate::queue_name(keys::base_queue(queue))
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(QueueKeys::new(queue))
 }
 

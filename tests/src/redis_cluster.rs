@@ -1,6 +1,6 @@
-//! A real Redis Cluster for one test: six cluster-enabled `redis-server` processes on free
-//! loopback ports (three masters, one replica each), joined by `redis-cli --cluster create`, each
-//! with its own data dir, all killed when the handle drops.
+//! A real Redis Cluster for one test: cluster-enabled `redis-server` processes on free loopback
+//! ports (three masters with one replica each, unless asked otherwise), joined by
+//! `redis-cli --cluster create`, each with its own data dir, all killed when the handle drops.
 //!
 //! Ready means every node reports `cluster_state:ok` and sees all 16384 slots assigned; the
 //! harness waits for that state (bounded), then hands out a `redis+cluster://` URL.
@@ -22,11 +22,16 @@ impl RedisCluster {
     /// Starts three masters and three replicas; `extra` goes to every `redis-server`
     /// (`["--appendonly", "yes"]`, say).
     pub async fn start(extra: &[&str]) -> RedisCluster {
+        Self::start_shape(3, 1, extra).await
+    }
+
+    /// Starts `masters` masters with `replicas` replicas each.
+    pub async fn start_shape(masters: usize, replicas: usize, extra: &[&str]) -> RedisCluster {
         if std::env::var("SLUICE_TEST_REDIS").as_deref() == Ok("docker") {
             panic!("the cluster tests need local redis-server processes (no docker backend)");
         }
         let mut nodes = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..masters * (1 + replicas) {
             // The cluster bus needs a port of its own: an ephemeral one, not port + 10000
             // (which can pass 65535).
             let bus = crate::redis_server::free_port().to_string();
@@ -54,7 +59,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create (apt-get install redis-tools)");
         assert!(

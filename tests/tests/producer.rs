@@ -722,3 +722,26 @@ async fn concurrent_single_enqueues_share_calls_and_each_caller_gets_its_own_ans
         "300 enqueues took {calls} FCALLs: nothing was shared"
     );
 }
+
+#[tokio::test]
+async fn a_library_lost_by_redis_is_loaded_again_by_the_next_call() {
+    let (redis, producer) = setup().await;
+    let mut c = redis.client().await;
+    // A Redis restarted without persistence, or a cluster primary that never had it.
+    let flush = || redis::cmd("FUNCTION").arg("FLUSH").clone();
+    let _: () = flush().query_async(&mut c).await.expect("FUNCTION FLUSH");
+    let first = producer.enqueue(chat("lost", 1)).await.expect("enqueue");
+    assert!(first.created);
+    let started = start_next(&redis, &producer, "lost").await;
+    let (entry, id) = run_entry(&started[0]);
+    assert_eq!(id, first.id);
+    let _: () = flush().query_async(&mut c).await.expect("FUNCTION FLUSH");
+    let done = producer
+        .store()
+        .complete("lost", &id, &entry, "{}", 200, &[])
+        .await
+        .expect("complete");
+    assert_eq!(done, Transition::Done);
+    let status = producer.status("lost", &id).await.expect("status");
+    assert_eq!(status.map(|s| s.state), Some(JobState::Completed));
+}

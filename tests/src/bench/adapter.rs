@@ -22,6 +22,12 @@ use super::{Kind, QUEUE, records};
 pub struct EnqueueArgs {
     #[arg(long, default_value_t = 6390)]
     pub port: u16,
+    /// A Redis URL instead of `--port` (a `redis+cluster://` one, say).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Partitions of the queue (`queues.partitions`).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
     #[arg(long, default_value = QUEUE)]
     pub queue: String,
     #[arg(long, default_value_t = 50_000)]
@@ -48,6 +54,12 @@ pub enum Mode {
 pub struct WorkerArgs {
     #[arg(long, default_value_t = 6390)]
     pub port: u16,
+    /// A Redis URL instead of `--port` (a `redis+cluster://` one, say).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Partitions of the queue (`queues.partitions`).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
     #[arg(long, default_value = QUEUE)]
     pub queue: String,
     #[arg(long, default_value_t = 50)]
@@ -70,8 +82,9 @@ pub struct WorkerArgs {
     pub burst_ms: u64,
 }
 
-fn redis_url(port: u16) -> String {
-    format!("redis://127.0.0.1:{port}")
+fn redis_url(url: &Option<String>, port: u16) -> String {
+    url.clone()
+        .unwrap_or_else(|| format!("redis://127.0.0.1:{port}"))
 }
 
 fn say(v: serde_json::Value) {
@@ -80,8 +93,12 @@ fn say(v: serde_json::Value) {
 
 pub async fn enqueue(a: EnqueueArgs) -> anyhow::Result<()> {
     let mut config = Config::defaults();
-    config.redis.url = redis_url(a.port);
+    config.redis.url = redis_url(&a.redis_url, a.port);
     config.producer.batch_size = a.chunk.max(1);
+    config
+        .queues
+        .partitions
+        .insert(a.queue.clone(), a.partitions);
     let producer = sluice_producer::Producer::from_config(&config).await?;
     let jobs: Vec<_> = (0..a.n).map(|i| super::job(&a.queue, i)).collect();
     let t0 = Instant::now();
@@ -144,11 +161,14 @@ filter = "warn"
 base_ms = 1
 cap_ms = 1
 server_wait_spread = 0.0
+[queues.partitions]
+{queue} = {partitions}
 [upstreams.bench]
 base_url = "{base_url}"
 timeout_ms = 30000
 {circuit}{limit}"#,
-        url = redis_url(a.port),
+        url = redis_url(&a.redis_url, a.port),
+        partitions = a.partitions,
         // W5's failures are the jobs' own, not an outage: its 2,000 503s in a second would
         // (rightly) open the circuit, which the workload is not about.
         circuit = if a.kind == Kind::FailOnce {
@@ -182,17 +202,22 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log.filter))
         .with_writer(std::io::stderr)
         .try_init();
-    let client = redis::Client::open(config.redis.url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    // Load the library and create the group before "go", as the other systems' workers do.
+    // Load the library and create the groups before "go", as the other systems' workers do.
     let store = sluice_common::Store::connect(&config.redis.url, config.store_settings()).await?;
-    store.create_group(&a.queue).await?;
+    for q in config.worker_queues() {
+        store.create_group(&q).await?;
+    }
     say(serde_json::json!({"ready": true, "pid": std::process::id()}));
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let shutdown = Shutdown::new();
     let metrics = Metrics::new(config.worker.concurrency);
-    let completed = metrics.completed.with_label_values(&[a.queue.as_str()]);
+    let counters: Vec<_> = config
+        .worker_queues()
+        .iter()
+        .map(|q| metrics.completed.with_label_values(&[q.as_str()]))
+        .collect();
+    let completed = || counters.iter().map(|c| c.get()).sum::<u64>();
     let mut running = None;
     let mut metrics = Some(metrics);
     let mut ticker = tokio::time::interval(Duration::from_millis(50));
@@ -214,7 +239,7 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<()> {
                 Ok(None) | Err(_) => break,
             },
             _ = ticker.tick() => {
-                let done = completed.get();
+                let done = completed();
                 if done != last {
                     last = done;
                     say(serde_json::json!({"done": done}));
@@ -226,8 +251,15 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     if let Some(r) = running {
         r.await??;
     }
-    let recs = records::read(&mut conn, &a.queue, Some(&consumer)).await?;
+    // Per-job records are read from one server (SCAN); a cluster run reports throughput only.
+    let recs = if store.is_cluster() {
+        Vec::new()
+    } else {
+        let client = redis::Client::open(config.redis.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        records::read(&mut conn, &a.queue, Some(&consumer)).await?
+    };
     records::write_csv(&a.out, &recs)?;
-    say(serde_json::json!({"stopped": true, "done": completed.get(), "records": recs.len()}));
+    say(serde_json::json!({"stopped": true, "done": completed(), "records": recs.len()}));
     Ok(())
 }

@@ -151,15 +151,15 @@ fn pct(xs: &mut [f64], q: f64) -> f64 {
 }
 
 /// A worker child process speaking the adapter protocol.
-struct WorkerChild {
-    child: Child,
+pub(super) struct WorkerChild {
+    pub(super) child: Child,
     stdin: ChildStdin,
-    done: Arc<AtomicU64>,
-    ready: mpsc::Receiver<()>,
+    pub(super) done: Arc<AtomicU64>,
+    pub(super) ready: mpsc::Receiver<()>,
 }
 
 impl WorkerChild {
-    fn spawn(args: &[String]) -> anyhow::Result<WorkerChild> {
+    pub(super) fn spawn(args: &[String]) -> anyhow::Result<WorkerChild> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg("worker")
@@ -200,7 +200,7 @@ impl WorkerChild {
         })
     }
 
-    fn send(&mut self, line: &str) {
+    pub(super) fn send(&mut self, line: &str) {
         let _ = writeln!(self.stdin, "{line}");
         let _ = self.stdin.flush();
     }

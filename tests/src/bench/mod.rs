@@ -5,9 +5,11 @@
 //! - [`instant`]: an upstream that answers at once (W2, W4), or fails each job's first call with
 //!   a `retry-after-ms` (W5);
 //! - [`records`]: each completed job's times, read back from its hash: the harness's CSV;
-//! - [`driver`]: W1–W6 standalone, on its own Redis, with the figures issue #6 asks for.
+//! - [`driver`]: W1–W6 standalone, on its own Redis, with the figures issue #6 asks for;
+//! - [`cluster`]: W2 on a three-master Redis Cluster with a partitioned queue against one Redis.
 
 pub mod adapter;
+pub mod cluster;
 pub mod driver;
 pub mod instant;
 pub mod records;

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! sluice-bench run all|w1|…|w6 [--out results.json]   # standalone, own Redis and mock
+//! sluice-bench cluster-w2 [--runs 3] [--partitions 3]  # W2: 3-master cluster vs one Redis
 //! sluice-bench enqueue …  /  sluice-bench worker …     # the adapter protocol (harness.py)
 //! ```
 
 use clap::{Parser, Subcommand};
-use sluice_tests::bench::{adapter, driver};
+use sluice_tests::bench::{adapter, cluster, driver};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,16 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// W2 on a three-master Redis Cluster (queue in P partitions) against one Redis,
+    /// interleaved, with the ratio.
+    ClusterW2 {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 50_000)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+    },
     /// Adapter protocol: enqueue N payloads and print {"n", "seconds"}.
     Enqueue(adapter::EnqueueArgs),
     /// Adapter protocol: a worker driven by go/stop on stdin.
@@ -42,6 +53,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { workload, out } => driver::run(workload, out).await,
+            Cmd::ClusterW2 {
+                runs,
+                n,
+                partitions,
+            } => cluster::w2(runs, n, partitions).await,
             Cmd::Enqueue(a) => adapter::enqueue(a).await,
             Cmd::Worker(a) => adapter::worker(a).await,
         }
