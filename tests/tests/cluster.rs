@@ -84,6 +84,8 @@ async fn full_cycle_on_a_three_master_cluster_dedupe_retries_dead_letters_and_re
     let mut options = WorkerOptions::new(&cluster.url(), &mock.url());
     options.concurrency = 40;
     options.lease_ms = 1_000;
+    // The fleet-wide limiter and circuit run too (their keys are the upstream's own slot).
+    options.extra = "rpm = 30000\n".into();
     let mut w1 = WorkerProcess::spawn("w1", &options);
     let mut w2 = WorkerProcess::spawn("w2", &options);
 
@@ -184,6 +186,19 @@ async fn full_cycle_on_a_three_master_cluster_dedupe_retries_dead_letters_and_re
     );
     let stats = producer.store().stats("q").await.expect("stats");
     assert_eq!(stats.pending, 0, "entries left pending: {stats:?}");
+    let mut conn = producer.store().connection();
+    let limiter_keys: i64 = redis::cmd("EXISTS")
+        .arg("sluice:{u:mock}:rpm")
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS on the limiter's slot");
+    assert_eq!(limiter_keys, 1, "the limiter's bucket is not on the cluster");
+    let upstreams = producer.store().upstream_states().await.expect("upstreams");
+    let mock_state = upstreams
+        .iter()
+        .find(|u| u.upstream == "mock")
+        .expect("mock registered");
+    assert_eq!(mock_state.circuit, "closed", "{mock_state:?}");
     println!(
         "cluster full cycle: {total} jobs (300 keyed, each enqueued twice: 300 duplicates \
          refused; 8 retried twice; 20 dead), completed {}, dead {}, reclaimed after kill -9: \
