@@ -80,18 +80,24 @@ pub fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
     Ok(nodes)
 }
 
-/// The shared connection: cheap to clone, every clone multiplexed on the same sockets.
+/// A connection to one server or to a cluster.
 #[derive(Clone)]
-pub enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
+pub enum Link<S, C> {
+    Single(S),
+    Cluster(C),
 }
 
-impl ConnectionLike for Conn {
+/// The shared connection: cheap to clone, every clone multiplexed on the same sockets.
+pub type Conn = Link<ConnectionManager, ClusterConnection>;
+
+/// One dedicated connection of a [`BlockingPool`].
+pub type BlockingConn = Link<MultiplexedConnection, ClusterConnection>;
+
+impl<S: ConnectionLike + Send, C: ConnectionLike + Send> ConnectionLike for Link<S, C> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -102,15 +108,15 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -152,11 +158,11 @@ impl Target {
                     .set_response_timeout(Some(timeouts.response))
                     .set_connection_timeout(Some(timeouts.connect))
                     .set_number_of_retries(3);
-                Ok(Conn::Single(
+                Ok(Link::Single(
                     client.get_connection_manager_with_config(config).await?,
                 ))
             }
-            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Target::Cluster(client) => Ok(Link::Cluster(client.get_async_connection().await?)),
         }
     }
 
@@ -204,52 +210,18 @@ impl std::fmt::Debug for BlockingManager {
     }
 }
 
-/// One dedicated connection.
-pub enum BlockingConn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for BlockingConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            BlockingConn::Single(c) => c.req_packed_command(cmd),
-            BlockingConn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            BlockingConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            BlockingConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            BlockingConn::Single(c) => c.get_db(),
-            BlockingConn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 impl deadpool::managed::Manager for BlockingManager {
     type Type = BlockingConn;
     type Error = redis::RedisError;
 
     async fn create(&self) -> Result<BlockingConn, redis::RedisError> {
         match self {
-            BlockingManager::Single(m) => Ok(BlockingConn::Single(
+            BlockingManager::Single(m) => Ok(Link::Single(
                 deadpool::managed::Manager::create(&**m).await?,
             )),
             BlockingManager::Cluster(c) => {
                 let (client, config) = &**c;
-                Ok(BlockingConn::Cluster(
+                Ok(Link::Cluster(
                     client
                         .get_async_connection_with_config(config.clone())
                         .await?,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sluice_common::conn::{self, BlockingConn};
+use sluice_common::conn::{self, BlockingConn, Link};
 use sluice_common::reply;
 use tokio::time::Instant;
 
@@ -72,13 +72,13 @@ impl Events {
             let config = redis::cluster::ClusterConfig::new()
                 .set_response_timeout(Duration::from_secs(30))
                 .set_connection_timeout(Duration::from_secs(2));
-            return Ok(BlockingConn::Cluster(
+            return Ok(Link::Cluster(
                 client.get_async_connection_with_config(config).await?,
             ));
         }
         let client = redis::Client::open(url)?;
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        Ok(BlockingConn::Single(
+        Ok(Link::Single(
             client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?,

@@ -192,7 +192,10 @@ async fn full_cycle_on_a_three_master_cluster_dedupe_retries_dead_letters_and_re
         .query_async(&mut conn)
         .await
         .expect("EXISTS on the limiter's slot");
-    assert_eq!(limiter_keys, 1, "the limiter's bucket is not on the cluster");
+    assert_eq!(
+        limiter_keys, 1,
+        "the limiter's bucket is not on the cluster"
+    );
     let upstreams = producer.store().upstream_states().await.expect("upstreams");
     let mock_state = upstreams
         .iter()

@@ -130,31 +130,59 @@ async fn counts(producer: &Producer) -> HashMap<String, i64> {
     stats.counts.into_iter().collect()
 }
 
-fn fleet(redis: &RedisServer, mock: &MockServer) -> (WorkerOptions, Vec<WorkerProcess>) {
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
-    options.concurrency = 50;
-    options.lease_ms = 2_000;
-    let workers = (0..3)
-        .map(|i| WorkerProcess::spawn(&format!("w{i}"), &options))
-        .collect();
-    (options, workers)
+/// A run under way on `redis`: the mock, a producer feeding `total` jobs at a steady pace, three
+/// workers and a reader of the queue's events.
+struct Run {
+    mock: MockServer,
+    producer: Producer,
+    options: WorkerOptions,
+    workers: Vec<WorkerProcess>,
+    feed: Feed,
+    events: Events,
+}
+
+impl Run {
+    async fn start(redis: &RedisServer, total: usize) -> Run {
+        let mock = MockServer::start(MockConfig {
+            latency_ms: 10,
+            spread_ms: 10,
+            ..MockConfig::default()
+        })
+        .await;
+        let producer = sluice_tests::test_producer(&redis.url()).await;
+        let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+        options.concurrency = 50;
+        options.lease_ms = 2_000;
+        let workers = (0..3)
+            .map(|i| WorkerProcess::spawn(&format!("w{i}"), &options))
+            .collect();
+        let feed = Feed::start(producer.clone(), total, Duration::from_millis(5));
+        let events = Events::new(&redis.url(), "q").await;
+        Run {
+            mock,
+            producer,
+            options,
+            workers,
+            feed,
+            events,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aof_always_kill_9_and_clean_shutdown_mid_run_lose_nothing_acknowledged() {
     let mut redis =
         RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await;
-    let mock = MockServer::start(MockConfig {
-        latency_ms: 10,
-        spread_ms: 10,
-        ..MockConfig::default()
-    })
-    .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let (_options, workers) = fleet(&redis, &mock);
     let total = 6_000;
-    let feed = Feed::start(producer.clone(), total, Duration::from_millis(5));
-    let mut events = Events::new(&redis.url(), "q").await;
+    // Every field bound: what a pattern leaves out is dropped (the workers killed) at once.
+    let Run {
+        mock: _mock,
+        producer,
+        options: _options,
+        workers,
+        feed,
+        mut events,
+    } = Run::start(&redis, total).await;
 
     let mut recoveries = Vec::new();
     for (i, step) in ["kill -9", "clean shutdown"].into_iter().enumerate() {
@@ -256,17 +284,15 @@ async fn aof_everysec_losing_the_unsynced_second_loses_only_what_came_after_and_
         "0",
     ])
     .await;
-    let mock = MockServer::start(MockConfig {
-        latency_ms: 10,
-        spread_ms: 10,
-        ..MockConfig::default()
-    })
-    .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let (options, _workers) = fleet(&redis, &mock);
     let total = 4_000;
-    let feed = Feed::start(producer.clone(), total, Duration::from_millis(5));
-    let mut events = Events::new(&redis.url(), "q").await;
+    let Run {
+        mock,
+        producer,
+        options,
+        workers: _workers,
+        feed,
+        mut events,
+    } = Run::start(&redis, total).await;
     let going = events.until(BOUND, |s| s.count("completed") >= 1_000).await;
     assert!(going, "the run never got going");
 
