@@ -724,8 +724,12 @@ impl Store {
                 });
             }
         };
-        if !new_queues.is_empty() && replies.remove(0).is_err() {
-            // The jobs are in; let a later call register their queues.
+        if !new_queues.is_empty()
+            && let Err(e) = replies.remove(0)
+            && !matches!(e, StoreError::Denied(_))
+        {
+            // The jobs are in; let a later call register their queues (unless this user may
+            // not: then it would only be refused again).
             self.forget_queues(&new_queues);
         }
         let mut results: Vec<Option<Result<Enqueued, StoreError>>> =
@@ -790,6 +794,10 @@ impl Store {
         let checked = |reply: Value, acked: Option<&Value>| -> Result<Value, StoreError> {
             if let Value::ServerError(e) = reply {
                 return Err(StoreError::from_redis(e.into()));
+            }
+            if let Some(Value::ServerError(e)) = acked {
+                // WAIT itself was refused (an ACL user without it, say): say that, not "0 replicas".
+                return Err(StoreError::from_redis(e.clone().into()));
             }
             match acked.map(|a| int(a).unwrap_or(0).max(0) as u64) {
                 Some(acked) if acked < u64::from(wait) => Err(StoreError::NotReplicated {

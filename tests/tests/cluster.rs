@@ -239,6 +239,15 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
         j
     };
     let ids = sluice_tests::enqueue_all(&producer, (0..n).map(job).collect()).await;
+    // And 30 the upstream refuses (400): dead letters spread over the partitions.
+    let invalid = 30;
+    sluice_tests::enqueue_all(
+        &producer,
+        (0..invalid)
+            .map(|i| on(&queue, scripted_job(10_000 + i, &[400])))
+            .collect(),
+    )
+    .await;
     let again = producer
         .enqueue_batch((0..n).step_by(2).map(job).collect())
         .await;
@@ -256,12 +265,13 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
         let ended: usize = events.iter().map(|e| e.seen.terminal_jobs()).sum();
-        if ended >= n {
+        if ended >= n + invalid {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "only {ended} of {n} ended"
+            "only {ended} of {} ended",
+            n + invalid
         );
         for e in &mut events {
             e.read(Duration::from_millis(100)).await;
@@ -335,10 +345,42 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
     assert_eq!(json["queues"][0]["counts"]["completed"], n as i64);
+    assert_eq!(json["queues"][0]["counts"]["dead"], invalid as i64);
     assert_eq!(json["queues"][0]["partitions"], 3);
+
+    // `sluice dlq` takes the partitions in turn: every dead letter listed (with its partition),
+    // then purged.
+    let cli = |args: &[&str]| {
+        let out =
+            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+                .arg("--config")
+                .arg(&file)
+                .args(args)
+                .env_remove("SLUICE_REDIS_URL")
+                .output()
+                .expect("run sluice");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["dlq", "list", "-q", &queue, "--limit", "100"]);
+    let rows: Vec<&str> = listed.lines().filter(|l| l.contains(" invalid ")).collect();
+    assert_eq!(rows.len(), invalid, "{listed}");
+    for k in 0..3 {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("{queue}#{k} "))),
+            "no dead letter listed from partition {k}: {listed}"
+        );
+    }
+    let purged = cli(&["dlq", "purge", "-q", &queue, "--all"]);
+    assert_eq!(purged.trim(), format!("purged {invalid}"));
     println!(
         "cluster partitions: {n} jobs on {queue}#0..2 (three masters), per partition \
-         {per_partition:?}, completed once each, {} duplicates refused",
+         {per_partition:?}, completed once each, {} duplicates refused; {invalid} dead letters \
+         listed from all three partitions by `sluice dlq list` and purged",
         n / 2
     );
 }
