@@ -79,6 +79,10 @@ impl QueueKeys {
     }
 }
 
+/// A hash of each queue's partition count as its workers were configured (queue → P), so a
+/// producer configured otherwise is refused instead of writing to partitions nobody reads.
+pub const PARTITIONS: &str = "sluice:partitions";
+
 /// A set of every upstream name a worker has been configured with (for `sluice stats`).
 pub const UPSTREAMS: &str = "sluice:upstreams";
 

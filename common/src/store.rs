@@ -50,6 +50,17 @@ pub enum StoreError {
     /// A TLS certificate or key file could not be read.
     #[error("Redis TLS: {0}")]
     Tls(String),
+    /// The queue's workers split it into another number of partitions than this process's
+    /// `queues.partitions` says: enqueueing would write to partitions nobody reads.
+    #[error(
+        "queue {queue} is split into {workers} partition(s) by its workers, but this process's \
+         config says {ours} (queues.partitions): give producers and workers the same value"
+    )]
+    Partitions {
+        queue: String,
+        workers: u32,
+        ours: u32,
+    },
     /// Fewer replicas than `redis.wait_replicas` confirmed the write in time: it is on the
     /// primary, but a failover now could lose it. Enqueueing again is safe (same id or dedupe key).
     #[error("only {acked} of {wanted} replicas confirmed the write within the wait timeout")]
@@ -696,6 +707,12 @@ impl Store {
         // Each job's queue, or the partition its dedupe key (else its id) maps to.
         let routed: Vec<String> = jobs.iter().map(|j| self.route(j)).collect();
         let new_queues = self.unregistered(jobs.iter().map(|j| j.queue.as_str()));
+        if !new_queues.is_empty()
+            && let Err(e) = self.check_partitions(&new_queues).await
+        {
+            self.forget_queues(&new_queues);
+            return Err(e);
+        }
         let mut cmds = Vec::new();
         if !new_queues.is_empty() {
             let mut sadd = redis::cmd("SADD");
@@ -850,23 +867,99 @@ impl Store {
         }
     }
 
+    /// The partition count of `queue` in this process's config (1: not partitioned).
+    fn partition_count(&self, queue: &str) -> u32 {
+        self.settings
+            .partitions
+            .get(queue)
+            .copied()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Refuses queues whose workers recorded another partition count than ours (one round trip,
+    /// the first time this process enqueues to a queue).
+    async fn check_partitions(&self, queues: &[String]) -> Result<(), StoreError> {
+        // HGETs, not one HMGET: the shipped producer ACL user has HGET (docs/PROTOCOL.md, ACLs).
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.cmd("HGET").arg(keys::PARTITIONS).arg(q);
+        }
+        let mut conn = self.conn.clone();
+        let recorded: Vec<Option<u32>> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            // A user that may not read the registry enqueues unchecked, as before it existed.
+            Err(e) if e.code() == Some("NOPERM") => return Ok(()),
+            Err(e) => return Err(StoreError::from_redis(e)),
+        };
+        for (queue, workers) in queues.iter().zip(recorded) {
+            let ours = self.partition_count(queue);
+            if let Some(workers) = workers
+                && workers != ours
+            {
+                return Err(StoreError::Partitions {
+                    queue: queue.clone(),
+                    workers,
+                    ours,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the partition count of each queue a worker consumes whole (`hot`, not `hot#3`);
+    /// returns the queues whose count was recorded otherwise before (another worker's config),
+    /// with that count.
+    pub async fn record_partitions(
+        &self,
+        queues: &[String],
+    ) -> Result<Vec<(String, u32)>, StoreError> {
+        let whole: Vec<&String> = queues
+            .iter()
+            .filter(|q| keys::split_partition(q).is_none())
+            .collect();
+        if whole.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let before: Vec<Option<u32>> = redis::cmd("HMGET")
+            .arg(keys::PARTITIONS)
+            .arg(&whole)
+            .query_async(&mut conn)
+            .await?;
+        let mut set = redis::cmd("HSET");
+        set.arg(keys::PARTITIONS);
+        for q in &whole {
+            set.arg(q.as_str()).arg(self.partition_count(q));
+        }
+        set.query_async::<()>(&mut conn).await?;
+        Ok(whole
+            .into_iter()
+            .zip(before)
+            .filter_map(|(q, b)| {
+                b.filter(|&b| b != self.partition_count(q))
+                    .map(|b| (q.clone(), b))
+            })
+            .collect())
+    }
+
     /// The queue a job goes to: its own, or for a partitioned queue the partition its dedupe key
     /// (else its id) maps to.
     fn route(&self, job: &PreparedJob) -> String {
-        match self.settings.partitions.get(&job.queue) {
-            Some(&p) if p > 1 => {
+        match self.partition_count(&job.queue) {
+            1 => job.queue.clone(),
+            p => {
                 let key = job.dedupe.as_ref().map_or(job.id.0.as_str(), |(k, _)| k);
                 keys::partition(&job.queue, keys::partition_of(key, p))
             }
-            _ => job.queue.clone(),
         }
     }
 
     /// The queues that hold `queue`'s jobs: its partitions `Q#0 … Q#P-1`, or itself.
     pub fn partitions_of(&self, queue: &str) -> Vec<String> {
-        match self.settings.partitions.get(queue) {
-            Some(&p) if p > 1 => (0..p).map(|i| keys::partition(queue, i)).collect(),
-            _ => vec![queue.to_string()],
+        match self.partition_count(queue) {
+            1 => vec![queue.to_string()],
+            p => (0..p).map(|i| keys::partition(queue, i)).collect(),
         }
     }
 

@@ -310,6 +310,18 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
     );
     let sum = producer.store().stats(&queue).await.expect("stats");
     assert_eq!(sum.partitions, 3);
+    let mut conn = producer.store().connection();
+    let recorded: Option<u32> = redis::cmd("HGET")
+        .arg("sluice:partitions")
+        .arg(&queue)
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(
+        recorded,
+        Some(3),
+        "the workers record the queue's partition count"
+    );
     assert_eq!(sum.counts.get("completed").copied(), Some(n as i64));
     assert_eq!(
         sum.counts.get("deduplicated").copied(),

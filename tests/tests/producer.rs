@@ -745,3 +745,43 @@ async fn a_library_lost_by_redis_is_loaded_again_by_the_next_call() {
     let status = producer.status("lost", &id).await.expect("status");
     assert_eq!(status.map(|s| s.state), Some(JobState::Completed));
 }
+
+#[tokio::test]
+async fn a_producer_configured_with_other_partitions_than_the_workers_is_refused() {
+    let (redis, producer) = setup().await;
+    let mut c = redis.client().await;
+    // What workers configured with `[queues.partitions] hot = 3` record at start-up.
+    let _: () = redis::cmd("HSET")
+        .arg("sluice:partitions")
+        .arg("hot")
+        .arg(3)
+        .query_async(&mut c)
+        .await
+        .expect("HSET");
+    let before = dbsize(&redis).await;
+    let refused = producer.enqueue(chat("hot", 1)).await;
+    let message = refused
+        .expect_err("P = 1 against the workers' 3")
+        .to_string();
+    assert!(
+        message.contains("split into 3 partition(s)") && message.contains("says 1"),
+        "{message}"
+    );
+    assert_eq!(dbsize(&redis).await, before, "nothing may be written");
+    // Asked again, it is refused again (not let through once the queue is "known").
+    assert!(producer.enqueue(chat("hot", 2)).await.is_err());
+
+    let mut config = sluice_common::Config::defaults();
+    config.redis.url = redis.url();
+    config.queues.partitions.insert("hot".into(), 3);
+    let agreeing = Producer::from_config(&config).await.expect("connect");
+    let e = agreeing.enqueue(chat("hot", 3)).await.expect("enqueue");
+    let status = agreeing
+        .status("hot", &e.id)
+        .await
+        .expect("status")
+        .expect("job");
+    assert!(status.queue.starts_with("hot#"), "{}", status.queue);
+    // Other queues are not affected.
+    producer.enqueue(chat("other", 4)).await.expect("enqueue");
+}

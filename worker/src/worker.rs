@@ -95,6 +95,15 @@ pub async fn run_with_metrics(
     let concurrency = config.worker.concurrency;
     let upstream_names: Vec<String> = config.upstreams.keys().cloned().collect();
     store.register_upstreams(&upstream_names).await?;
+    for (queue, before) in store.record_partitions(&config.worker.queues).await? {
+        tracing::warn!(
+            queue,
+            before,
+            now = config.queues.partitions.get(&queue).copied().unwrap_or(1),
+            "another worker had recorded this queue with another partition count; producers now \
+             follow this worker's (give the whole fleet one queues.partitions)"
+        );
+    }
     let listener = match config.worker.http_listen.as_str() {
         "" => None,
         addr => Some(http::bind(addr).await?),
