@@ -7,9 +7,11 @@
 //! - [`Conn`] is the shared, multiplexed, self-reconnecting connection: a `ConnectionManager`, or
 //!   the redis crate's async cluster connection, which routes every command to the node that owns
 //!   its key's slot and follows `MOVED`/failovers by itself.
-//! - [`BlockingPool`] hands out dedicated connections for blocking reads (`XREADGROUP BLOCK`,
-//!   `XREAD BLOCK`), which must not stall the shared one. On a cluster each is a cluster
-//!   connection of its own, so a blocking read goes to the node that owns the queue.
+//! - Blocking reads (`XREADGROUP BLOCK`, `XREAD BLOCK`) must not stall the shared connection:
+//!   [`Target::dedicated`] opens one for a worker's intake loop — on a cluster a plain connection
+//!   to the node that owns the queue's slot (one socket, not one per node) — and
+//!   [`BlockingPool`] hands out such connections to producers waiting on jobs (on a cluster,
+//!   cluster connections of their own, since a wait can be on any queue).
 
 use std::time::Duration;
 
@@ -24,14 +26,43 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster {
+        client: ClusterClient,
+        nodes: NodeUrls,
+    },
+}
+
+/// How to reach one node of a cluster by itself: the cluster URL's scheme, credentials and tail
+/// around the node's `host:port`, with the cluster's TLS certificates.
+#[derive(Clone)]
+pub struct NodeUrls {
+    scheme: String,
+    userinfo: String,
+    tail: String,
+    #[cfg(feature = "tls")]
+    certs: Option<redis::TlsCertificates>,
+}
+
+impl NodeUrls {
+    /// A client for the node at `host_port`.
+    pub fn client(&self, host_port: &str) -> redis::RedisResult<redis::Client> {
+        let url = format!(
+            "{}://{}{host_port}{}",
+            self.scheme, self.userinfo, self.tail
+        );
+        #[cfg(feature = "tls")]
+        if let Some(certs) = &self.certs {
+            return redis::Client::build_with_tls(url, certs.clone());
+        }
+        redis::Client::open(url)
+    }
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Target::Single(_) => "Target::Single",
-            Target::Cluster(_) => "Target::Cluster",
+            Target::Cluster { .. } => "Target::Cluster",
         })
     }
 }
@@ -51,9 +82,9 @@ fn authority(rest: &str) -> &str {
     rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
-/// The node URLs of a cluster URL: `redis+cluster://user:pw@h1:1,h2:2/?x` becomes
-/// `redis://user:pw@h1:1/?x` and `redis://user:pw@h2:2/?x`.
-pub fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
+/// The parts of a cluster URL: scheme (`redis` or `rediss`), `user:password@` (or empty), the
+/// hosts, and what follows them (`/?protocol=resp3`).
+fn cluster_parts(url: &str) -> Result<(&'static str, String, Vec<String>, String), String> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         "a cluster URL looks like redis+cluster://host:port,host:port".to_string()
     })?;
@@ -63,21 +94,31 @@ pub fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
         other => return Err(format!("{other}:// is not a Redis cluster scheme")),
     };
     let hosts_part = authority(rest);
-    let tail = &rest[hosts_part.len()..];
+    let tail = rest[hosts_part.len()..].to_string();
     let (userinfo, hosts) = match hosts_part.rsplit_once('@') {
         Some((u, h)) => (format!("{u}@"), h),
         None => (String::new(), hosts_part),
     };
-    let nodes: Vec<String> = hosts
+    let hosts: Vec<String> = hosts
         .split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}://{userinfo}{h}{tail}"))
+        .map(str::to_string)
         .collect();
-    if nodes.is_empty() {
+    if hosts.is_empty() {
         return Err("the cluster URL names no host".to_string());
     }
-    Ok(nodes)
+    Ok((scheme, userinfo, hosts, tail))
+}
+
+/// The node URLs of a cluster URL: `redis+cluster://user:pw@h1:1,h2:2/?x` becomes
+/// `redis://user:pw@h1:1/?x` and `redis://user:pw@h2:2/?x`.
+pub fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
+    let (scheme, userinfo, hosts, tail) = cluster_parts(url)?;
+    Ok(hosts
+        .iter()
+        .map(|h| format!("{scheme}://{userinfo}{h}{tail}"))
+        .collect())
 }
 
 /// A connection to one server or to a cluster.
@@ -129,12 +170,14 @@ pub struct Timeouts {
 }
 
 impl Target {
-    /// Builds the cluster client for `nodes` (TLS certificates in `certs`, if any).
+    /// Builds the cluster client for a cluster URL (TLS certificates in `certs`, if any).
     pub fn cluster(
-        nodes: Vec<String>,
+        url: &str,
         timeouts: Timeouts,
         #[cfg(feature = "tls")] certs: Option<redis::TlsCertificates>,
-    ) -> redis::RedisResult<Target> {
+    ) -> Result<redis::RedisResult<Target>, String> {
+        let nodes = cluster_nodes(url)?;
+        let (scheme, userinfo, _, tail) = cluster_parts(url)?;
         let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(timeouts.connect)
             .response_timeout(timeouts.response)
@@ -144,10 +187,54 @@ impl Target {
             .min_retry_wait(50)
             .max_retry_wait(1000);
         #[cfg(feature = "tls")]
-        if let Some(certs) = certs {
-            builder = builder.certs(certs);
+        if let Some(certs) = &certs {
+            builder = builder.certs(certs.clone());
         }
-        Ok(Target::Cluster(builder.build()?))
+        let nodes = NodeUrls {
+            scheme: scheme.to_string(),
+            userinfo,
+            tail,
+            #[cfg(feature = "tls")]
+            certs,
+        };
+        Ok(builder
+            .build()
+            .map(|client| Target::Cluster { client, nodes }))
+    }
+
+    /// A connection of its own for blocking reads, answering within `timeouts.response`: to the
+    /// server, or on a cluster to the node at `node` (`host:port`, the owner of the slot to be
+    /// read); on a cluster without `node`, a cluster connection of its own.
+    pub async fn dedicated(
+        &self,
+        node: Option<&str>,
+        timeouts: Timeouts,
+    ) -> redis::RedisResult<BlockingConn> {
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(timeouts.response))
+            .set_connection_timeout(Some(timeouts.connect));
+        match (self, node) {
+            (Target::Single(client), _) => Ok(Link::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )),
+            (Target::Cluster { nodes, .. }, Some(node)) => Ok(Link::Single(
+                nodes
+                    .client(node)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )),
+            (Target::Cluster { client, .. }, None) => Ok(Link::Cluster(
+                client
+                    .get_async_connection_with_config(
+                        ClusterConfig::new()
+                            .set_connection_timeout(timeouts.connect)
+                            .set_response_timeout(timeouts.response),
+                    )
+                    .await?,
+            )),
+        }
     }
 
     /// Opens the shared connection.
@@ -162,7 +249,9 @@ impl Target {
                     client.get_connection_manager_with_config(config).await?,
                 ))
             }
-            Target::Cluster(client) => Ok(Link::Cluster(client.get_async_connection().await?)),
+            Target::Cluster { client, .. } => {
+                Ok(Link::Cluster(client.get_async_connection().await?))
+            }
         }
     }
 
@@ -179,7 +268,7 @@ impl Target {
                 )
                 .map_err(|e| e.to_string())?,
             )),
-            Target::Cluster(client) => BlockingManager::Cluster(Box::new((
+            Target::Cluster { client, .. } => BlockingManager::Cluster(Box::new((
                 client.clone(),
                 ClusterConfig::new()
                     .set_connection_timeout(timeouts.connect)

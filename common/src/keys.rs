@@ -107,6 +107,28 @@ pub fn split_partition(name: &str) -> Option<(&str, u32)> {
     Some((base, index.parse().ok()?))
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part inside the first
+/// `{…}` that is not empty) or of the whole key, modulo 16384.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// The queue a name belongs to: `Q` for a partition `Q#i`, else the name itself.
 pub fn base_queue(name: &str) -> &str {
     split_partition(name).map_or(name, |(base, _)| base)
@@ -128,6 +150,20 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // CRC16/XMODEM("123456789") = 0x31C3 (the Redis Cluster spec's test vector).
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        // An empty tag hashes the whole key; the tag ends at the first `}` (spec examples).
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+        // Sluice's keys: the queue's name is the tag (bench#0..2 land in three masters' ranges).
+        assert_eq!(slot("sluice:{bench#0}:stream"), 3254);
+        assert_eq!(slot("sluice:{bench#1}:stream"), 7319);
+        assert_eq!(slot("sluice:{bench#2}:stream"), 11508);
+    }
 
     #[test]
     fn partitions_have_their_own_hash_tag_and_a_stable_spread() {

@@ -464,7 +464,6 @@ impl Store {
     ) -> Result<redis::RedisResult<Target>, StoreError> {
         let tls = &settings.tls;
         if conn::is_cluster_url(url) {
-            let nodes = conn::cluster_nodes(url).map_err(StoreError::Url)?;
             #[cfg(feature = "tls")]
             let certs = {
                 if url.starts_with("rediss") {
@@ -484,12 +483,13 @@ impl Store {
                 connect: Duration::from_secs(5),
                 response: settings.command_timeout,
             };
-            return Ok(Target::cluster(
-                nodes,
+            return Target::cluster(
+                url,
                 timeouts,
                 #[cfg(feature = "tls")]
                 certs,
-            ));
+            )
+            .map_err(StoreError::Url);
         }
         Ok(Self::client(url, tls)?.map(Target::Single))
     }
@@ -516,7 +516,7 @@ impl Store {
 
     /// Whether this store talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(_))
+        matches!(self.target, Target::Cluster { .. })
     }
 
     /// The URL, with any password hidden, for messages.
@@ -547,6 +547,48 @@ impl Store {
                 },
             )
             .map_err(StoreError::Pool)
+    }
+
+    /// A connection of its own for blocking reads of `queue` (a worker's intake loop): on a
+    /// cluster, to the primary that owns the queue's slot now (`CLUSTER SLOTS`); after a
+    /// failover or a reshard the read fails (an error or `MOVED`) and the caller asks again.
+    pub async fn reader(&self, queue: &str) -> Result<conn::BlockingConn, StoreError> {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            response: MAX_BLOCK + self.settings.command_timeout,
+        };
+        let node = match &self.target {
+            Target::Single(_) => None,
+            Target::Cluster { .. } => self.owner_of(&keys_for(queue)?.stream()).await?,
+        };
+        Ok(self.target.dedicated(node.as_deref(), timeouts).await?)
+    }
+
+    /// The `host:port` of the primary serving `key`'s slot; `None` when the cluster does not say
+    /// (an empty endpoint), and the caller falls back to a cluster connection.
+    async fn owner_of(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let slot = i64::from(keys::slot(key));
+        let mut conn = self.conn.clone();
+        let slots: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await?;
+        for range in array(&slots).unwrap_or_default() {
+            let Some(r) = array(range) else { continue };
+            let (Some(start), Some(end)) = (r.first().and_then(int), r.get(1).and_then(int)) else {
+                continue;
+            };
+            if !(start..=end).contains(&slot) {
+                continue;
+            }
+            let primary = r.get(2).and_then(array).unwrap_or_default();
+            let host = primary.first().and_then(text).unwrap_or_default();
+            let port = primary.get(1).and_then(int).unwrap_or(0);
+            return Ok(
+                (!host.is_empty() && host != "?" && port > 0).then(|| format!("{host}:{port}"))
+            );
+        }
+        Ok(None)
     }
 
     /// The library version this build carries.

@@ -4,7 +4,9 @@
 //!
 //! A slot (semaphore permit) is taken before each read and the read asks for no more entries
 //! than slots held, so an entry is never buffered unhandled in memory while its lease ages in
-//! the pending list. The blocking XREADGROUP runs on a dedicated connection, never the shared one.
+//! the pending list. The blocking XREADGROUP runs on a dedicated connection, never the shared one
+//! (on a cluster, to the primary that owns the queue; after a failover the read fails and the
+//! connection is made again to the new owner).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +75,7 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
         }
         // Nothing new: wait for entries on a dedicated connection.
         if conn.is_none() {
-            match ctx.blocking.get().await {
+            match ctx.store.reader(&queue).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     failures += 1;

@@ -24,8 +24,6 @@ use crate::{fetch, http, reclaim};
 /// Everything the worker's tasks share.
 pub struct Ctx {
     pub store: Store,
-    /// Dedicated connections for blocking reads, one per queue's fetch loop.
-    pub blocking: sluice_common::conn::BlockingPool,
     pub upstreams: Upstreams,
     /// Records completions in batches.
     pub completer: Completer,
@@ -117,7 +115,6 @@ pub async fn run_with_metrics(
     let ctx = Arc::new(Ctx {
         limiter: Limiter::from_config(store.clone(), &config),
         completer: Completer::start(store.clone()),
-        blocking: store.blocking_pool(queues.len() + 1)?,
         store,
         upstreams,
         policy: RetryPolicy::from_config(&config.retry),
