@@ -441,7 +441,14 @@ impl Store {
                 response: settings.command_timeout,
             })
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| {
+                // Reached, but this user may not (a cluster client first runs CLUSTER SLOTS).
+                if e.code() == Some("NOPERM") {
+                    StoreError::Denied(format!("{shown}: {e}"))
+                } else {
+                    unreachable(e)
+                }
+            })?;
         let store = Store {
             conn,
             target,

@@ -520,3 +520,46 @@ async fn failover_of_a_master_during_a_run_loses_no_acknowledged_job() {
         100.0 * called_again as f64 / n as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_acl_users_run_a_job_cycle_on_a_cluster() {
+    let acl_dir = tempfile::tempdir().expect("temp dir");
+    let (acl, password) = sluice_tests::certs::acl_file(acl_dir.path());
+    let cluster = RedisCluster::start(&["--aclfile", acl.to_str().expect("path")]).await;
+    let url_of = |user: &str| {
+        cluster.url().replace(
+            "redis+cluster://",
+            &format!("redis+cluster://{user}:{password}@"),
+        )
+    };
+    let mock = MockServer::start(MockConfig::default()).await;
+    // The worker user loads the library on every primary, finds each queue's primary
+    // (CLUSTER SLOTS) and runs the cycle, the limiter included.
+    let mut options = WorkerOptions::new(&url_of("sluice-worker"), &mock.url());
+    options.extra = "rpm = 60000\n".into();
+    let mut worker = WorkerProcess::spawn("acl-w", &options);
+    // The producer user may not load the library: the worker (up once it serves /metrics) has.
+    worker
+        .http_addr(BOUND)
+        .await
+        .unwrap_or_else(|| panic!("worker did not start:\n{}", worker.log()));
+    let producer = producer(&config(&url_of("sluice-producer"), &[], 0)).await;
+    let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted_job(i, &[200])).collect();
+    jobs.push(scripted_job(5, &[503, 200]));
+    jobs.push(scripted_job(6, &[400]));
+    let ids = sluice_tests::enqueue_all(&producer, jobs).await;
+    // The producer user waits on the events (a pooled cluster connection) and reads status.
+    for (i, id) in ids.iter().enumerate() {
+        let done = producer.wait("q", id, BOUND).await;
+        let done = done.unwrap_or_else(|e| panic!("job {i}: {e}\n{}", worker.log()));
+        let want = if i == 6 {
+            JobState::Dead
+        } else {
+            JobState::Completed
+        };
+        assert_eq!(done.state, want, "job {i}");
+    }
+    let c = counts(&producer, "q").await;
+    assert_eq!(c.get("completed").copied(), Some(6), "{c:?}");
+    assert_eq!(c.get("dead").copied(), Some(1), "{c:?}");
+}
