@@ -339,31 +339,13 @@ impl deadpool::managed::Manager for BlockingManager {
 #[derive(Clone)]
 pub struct BlockingPool(deadpool::managed::Pool<BlockingManager>);
 
-/// A connection taken from a [`BlockingPool`]; it goes back when dropped.
-pub struct Blocking(deadpool::managed::Object<BlockingManager>);
+/// A connection taken from a [`BlockingPool`] (a [`BlockingConn`] through `DerefMut`); it goes
+/// back when dropped.
+pub type Blocking = deadpool::managed::Object<BlockingManager>;
 
 impl BlockingPool {
     pub async fn get(&self) -> Result<Blocking, deadpool::managed::PoolError<redis::RedisError>> {
-        self.0.get().await.map(Blocking)
-    }
-}
-
-impl ConnectionLike for Blocking {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.0.get().await
     }
 }
 

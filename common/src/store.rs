@@ -1019,16 +1019,18 @@ impl Store {
         queue: &str,
         id: &str,
     ) -> Result<Option<(String, JobStatus)>, StoreError> {
-        for part in self.partitions_of(queue) {
-            if let Some(status) = self.status_in(&part, id).await? {
-                return Ok(Some((part, status)));
-            }
-        }
-        Ok(None)
+        let parts = self.partitions_of(queue);
+        // All partitions at once: one round trip's wait however many there are.
+        let found =
+            futures::future::try_join_all(parts.iter().map(|p| self.status_in(p, id))).await?;
+        Ok(parts
+            .into_iter()
+            .zip(found)
+            .find_map(|(part, status)| status.map(|s| (part, s))))
     }
 
     /// The job's status, or `None` if no such job (never enqueued, or expired). On a
-    /// partitioned queue, each partition is asked in turn.
+    /// partitioned queue, every partition is asked (at once).
     pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
         Ok(self.locate(queue, id).await?.map(|(_, status)| status))
     }

@@ -160,7 +160,7 @@ impl Producer {
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         match self
             .store
-            .wait_terminal(&mut conn, queue, id, timeout)
+            .wait_terminal(&mut *conn, queue, id, timeout)
             .await?
         {
             Waited::Done(status) => Ok(*status),
