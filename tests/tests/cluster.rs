@@ -239,9 +239,10 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
         j
     };
     let ids = sluice_tests::enqueue_all(&producer, (0..n).map(job).collect()).await;
-    // And 30 the upstream refuses (400): dead letters spread over the partitions.
+    // And 30 the upstream refuses (400) on their first call: dead letters spread over the
+    // partitions (a re-driven one completes on its second call).
     let invalid = 30;
-    sluice_tests::enqueue_all(
+    let dead_ids = sluice_tests::enqueue_all(
         &producer,
         (0..invalid)
             .map(|i| on(&queue, scripted_job(10_000 + i, &[400])))
@@ -387,12 +388,116 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
             "no dead letter listed from partition {k}: {listed}"
         );
     }
+    // As JSON each entry names its partition.
+    let json: serde_json::Value = serde_json::from_str(&cli(&[
+        "dlq", "list", "-q", &queue, "--limit", "100", "--json",
+    ]))
+    .expect("dlq list --json");
+    let in_json: Vec<&str> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["queue"].as_str().expect("queue field"))
+        .collect();
+    assert_eq!(in_json.len(), invalid);
+    assert!(
+        in_json.iter().all(|q| q.starts_with(&format!("{queue}#"))),
+        "{in_json:?}"
+    );
+
+    // An entry id on the whole partitioned queue is refused (ids are unique per partition only).
+    let entry = rows[0].split_whitespace().nth(1).expect("entry id column");
+    let out =
+        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+            .arg("--config")
+            .arg(&file)
+            .args(["dlq", "purge", "-q", &queue, "--entry", entry])
+            .env_remove("SLUICE_REDIS_URL")
+            .output()
+            .expect("run sluice");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "queue {queue} has 3 partitions and an entry id is only unique within one"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Re-drive names single partitions (#0 and #1): their dead jobs run again and complete,
+    // once; then purge --all takes what is left, all of it in #2.
+    let dead_in = |k: usize| -> Vec<&String> {
+        dead_ids
+            .iter()
+            .filter(|id| events[k].seen.job(id, "dead") == 1)
+            .collect()
+    };
+    let redrive: Vec<&String> = dead_in(0).into_iter().chain(dead_in(1)).collect();
+    let rest = dead_in(2).len();
+    assert_eq!(
+        redrive.len() + rest,
+        invalid,
+        "every dead job seen dead once"
+    );
+    let mut redriven = 0;
+    for k in 0..2 {
+        let out = cli(&["dlq", "redrive", "-q", &partition(&queue, k), "--all"]);
+        redriven += dead_in(k as usize).len();
+        assert_eq!(
+            out.trim(),
+            format!(
+                "re-driven {}, expired (hash gone, entry removed) 0, skipped 0",
+                dead_in(k as usize).len()
+            ),
+            "partition {k}"
+        );
+    }
+    let done = |events: &[Events]| {
+        redrive.iter().all(|id| {
+            events
+                .iter()
+                .map(|e| e.seen.job(id, "completed"))
+                .sum::<u32>()
+                == 1
+        })
+    };
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !done(&events) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "re-driven jobs did not complete"
+        );
+        for e in &mut events {
+            e.read(Duration::from_millis(100)).await;
+        }
+    }
+    let record = mock.stats(true).jobs.expect("per-job calls");
+    for id in &redrive {
+        assert_eq!(
+            record.get(*id).map_or(0, Vec::len),
+            2,
+            "re-driven job {id}: its 400, then its 200"
+        );
+        let status = producer.status(&queue, id).await.expect("status");
+        assert_eq!(status.map(|s| s.state), Some(JobState::Completed), "{id}");
+    }
     let purged = cli(&["dlq", "purge", "-q", &queue, "--all"]);
-    assert_eq!(purged.trim(), format!("purged {invalid}"));
+    assert_eq!(purged.trim(), format!("purged {rest}"));
+    let left = cli(&["dlq", "list", "-q", &queue, "--limit", "100"]);
+    assert!(
+        !left.lines().any(|l| l.contains(" invalid ")),
+        "dead letters left after redrive and purge: {left}"
+    );
+    let sum = producer.store().stats(&queue).await.expect("stats");
+    assert_eq!(
+        sum.counts.get("completed").copied(),
+        Some((n + redriven) as i64)
+    );
     println!(
         "cluster partitions: {n} jobs on {queue}#0..2 (three masters), per partition \
          {per_partition:?}, completed once each, {} duplicates refused; {invalid} dead letters \
-         listed from all three partitions by `sluice dlq list` and purged",
+         listed from all three partitions by `sluice dlq list`; {redriven} re-driven from #0 and \
+         #1 (completed once each), {rest} purged from #2",
         n / 2
     );
 }

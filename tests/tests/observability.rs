@@ -78,6 +78,23 @@ fn alert_exprs() -> Vec<String> {
     out
 }
 
+/// The alerts' own unit tests (deploy/prometheus/alerts_test.yml): a queue in three partitions
+/// is judged as one queue (each partition under the threshold, the queue over it), and gauges
+/// that every worker reports are not summed across workers.
+#[test]
+fn alerts_fold_partitions_into_their_queue() {
+    promtool(
+        &[
+            "test",
+            "rules",
+            repo_file("deploy/prometheus/alerts_test.yml")
+                .to_str()
+                .expect("path"),
+        ],
+        "",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     let redis = RedisServer::start().await;

@@ -2,7 +2,8 @@
 //!
 //! Re-drive and purge take entries by id, by filter (reason, upstream) or all; they page through
 //! the stream and act on each page in one server-side call. A partitioned queue's partitions are
-//! taken in turn (`-q hot#1` names one; entry ids are only unique within a partition).
+//! taken in turn (`-q hot#1` names one; entry ids are only unique within a partition, so `--entry`
+//! needs the partition named).
 
 use std::process::ExitCode;
 
@@ -64,10 +65,20 @@ impl Select {
             && self.upstream.as_ref().is_none_or(|u| *u == e.upstream)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    /// Refuses a selection that says nothing, or entry ids on a queue of several partitions
+    /// (an id is only unique within one: the same id could name a job in another).
+    fn check(&self, queue: &str, parts: &[String]) -> anyhow::Result<()> {
         if self.entries.is_empty() && self.reason.is_none() && self.upstream.is_none() && !self.all
         {
             bail!("say which entries: --entry ID, --reason R, --upstream U, or --all");
+        }
+        if !self.entries.is_empty() && parts.len() > 1 {
+            bail!(
+                "queue {queue} has {} partitions and an entry id is only unique within one: \
+                 name the partition that `sluice dlq list` shows, e.g. -q {}",
+                parts.len(),
+                parts[0]
+            );
         }
         Ok(())
     }
@@ -77,10 +88,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::List { queue, limit, json } => list(ctx, &ctx.queue(&queue), limit, json).await,
         Command::Redrive(sel) => {
-            sel.check()?;
             let queue = ctx.queue(&sel.queue);
+            let parts = ctx.producer.store().partitions_of(&queue);
+            sel.check(&queue, &parts)?;
             let mut total = Redriven::default();
-            for part in ctx.producer.store().partitions_of(&queue) {
+            for part in parts {
                 for page in selected(ctx, &part, &sel).await? {
                     let r = ctx.producer.store().redrive(&part, &page).await?;
                     total.redriven += r.redriven;
@@ -97,10 +109,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge(sel) => {
-            sel.check()?;
             let queue = ctx.queue(&sel.queue);
+            let parts = ctx.producer.store().partitions_of(&queue);
+            sel.check(&queue, &parts)?;
             let mut removed = 0;
-            for part in ctx.producer.store().partitions_of(&queue) {
+            for part in parts {
                 for page in selected(ctx, &part, &sel).await? {
                     removed += ctx.producer.store().purge(&part, &page).await?;
                 }
@@ -152,7 +165,17 @@ async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Resul
         }
     }
     if json {
-        let entries: Vec<&DeadEntry> = entries.iter().map(|(_, e)| e).collect();
+        /// An entry with the queue (partition) it is in: what re-drive and purge need with it.
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            queue: &'a str,
+            #[serde(flatten)]
+            entry: &'a DeadEntry,
+        }
+        let entries: Vec<Row> = entries
+            .iter()
+            .map(|(queue, entry)| Row { queue, entry })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
