@@ -343,35 +343,18 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
         ),
     )
     .expect("write config");
-    let out =
+    // `sluice --config FILE …`: its output, and its stdout once it succeeded.
+    let run = |args: &[&str]| {
         std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
             .arg("--config")
             .arg(&file)
-            .args(["stats", "--json", &queue])
+            .args(args)
             .env_remove("SLUICE_REDIS_URL")
             .output()
-            .expect("run sluice stats");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
-    assert_eq!(json["queues"][0]["counts"]["completed"], n as i64);
-    assert_eq!(json["queues"][0]["counts"]["dead"], invalid as i64);
-    assert_eq!(json["queues"][0]["partitions"], 3);
-
-    // `sluice dlq` takes the partitions in turn: every dead letter listed (with its partition),
-    // then purged.
+            .expect("run sluice")
+    };
     let cli = |args: &[&str]| {
-        let out =
-            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-                .arg("--config")
-                .arg(&file)
-                .args(args)
-                .env_remove("SLUICE_REDIS_URL")
-                .output()
-                .expect("run sluice");
+        let out = run(args);
         assert!(
             out.status.success(),
             "{}",
@@ -379,6 +362,14 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&["stats", "--json", &queue])).expect("stats json");
+    assert_eq!(json["queues"][0]["counts"]["completed"], n as i64);
+    assert_eq!(json["queues"][0]["counts"]["dead"], invalid as i64);
+    assert_eq!(json["queues"][0]["partitions"], 3);
+
+    // `sluice dlq` takes the partitions in turn: every dead letter listed (with its partition),
+    // then purged.
     let listed = cli(&["dlq", "list", "-q", &queue, "--limit", "100"]);
     let rows: Vec<&str> = listed.lines().filter(|l| l.contains(" invalid ")).collect();
     assert_eq!(rows.len(), invalid, "{listed}");
@@ -407,14 +398,7 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
 
     // An entry id on the whole partitioned queue is refused (ids are unique per partition only).
     let entry = rows[0].split_whitespace().nth(1).expect("entry id column");
-    let out =
-        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-            .arg("--config")
-            .arg(&file)
-            .args(["dlq", "purge", "-q", &queue, "--entry", entry])
-            .env_remove("SLUICE_REDIS_URL")
-            .output()
-            .expect("run sluice");
+    let out = run(&["dlq", "purge", "-q", &queue, "--entry", entry]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
