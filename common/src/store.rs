@@ -1012,6 +1012,16 @@ impl Store {
         }
     }
 
+    /// The queue to act on for job `id`: its partition when `queue` is partitioned (found by
+    /// `locate`; `None` if no partition has it), else `queue` itself, unread.
+    async fn holding(&self, queue: &str, id: &str) -> Result<Option<String>, StoreError> {
+        if self.partitions_of(queue).len() > 1 {
+            Ok(self.locate(queue, id).await?.map(|(part, _)| part))
+        } else {
+            Ok(Some(queue.to_string()))
+        }
+    }
+
     /// The partition of `queue` that holds job `id` (the queue itself when not partitioned),
     /// with the job's status; `None` if no partition has it.
     async fn locate(
@@ -1065,16 +1075,10 @@ impl Store {
         timeout: Duration,
     ) -> Result<Waited, StoreError> {
         const READ_COUNT: usize = 1000;
-        let part;
-        let queue = if self.partitions_of(queue).len() > 1 {
-            part = match self.locate(queue, id).await? {
-                Some((part, _)) => part,
-                None => return Ok(Waited::NotFound),
-            };
-            part.as_str()
-        } else {
-            queue
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(Waited::NotFound);
         };
+        let queue = part.as_str();
         let keys = keys_for(queue)?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut conn = self.conn.clone();
@@ -1144,16 +1148,10 @@ impl Store {
 
     /// Cancels a job that has not started (queued, scheduled or retrying).
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
-        let part;
-        let queue = if self.partitions_of(queue).len() > 1 {
-            part = match self.locate(queue, id).await? {
-                Some((part, _)) => part,
-                None => return Ok(CancelOutcome::NotFound),
-            };
-            part.as_str()
-        } else {
-            queue
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(CancelOutcome::NotFound);
         };
+        let queue = part.as_str();
         let keys = keys_for(queue)?;
         let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
             .arg(keys::GROUP)
