@@ -27,6 +27,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install --quiet --locked cargo-fuzz
 fi
+# The fuzz workspace's lock file is generated, not kept: it starts from the main workspace's
+# (the same versions the test suite built) and cargo adds the fuzzing crates.
+[ -f Cargo.lock ] || cp ../../Cargo.lock Cargo.lock
 echo "== cargo +nightly fuzz build -O"
 cargo +nightly fuzz build -O 2>&1 | tail -1
 for t in "${TARGETS[@]}"; do
