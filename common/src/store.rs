@@ -78,6 +78,37 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same call again may succeed: Redis unreachable or not answering, a
+    /// dropped connection, a server loading, busy or failing over. A refusal, a reply of the
+    /// wrong shape or a permanent Redis error (WRONGTYPE, a script error) is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } | StoreError::Pool(_) => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.code(),
+                        Some(
+                            "LOADING"
+                                | "BUSY"
+                                | "TRYAGAIN"
+                                | "CLUSTERDOWN"
+                                | "MASTERDOWN"
+                                | "MOVED"
+                                | "ASK"
+                                | "READONLY"
+                                | "NOSCRIPT"
+                        )
+                    )
+                    || e.to_string().contains("Function not found")
+            }
+            _ => false,
+        }
+    }
+
     fn from_redis(e: redis::RedisError) -> Self {
         match e.code() {
             Some("SLUICE_INVALID") => StoreError::Invalid(e.detail().unwrap_or("").to_string()),
@@ -222,6 +253,13 @@ pub enum Started {
     /// An entry that names no job (from `fetch`): left pending for the caller to dead-letter,
     /// with an excerpt of its fields.
     Malformed { entry: String, raw: String },
+    /// The job's key holds something that is not a job (another type: Redis said WRONGTYPE):
+    /// left pending for the caller to dead-letter as `corrupt`, the key left alone.
+    Corrupt {
+        entry: String,
+        id: String,
+        error: String,
+    },
 }
 
 /// An entry read from a queue's stream: its id and its fields (normally just `id`).
@@ -1940,6 +1978,11 @@ pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>,
                 "malformed" => Started::Malformed {
                     entry,
                     raw: s(3).unwrap_or_default(),
+                },
+                "corrupt" => Started::Corrupt {
+                    entry,
+                    id,
+                    error: s(3).unwrap_or_default(),
                 },
                 _ => return Err(bad()),
             })

@@ -449,3 +449,75 @@ async fn two_thousand_retries_across_three_workers_are_each_promoted_once() {
         assert_eq!(jobs[id].len(), 2, "job {id}: one failed call, one success");
     }
 }
+
+/// Samples the mock's calls-in-flight gauge every 20 ms from when `from` calls have been made
+/// until `to` have (the ramp-up and the tail left out), sorted.
+async fn in_flight_between(rig: &Rig, from: u64, to: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut samples = Vec::new();
+    loop {
+        let s = rig.mock.stats(false);
+        if s.calls >= to {
+            break;
+        }
+        if s.calls >= from {
+            samples.push(s.in_flight);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} calls were made",
+            s.calls
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    samples.sort_unstable();
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_queue_holds_no_slots_a_busy_queue_of_the_same_worker_could_use() {
+    let rig = rig(MockConfig {
+        latency_ms: 100,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 20;
+    options.queues = vec!["q".into(), "idle".into()];
+    let _w = WorkerProcess::spawn("w", &options);
+    let n = 1_000;
+    rig.enqueue((0..n).map(chat_job).collect()).await;
+
+    let before = in_flight_between(&rig, 50, 400).await;
+    // Pause the busy queue until nothing of it is in flight, then resume it.
+    let store = rig.producer.store();
+    store.set_paused("q", true).await.expect("pause");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while rig.mock.stats(false).in_flight > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "pause never took");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused_at = rig.mock.stats(false).calls;
+    store.set_paused("q", false).await.expect("resume");
+    let after = in_flight_between(&rig, paused_at + 50, paused_at + 350).await;
+
+    let median = |s: &[u64]| s.get(s.len() / 2).copied().unwrap_or(0);
+    println!(
+        "20 slots, queues q (backlog {n}) and idle: calls in flight, median {} (min {}, {} samples) \
+         before a pause/resume of q, median {} (min {}, {} samples) after",
+        median(&before),
+        before.first().copied().unwrap_or(0),
+        before.len(),
+        median(&after),
+        after.first().copied().unwrap_or(0),
+        after.len()
+    );
+    assert!(!before.is_empty() && !after.is_empty(), "no samples");
+    assert!(median(&before) >= 18, "before: {before:?}");
+    assert!(median(&after) >= 18, "after: {after:?}");
+    let mut events = rig.events().await;
+    assert!(
+        events.until(BOUND, |s| s.terminal_jobs() >= n).await,
+        "the backlog did not drain"
+    );
+}

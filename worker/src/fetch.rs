@@ -2,11 +2,14 @@
 //! the queue is busy, `sluice_fetch` reads and starts in one round trip, and only an empty queue
 //! falls back to the blocking read.
 //!
-//! A slot (semaphore permit) is taken before each read and the read asks for no more entries
-//! than slots held, so an entry is never buffered unhandled in memory while its lease ages in
-//! the pending list. The blocking XREADGROUP runs on a dedicated connection, never the shared one
-//! (on a cluster, to the primary that owns the queue; after a failover the read fails and the
-//! connection is made again to the new owner).
+//! Slots (semaphore permits) are taken before each non-blocking fetch, which asks for no more
+//! entries than slots held. An empty queue gives its slots back before it blocks: a worker
+//! serving several queues must not let an idle one sit on slots that a busy one has work for.
+//! The blocking read then asks for one entry, takes a slot for it once it arrives (leased by the
+//! heartbeat meanwhile), and the next round fetches the rest with every free slot. The blocking
+//! XREADGROUP runs on a dedicated connection, never the shared one (on a cluster, to the primary
+//! that owns the queue; after a failover the read fails and the connection is made again to the
+//! new owner).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +76,9 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
                 continue;
             }
         }
-        // Nothing new: wait for entries on a dedicated connection.
+        // Nothing new: give the slots back and wait, holding none, for an entry on a dedicated
+        // connection.
+        drop(slots);
         if conn.is_none() {
             match ctx.store.reader(&queue).await {
                 Ok(c) => conn = Some(c),
@@ -88,13 +93,13 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
         let Some(c) = conn.as_mut() else { continue };
         let read = ctx
             .store
-            .read_group(c, &queue, &ctx.consumer, slots.len(), block_ms)
+            .read_group(c, &queue, &ctx.consumer, 1, block_ms)
             .await;
         match read {
             Ok(entries) => {
                 failures = 0;
-                if !entries.is_empty() {
-                    dispatch(&ctx, &queue, entries, slots).await;
+                if let Some(slot) = slot_for(&ctx, &queue, &entries).await {
+                    dispatch(&ctx, &queue, entries, vec![slot]).await;
                 }
             }
             Err(e) => {
@@ -108,6 +113,29 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             }
         }
     }
+}
+
+/// A slot for the entry a blocking read delivered (none when it delivered nothing). While the
+/// worker is busy with its other queues this waits for one to end; the entry is leased by the
+/// heartbeat meanwhile, so no other worker takes it over. A stop while waiting leaves the entry
+/// pending for the takeover of this worker's entries after it exits.
+async fn slot_for(
+    ctx: &Arc<Ctx>,
+    queue: &str,
+    entries: &[Delivered],
+) -> Option<OwnedSemaphorePermit> {
+    let d = entries.first()?;
+    let id = d.fields.get("id").map(String::as_str).unwrap_or("");
+    ctx.inflight.add(queue, &d.entry, id);
+    let slot = tokio::select! {
+        p = ctx.slots.clone().acquire_owned() => p.ok(),
+        _ = ctx.shutdown.stop.cancelled() => None,
+    };
+    ctx.inflight.remove(queue, &d.entry);
+    if slot.is_none() {
+        tracing::info!(queue, entry = %d.entry, "stopping: a delivered entry left pending");
+    }
+    slot
 }
 
 async fn backoff(stop: &tokio_util::sync::CancellationToken, failures: u32) {
@@ -211,6 +239,11 @@ async fn run_started(
                 let why = "stream entry is not {id: <job id>}";
                 malformed_raw(ctx, queue, &entry, &raw, why).await;
             }
+            Started::Corrupt { entry, id, error } => {
+                let raw = format!("id={id}");
+                let why = format!("the job's key is not a job hash: {error}");
+                dead_letter_entry(ctx, queue, &entry, &raw, "corrupt", &why).await;
+            }
         }
     }
 }
@@ -231,23 +264,33 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
 
 /// Dead-letters stream entry `entry` with `raw`, an excerpt of its fields.
 async fn malformed_raw(ctx: &Ctx, queue: &str, entry: &str, raw: &str, why: &str) {
+    dead_letter_entry(ctx, queue, entry, raw, "malformed", why).await;
+}
+
+/// Dead-letters stream entry `entry` as `reason`, keeping `raw`. No job id: an entry that is
+/// not a runnable job must never touch the key its `id` may name. If Redis refuses, the entry
+/// stays pending (never dropped) and comes back through reclaim.
+async fn dead_letter_entry(
+    ctx: &Ctx,
+    queue: &str,
+    entry: &str,
+    raw: &str,
+    reason: &str,
+    why: &str,
+) {
     let raw: String = raw.chars().take(RAW_EXCERPT).collect();
-    // No job id: a malformed entry must never touch a real job that its `id` may name.
     let r = processor::with_retries(|| {
         ctx.store
-            .dead_letter(queue, "", entry, "malformed", why, None, &raw)
+            .dead_letter(queue, "", entry, reason, why, None, &raw)
     })
     .await;
     match r {
         Ok(_) => {
-            ctx.metrics
-                .dead
-                .with_label_values(&[queue, "malformed"])
-                .inc();
-            tracing::warn!(queue, entry, why, "malformed stream entry dead-lettered")
+            ctx.metrics.dead.with_label_values(&[queue, reason]).inc();
+            tracing::warn!(queue, entry, reason, why, "stream entry dead-lettered")
         }
         Err(e) => {
-            tracing::error!(queue, entry, error = %e, "could not dead-letter a malformed entry")
+            tracing::error!(queue, entry, reason, error = %e, "could not dead-letter a stream entry; it stays pending")
         }
     }
 }

@@ -63,6 +63,16 @@ async fn process(
     slot: OwnedSemaphorePermit,
 ) -> Result<Option<()>, StoreError> {
     tracing::debug!("started");
+    // The worker's own size limit, whatever `max_bytes` the producer sent to the library: a
+    // protocol client can raise that, never what this worker will send upstream.
+    let limit = ctx.store.settings().max_job_bytes;
+    if job.spec.len() > limit {
+        let why = format!(
+            "job spec is {} bytes, over this worker's limit of {limit} bytes (queues.max_job_bytes)",
+            job.spec.len()
+        );
+        return dead(ctx, job, "invalid", &why, None).await.map(Some);
+    }
     let spec: JobSpec = match serde_json::from_str(&job.spec) {
         Ok(spec) => spec,
         Err(e) => {
@@ -387,7 +397,8 @@ async fn dead(
 }
 
 /// Retries a state write through a short Redis outage (a finished call is worth recording),
-/// then gives up and lets the lease bring the job back.
+/// then gives up and lets the lease bring the job back. A permanent error (a refusal, WRONGTYPE)
+/// is returned at once: trying again cannot help, and would stall the caller for seconds.
 pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -398,7 +409,7 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e @ (StoreError::Redis(_) | StoreError::Pool(_))) if tries < 8 => {
+            Err(e) if e.is_transient() && tries < 8 => {
                 tracing::warn!(error = %e, "Redis write failed; retrying");
                 tries += 1;
                 tokio::time::sleep(delay).await;

@@ -9,7 +9,8 @@ one Redis Cluster slot. Times come from the server's clock (TIME), so a fleet wi
 still agrees on when a delayed job is due.
 
 Errors are replied as `SLUICE_INVALID <why>`, `SLUICE_TOO_LARGE <why>` or `SLUICE_DENIED <why>`;
-nothing is written then.
+nothing is written then: every function checks its key and every argument (counts, whole
+numbers and their ranges, ids, stream entry ids) before its first write.
 
 Commands a function runs are checked against the caller's ACL user. Functions that move a job
 through its life (all but enqueue and version) first check that the caller may XACK the queue's
@@ -26,6 +27,123 @@ local DEFAULT_DEAD_MAXLEN = 100000
 local HISTORY_MAX = 4096
 local JITTER_MS = 50
 
+-- Bounds of the arguments (docs/PROTOCOL.md, "Limits").
+local DAY_MS = 86400000
+local MAX_DELAY_MS = 366 * DAY_MS        -- delays and run-at times: at most this far ahead
+local MAX_DEDUPE_TTL_MS = 90 * DAY_MS
+local MAX_DURATION_MS = 10 * 366 * DAY_MS -- retention and other durations
+local MAX_DEDUPE_KEY = 256                -- bytes
+local MAX_BYTES_LIMIT = 512 * 1048576     -- the largest max_bytes a caller may ask for
+local MAX_LEN = 1000000000                -- stream lengths (maxlen)
+local MAX_COUNT = 100000                  -- entries or jobs one call may read or promote
+local MAX_TEXT = 65536                    -- bytes of an error text, class, reason or raw excerpt
+
+-- A refusal: raised from any depth, replied by `guarded` as `<kind> <why>` (no script location).
+local function refuse(kind, why)
+  error({sluice = kind .. ' ' .. why}, 0)
+end
+
+local function invalid(why) refuse('SLUICE_INVALID', why) end
+
+-- A short, printable rendering of a bad argument for an error text.
+local function shown(v)
+  if v == nil then return 'nothing' end
+  v = tostring(v)
+  if #v > 40 then v = string.sub(v, 1, 40) .. '...' end
+  return "'" .. string.gsub(v, '%c', '?') .. "'"
+end
+
+-- A whole-number argument in [lo, hi] (decimal digits, a leading '-' only where lo < 0);
+-- nil or '' is `default` when there is one. -> the number
+local function int(v, name, lo, hi, default)
+  if v == nil or v == '' then
+    if default ~= nil then return default end
+    invalid(name .. ': missing')
+  end
+  if #v > 20 or not string.match(v, '^%-?%d+$') then
+    invalid(name .. ': ' .. shown(v) .. ' is not a whole number')
+  end
+  local n = tonumber(v)
+  if n < lo or n > hi then
+    invalid(name .. ': ' .. v .. ' is outside ' .. string.format('%d', lo) .. '..'
+      .. string.format('%d', hi))
+  end
+  return n
+end
+
+-- A stream length for XADD MAXLEN, as the caller's string (see now_ms) or the default's.
+local function maxlen(v, name, default)
+  if v == nil or v == '' then return tostring(default) end
+  int(v, name, 1, MAX_LEN)
+  return v
+end
+
+-- Text stored on a job or in a dead letter: at most MAX_TEXT bytes; nil is ''.
+local function text(v, name)
+  if v == nil then return '' end
+  if #v > MAX_TEXT then invalid(name .. ': ' .. #v .. ' bytes, over ' .. MAX_TEXT) end
+  return v
+end
+
+-- A stream entry id (`<ms>-<seq>`), or '' where `optional`.
+local function entry_id(v, name, optional)
+  if optional and (v == nil or v == '') then return '' end
+  if v == nil or #v > 41 or not string.match(v, '^%d+%-%d+$') then
+    invalid(name .. ': ' .. shown(v) .. ' is not a stream entry id')
+  end
+  return v
+end
+
+-- The consumer group's name, a consumer's name.
+local function name_arg(v, name)
+  if v == nil or v == '' or #v > 256 then invalid(name .. ': must be 1 to 256 bytes') end
+  return v
+end
+
+-- The one key of a queue's functions: `sluice:{Q}:` for a queue name Q (1 to 64 of
+-- [A-Za-z0-9_.-], a partition `Q#i` too). Anything else, the limiter's `sluice:{u:NAME}:`
+-- included, is refused before anything is read or written.
+local function queue_key(keys)
+  local p = keys[1]
+  if #keys ~= 1 or type(p) ~= 'string' then invalid('keys: exactly one, sluice:{<queue>}:') end
+  local q = string.match(p, '^sluice:{([%w_%.%-]+)}:$')
+    or string.match(p, '^sluice:{([%w_%.%-]+#%d+)}:$')
+  if not q or #q > 72 or #string.match(q, '^[^#]*') > 64 then
+    invalid('key: ' .. shown(p) .. ' is not sluice:{<queue>}: (a queue is 1 to 64 of [A-Za-z0-9_.-])')
+  end
+  return p
+end
+
+-- The one key of the limiter's functions: `sluice:{u:NAME}:` for an upstream name.
+local function upstream_key(keys)
+  local p = keys[1]
+  if #keys ~= 1 or type(p) ~= 'string' then invalid('keys: exactly one, sluice:{u:<upstream>}:') end
+  local u = string.match(p, '^sluice:{u:(%w[%w_%-]*)}:$')
+  if not u or #u > 64 then
+    invalid('key: ' .. shown(p) .. ' is not sluice:{u:<upstream>}:')
+  end
+  return p
+end
+
+-- No more arguments than `n` (a caller that sends more has the protocol wrong).
+local function at_most(args, n)
+  if #args > n then invalid('arguments: ' .. #args .. ', at most ' .. n .. ' expected') end
+end
+
+-- (entry, id) pairs from args[from..]: checked, as a list of {entry, id}.
+local function pairs_from(args, from)
+  if (#args - from + 1) % 2 ~= 0 then invalid('arguments: (entry, id) pairs are ragged') end
+  local out = {}
+  for i = from, #args, 2 do
+    local id = args[i + 1]
+    if #id == 0 or #id > 128 or string.find(id, '[{}%s]') then
+      invalid('id: ' .. shown(id) .. ' is not a job id')
+    end
+    out[#out + 1] = {entry_id(args[i], 'entry'), id}
+  end
+  return out
+end
+
 -- The server's clock in Unix ms, as a number and as a string. Hot paths pass the string to
 -- redis.call: Redis 7.0 turns a Lua number argument into text with snprintf("%.17g"), which
 -- costs more than the command it is passed to.
@@ -34,12 +152,6 @@ local function now_ms()
   local us = t[2]
   local ms_s = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
   return tonumber(ms_s), ms_s
-end
-
-local function num(v, default)
-  local n = tonumber(v)
-  if n == nil then return default end
-  return n
 end
 
 -- `maxlen` is passed as the caller's string argument (see now_ms).
@@ -132,9 +244,20 @@ end
 -- -> {'created'|'duplicate', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
   dkey = dkey or ''
-  dttl, delay, run_at = num(dttl, 0), num(delay, 0), num(run_at, 0)
+  local ok, err = pcall(function()
+    dttl = int(dttl, 'dedupe_ttl_ms', 0, MAX_DEDUPE_TTL_MS, 0)
+    delay = int(delay, 'delay_ms', 0, MAX_DELAY_MS, 0)
+    run_at = int(run_at, 'run_at_ms', 0, now + MAX_DELAY_MS, 0)
+  end)
+  if not ok then
+    if type(err) == 'table' and err.sluice then return nil, err.sluice end
+    error(err, 0)
+  end
   if not valid_id(id) then
     return nil, 'SLUICE_INVALID id: 1 to 128 characters without braces or spaces'
+  end
+  if #dkey > MAX_DEDUPE_KEY then
+    return nil, 'SLUICE_INVALID dedupe_key: ' .. #dkey .. ' bytes, over ' .. MAX_DEDUPE_KEY
   end
   if type(spec) ~= 'string' or #spec == 0 then
     return nil, 'SLUICE_INVALID spec: empty'
@@ -205,21 +328,24 @@ local function apply_tally(p, emax, tally)
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
 end
 
-local function events_maxlen(v)
-  if tonumber(v) then return v end
-  return tostring(DEFAULT_EVENTS_MAXLEN)
+local function max_bytes_arg(v)
+  return int(v, 'max_bytes', 1, MAX_BYTES_LIMIT, DEFAULT_MAX_BYTES)
 end
 
 -- enqueue: ARGV id, spec, dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms, max_bytes, events_maxlen
 -- -> {'created'|'duplicate', id, state}
 local function enqueue(keys, args)
-  local p = keys[1]
+  local p = queue_key(keys)
+  at_most(args, 8)
+  if #args < 2 then invalid('arguments: ' .. #args .. ', at least id and spec expected') end
+  local emax = maxlen(args[8], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  local max_bytes = max_bytes_arg(args[7])
   local now, nows = now_ms()
   local tally = new_tally()
-  local r, err = enqueue_one(p, now, nows, events_maxlen(args[8]), num(args[7], DEFAULT_MAX_BYTES),
+  local r, err = enqueue_one(p, now, nows, emax, max_bytes,
     tally, args[1], args[2], args[3], args[4], args[5], args[6])
   if not r then return redis.error_reply(err) end
-  apply_tally(p, events_maxlen(args[8]), tally)
+  apply_tally(p, emax, tally)
   return r
 end
 
@@ -228,8 +354,12 @@ end
 -- -> per job {'created'|'duplicate', id, state} or {'error', text}; one refusal leaves the
 --    other jobs alone. Many jobs share the call's fixed cost (one TIME, the counters once).
 local function enqueue_many(keys, args)
-  local p = keys[1]
-  local max_bytes, emax = num(args[1], DEFAULT_MAX_BYTES), events_maxlen(args[2])
+  local p = queue_key(keys)
+  if #args < 2 or (#args - 2) % 6 ~= 0 then
+    invalid('arguments: max_bytes, events_maxlen, then six per job (' .. #args .. ' is ragged)')
+  end
+  local max_bytes = max_bytes_arg(args[1])
+  local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local now, nows = now_ms()
   local tally = new_tally()
   local out = {}
@@ -245,19 +375,26 @@ end
 -- start: ARGV group, events_maxlen, consumer, then pairs (entry, id)
 -- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
 --    {entry, id, 'missing'}; ready_ms is when the job became runnable (enqueued, or its run_at)
-local function start(keys, args)
-  local p, group, emax, consumer = keys[1], args[1], args[2], args[3]
-  if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
+local function start_checked(p, group, emax, consumer, list)
+  -- Reads first: a job key of the wrong type (WRONGTYPE) is reported `corrupt` for the caller
+  -- to dead-letter, never an error halfway through the batch.
+  local got = {}
+  for k, pair in ipairs(list) do
+    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. pair[2], 'state', 'entry', 'spec',
+      'waits', 'created_ms', 'run_at_ms', 'attempts', 'total_attempts')
+    if ok then got[k] = f else got[k] = {corrupt = (type(f) == 'table' and f.err) or tostring(f)} end
+  end
   local _, nows = now_ms()
   local out = {}
   local moved, running = 0, {}
-  for i = 4, #args, 2 do
-    local entry, id = args[i], args[i + 1]
+  for k, pair in ipairs(list) do
+    local entry, id = pair[1], pair[2]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec', 'waits', 'created_ms', 'run_at_ms',
-      'attempts', 'total_attempts')
+    local f = got[k]
     local state, current = f[1], f[2]
-    if not state then
+    if f.corrupt then
+      out[#out + 1] = {entry, id, 'corrupt', f.corrupt}
+    elseif not state then
       out[#out + 1] = {entry, id, 'missing'}
     elseif (state == 'queued' or state == 'running') and current == entry then
       local attempts = (tonumber(f[7] or '0') or 0) + 1
@@ -284,15 +421,26 @@ local function start(keys, args)
   return out
 end
 
+local function start(keys, args)
+  local p = queue_key(keys)
+  local group, consumer = name_arg(args[1], 'group'), name_arg(args[3], 'consumer')
+  local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  return start_checked(p, group, emax, consumer, pairs_from(args, 4))
+end
+
 -- fetch: ARGV group, events_maxlen, consumer, count
 -- Reads up to `count` new entries for `consumer` (XREADGROUP without BLOCK) and starts them, so
 -- a busy worker takes jobs in one round trip. -> start's reply, plus {entry, '', 'malformed',
 -- excerpt} for an entry that does not name a job.
 local function fetch(keys, args)
-  local p = keys[1]
-  local r = redis.call('XREADGROUP', 'GROUP', args[1], args[3], 'COUNT', args[4],
+  local p = queue_key(keys)
+  at_most(args, 4)
+  local group, consumer = name_arg(args[1], 'group'), name_arg(args[3], 'consumer')
+  local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  int(args[4], 'count', 1, MAX_COUNT)
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', args[4],
     'STREAMS', p .. 'stream', '>')
-  local sargs = {args[1], args[2], args[3]}
+  local list = {}
   local bad = {}
   if r then
     for _, e in ipairs(r[1][2]) do
@@ -301,8 +449,7 @@ local function fetch(keys, args)
         if fields[j] == 'id' then id = fields[j + 1] end
       end
       if #fields == 2 and valid_id(id) then
-        sargs[#sargs + 1] = e[1]
-        sargs[#sargs + 1] = id
+        list[#list + 1] = {e[1], id}
       else
         local raw = {}
         for j = 1, #fields do raw[#raw + 1] = fields[j] end
@@ -311,7 +458,7 @@ local function fetch(keys, args)
     end
   end
   local out = {}
-  if #sargs > 3 then out = start(keys, sargs) end
+  if #list > 0 then out = start_checked(p, group, emax, consumer, list) end
   for _, b in ipairs(bad) do out[#out + 1] = b end
   return out
 end
@@ -321,23 +468,49 @@ end
 -- -> per job 'completed' | 'refused:<state>'
 -- Many jobs per call: a worker sends the completions that arrived while its last call was out.
 local function complete(keys, args)
-  local p, group, retention, emax = keys[1], args[1], args[2], args[3]
-  if not tonumber(retention) then retention = tostring(DEFAULT_RETENTION_MS) end
-  if not tonumber(emax) then emax = tostring(DEFAULT_EVENTS_MAXLEN) end
+  local p = queue_key(keys)
+  local group = name_arg(args[1], 'group')
+  local retention = args[2]
+  if retention == nil or retention == '' then
+    retention = tostring(DEFAULT_RETENTION_MS)
+  else
+    int(retention, 'retention_ms', 1, MAX_DURATION_MS)
+  end
+  local emax = maxlen(args[3], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  -- Every job's arguments are checked before the first is completed.
+  local jobs = {}
+  local i = 4
+  while i <= #args do
+    if i + 4 > #args then invalid('arguments: a job needs id, entry, result, status, n') end
+    local n = int(args[i + 4], 'n', 0, 64)
+    if i + 4 + 2 * n > #args then invalid('arguments: fewer than the n field/value pairs said') end
+    local id = args[i]
+    if not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
+    jobs[#jobs + 1] = {i = i, n = n, id = id, entry = entry_id(args[i + 1], 'entry')}
+    i = i + 5 + 2 * n
+  end
+  for _, job in ipairs(jobs) do
+    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry')
+    if ok then job.f = f else job.corrupt = true end
+  end
   local _, nows = now_ms()
   local out = {}
   local done, refused, completed = 0, 0, {}
-  local i = 4
-  while i <= #args do
-    local id, entry, result, status = args[i], args[i + 1], args[i + 2], args[i + 3]
-    local n = tonumber(args[i + 4]) or 0
+  for _, job in ipairs(jobs) do
+    local i, n, id, entry = job.i, job.n, job.id, job.entry
+    local result, status = args[i + 2], args[i + 3]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry')
+    local f = job.f or {}
     local state = f[1]
-    ack_entry(p, group, entry)
+    -- A job key of the wrong type: left pending, so the entry comes back to a worker's start,
+    -- which reports it corrupt and has it dead-lettered (never dropped).
+    if not job.corrupt then ack_entry(p, group, entry) end
+    if job.corrupt then
+      refused = refused + 1
+      out[#out + 1] = 'refused:corrupt'
     -- Fenced by the entry: a holder from an earlier life of the job (its lease lapsed, the job
     -- was retried and runs again under a new entry) cannot complete the later run.
-    if state ~= 'running' or f[2] ~= entry then
+    elseif state ~= 'running' or f[2] ~= entry then
       refused = refused + 1
       out[#out + 1] = 'refused:' .. (state or 'missing')
     else
@@ -351,7 +524,6 @@ local function complete(keys, args)
       completed[done] = id
       out[#out + 1] = 'completed'
     end
-    i = i + 5 + 2 * n
   end
   if done > 0 then
     redis.call('HINCRBY', p .. 'counts', 'running', tostring(-done))
@@ -368,25 +540,37 @@ end
 -- n: neither — the call was never made), events_maxlen
 -- -> {'retrying', due_ms} | {'refused', state}
 local function retry(keys, args)
-  local p, group, id, entry = keys[1], args[1], args[2], args[3]
+  local p = queue_key(keys)
+  at_most(args, 9)
+  local group, id, entry = name_arg(args[1], 'group'), args[2], entry_id(args[3], 'entry')
+  if not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
+  local delay = int(args[4], 'delay_ms', 0, MAX_DELAY_MS)
+  local class, err, status = text(args[5], 'class'), text(args[6], 'error'), text(args[7], 'status')
+  local spends = args[8]
+  if spends ~= '1' and spends ~= '0' and spends ~= 'n' then
+    invalid('spends: ' .. shown(spends) .. ' is not 1, 0 or n')
+  end
+  local emax = maxlen(args[9], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local jk = p .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'entry')
+  local ok, f = pcall(redis.call, 'HMGET', jk, 'state', 'entry')
+  -- A job key of the wrong type: left pending (see complete).
+  if not ok then return {'refused', 'corrupt'} end
   local state = f[1]
   ack_entry(p, group, entry)
   if state ~= 'running' or f[2] ~= entry then
     return {'refused', state or 'missing'}
   end
   local now = now_ms()
-  local due = now + num(args[4], 0)
-  if args[8] == '0' or args[8] == 'n' then redis.call('HINCRBY', jk, 'attempts', -1) end
-  if args[8] == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
-  if args[8] == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
-  redis.call('HSET', jk, 'state', 'retrying', 'last_class', args[5] or '', 'last_error', args[6] or '',
-    'last_status', args[7] or '', 'run_at_ms', due, 'failed_ms', now, 'updated_ms', now)
+  local due = now + delay
+  if spends == '0' or spends == 'n' then redis.call('HINCRBY', jk, 'attempts', -1) end
+  if spends == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
+  if spends == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
+  redis.call('HSET', jk, 'state', 'retrying', 'last_class', class, 'last_error', err,
+    'last_status', status, 'run_at_ms', due, 'failed_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
   redis.call('ZADD', p .. 'delayed', due, id)
   move(p, 'running', 'retrying')
-  event(p, num(args[9], DEFAULT_EVENTS_MAXLEN), id, 'retrying', args[5])
+  event(p, emax, id, 'retrying', class)
   return {'retrying', due}
 end
 
@@ -394,18 +578,36 @@ end
 -- A job whose hash is missing (garbage in the stream) is dead-lettered from `raw` alone.
 -- -> {'dead'} | {'refused', state}
 local function dead(keys, args)
-  local p, group, id, entry = keys[1], args[1], args[2] or '', args[3] or ''
-  local reason, err, status = args[4] or '', args[5] or '', args[6] or ''
-  local dmax, emax = num(args[8], DEFAULT_DEAD_MAXLEN), num(args[9], DEFAULT_EVENTS_MAXLEN)
+  local p = queue_key(keys)
+  at_most(args, 10)
+  local group, id = name_arg(args[1], 'group'), args[2] or ''
+  if id ~= '' and not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
+  local entry = entry_id(args[3], 'entry', true)
+  local reason = text(args[4], 'reason')
+  if reason == '' then invalid('reason: missing') end
+  local err, status = text(args[5], 'error'), text(args[6], 'status')
+  local retention = int(args[7], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
+  local dmax = maxlen(args[8], 'dead_maxlen', DEFAULT_DEAD_MAXLEN)
+  local emax = maxlen(args[9], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  local raw = text(args[10], 'raw')
   local now = now_ms()
-  ack_entry(p, group, entry)
   local jk = p .. 'job:' .. id
   local f = {}
-  if id ~= '' then f = redis.call('HMGET', jk, 'state', 'attempts', 'upstream', 'entry') end
+  if id ~= '' then
+    local ok, r = pcall(redis.call, 'HMGET', jk, 'state', 'attempts', 'upstream', 'entry')
+    if ok then
+      f = r
+    else
+      -- The job key is not a job (wrong type): the entry is dead-lettered from `raw`, the key
+      -- left alone for an operator.
+      reason, err = 'corrupt', text((type(r) == 'table' and r.err) or tostring(r), 'error')
+    end
+  end
   local state = f[1]
+  ack_entry(p, group, entry)
   if not state then
     redis.call('XADD', p .. 'dead', 'MAXLEN', '~', dmax, '*', 'id', id, 'reason', reason,
-      'status', status, 'attempts', 0, 'error', err, 'upstream', '', 'at_ms', now, 'raw', args[10] or '')
+      'status', status, 'attempts', 0, 'error', err, 'upstream', '', 'at_ms', now, 'raw', raw)
     redis.call('HINCRBY', p .. 'counts', 'dead', 1)
     return {'dead'}
   end
@@ -419,7 +621,7 @@ local function dead(keys, args)
   redis.call('HSET', jk, 'state', 'dead', 'dead_reason', reason, 'last_error', err,
     'last_status', status, 'finished_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
-  redis.call('PEXPIRE', jk, num(args[7], DEFAULT_RETENTION_MS))
+  redis.call('PEXPIRE', jk, retention)
   move(p, state, 'dead')
   event(p, emax, id, 'dead', reason)
   return {'dead'}
@@ -429,7 +631,11 @@ end
 -- Also trims acknowledged entries from the ready stream (the scheduler calls this at least
 -- every second).
 local function promote(keys, args)
-  local p, limit, emax = keys[1], num(args[1], 1000), num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local p = queue_key(keys)
+  at_most(args, 3)
+  local limit = int(args[1], 'limit', 1, MAX_COUNT, 1000)
+  local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  if args[3] and #args[3] > 256 then invalid('group: over 256 bytes') end
   local now = now_ms()
   if args[3] and args[3] ~= '' then trim_acked(p, args[3]) end
   local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, limit)
@@ -447,7 +653,7 @@ local function promote(keys, args)
       queued[promoted] = id
     end
   end
-  events(p, tostring(emax), queued, 'queued')
+  events(p, emax, queued, 'queued')
   local nxt = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
   if nxt[2] then return {promoted, tonumber(nxt[2]), now} end
   return {promoted, -1, now}
@@ -457,11 +663,14 @@ end
 -- Hands running jobs back at shutdown: the entry is acked and deleted, the job queued again
 -- with a new entry, and the unfinished attempt not counted.
 local function release(keys, args)
-  local p, group, emax = keys[1], args[1], num(args[2], DEFAULT_EVENTS_MAXLEN)
+  local p = queue_key(keys)
+  local group = name_arg(args[1], 'group')
+  local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  local list = pairs_from(args, 3)
   local now = now_ms()
   local released = 0
-  for i = 3, #args, 2 do
-    local entry, id = args[i], args[i + 1]
+  for _, pair in ipairs(list) do
+    local entry, id = pair[1], pair[2]
     local jk = p .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'state', 'entry')
     if f[1] == 'running' and f[2] == entry then
@@ -481,7 +690,12 @@ end
 -- cancel: ARGV group, id, retention_ms, events_maxlen
 -- -> {'cancelled', previous} | {'refused', state} | {'missing', ''}
 local function cancel(keys, args)
-  local p, group, id = keys[1], args[1], args[2]
+  local p = queue_key(keys)
+  at_most(args, 4)
+  local group, id = name_arg(args[1], 'group'), args[2]
+  if not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
+  local retention = int(args[3], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
+  local emax = maxlen(args[4], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local jk = p .. 'job:' .. id
   local f = redis.call('HMGET', jk, 'state', 'entry')
   local state = f[1]
@@ -496,16 +710,18 @@ local function cancel(keys, args)
   local now = now_ms()
   redis.call('HSET', jk, 'state', 'cancelled', 'finished_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry', 'run_at_ms')
-  redis.call('PEXPIRE', jk, num(args[3], DEFAULT_RETENTION_MS))
+  redis.call('PEXPIRE', jk, retention)
   move(p, state, 'cancelled')
-  event(p, num(args[4], DEFAULT_EVENTS_MAXLEN), id, 'cancelled')
+  event(p, emax, id, 'cancelled')
   return {'cancelled', state}
 end
 
 -- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, expired, skipped}
 -- Attempts restart at 0; what happened before is kept in `history` and `total_attempts`.
 local function redrive(keys, args)
-  local p, emax = keys[1], num(args[1], DEFAULT_EVENTS_MAXLEN)
+  local p = queue_key(keys)
+  local emax = maxlen(args[1], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  for i = 2, #args do entry_id(args[i], 'dead entry') end
   local now = now_ms()
   local redriven, expired, skipped = 0, 0, 0
   for i = 2, #args do
@@ -548,7 +764,8 @@ end
 -- purge: ARGV dead-stream entry ids -> removed
 -- Removes the entries and the hashes of the jobs that are still dead.
 local function purge(keys, args)
-  local p = keys[1]
+  local p = queue_key(keys)
+  for i = 1, #args do entry_id(args[i], 'dead entry') end
   local removed = 0
   for i = 1, #args do
     local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
@@ -609,11 +826,28 @@ end
 -- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm,
 -- adaptive (1|0: rpm is then the ceiling), token_burst_ms (the token buckets' burst window)
 -- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {wait_ms, 'hold'|'open'|'half_open'|'busy'}
+local MAX_RATE = 1000000000 -- requests or tokens per minute
+
+local function model_arg(v)
+  v = v or ''
+  if #v > 256 or string.find(v, '[{}%s]') then invalid('model: ' .. shown(v) .. ' is not a model name') end
+  return v
+end
+
 local function admit(keys, args)
-  local p = keys[1]
-  local rpm, tpm, tokens = num(args[1], 0), num(args[2], 0), num(args[3], 1)
-  local burst, horizon, probe_ms = num(args[4], 50), num(args[5], 1000), num(args[6], 60000)
-  local model, mrpm, mtpm = args[7] or '', num(args[8], 0), num(args[9], 0)
+  local p = upstream_key(keys)
+  at_most(args, 11)
+  local rpm, tpm = int(args[1], 'rpm', 0, MAX_RATE, 0), int(args[2], 'tpm', 0, MAX_RATE, 0)
+  local tokens = int(args[3], 'tokens', 0, MAX_RATE, 1)
+  local burst = int(args[4], 'burst_ms', 0, MAX_DURATION_MS, 50)
+  local horizon = int(args[5], 'horizon_ms', 0, MAX_DURATION_MS, 1000)
+  local probe_ms = int(args[6], 'probe_ms', 1, MAX_DURATION_MS, 60000)
+  local model = model_arg(args[7])
+  local mrpm, mtpm = int(args[8], 'model_rpm', 0, MAX_RATE, 0), int(args[9], 'model_tpm', 0, MAX_RATE, 0)
+  if args[10] and args[10] ~= '' and args[10] ~= '0' and args[10] ~= '1' then
+    invalid('adaptive: ' .. shown(args[10]) .. ' is not 1 or 0')
+  end
+  local token_burst = int(args[11], 'token_burst_ms', 0, MAX_DURATION_MS, burst)
   local now = now_ms()
   if args[10] == '1' and rpm > 0 then rpm = adaptive_rate(p, rpm, math.max(1, rpm / 100), now) end
   local hold = tonumber(redis.call('GET', p .. 'hold') or '0')
@@ -628,7 +862,7 @@ local function admit(keys, args)
   -- Token buckets run as full as the provider's own (a call waits until its tokens are there),
   -- so JITTER_MS of the rate stays in reserve for calls that reach the provider closer together
   -- than their slots were.
-  local tburst = math.max(num(args[11], burst) - JITTER_MS, 0)
+  local tburst = math.max(token_burst - JITTER_MS, 0)
   local buckets = {}
   if rpm > 0 then buckets[#buckets + 1] = {p .. 'rpm', 60000 / rpm, 1, burst} end
   if tpm > 0 then buckets[#buckets + 1] = {p .. 'tpm', 60000 / tpm, tokens, tburst} end
@@ -659,11 +893,20 @@ end
 
 -- report: ARGV kind ('ok'|'probe_ok'|'soft'|'hard'|'limited'|'none'), hold_for_ms, cooloff_ms, threshold,
 -- window_ms, tpm, delta_tokens, model, model_tpm -> state ('closed'|'opened'|'open'|'')
+local REPORT_KINDS = {ok = true, probe_ok = true, soft = true, hard = true, limited = true, none = true}
+
 local function report(keys, args)
-  local p, kind = keys[1], args[1]
-  local hold_for, cooloff = num(args[2], 0), num(args[3], 30000)
-  local threshold, window = num(args[4], 20), num(args[5], 10000)
-  local tpm, delta, model, mtpm = num(args[6], 0), num(args[7], 0), args[8] or '', num(args[9], 0)
+  local p = upstream_key(keys)
+  at_most(args, 9)
+  local kind = args[1]
+  if not REPORT_KINDS[kind or ''] then invalid('kind: ' .. shown(kind) .. ' is not a report kind') end
+  local hold_for = int(args[2], 'hold_for_ms', 0, MAX_DELAY_MS, 0)
+  local cooloff = int(args[3], 'cooloff_ms', 1, MAX_DURATION_MS, 30000)
+  local threshold = int(args[4], 'threshold', 1, MAX_COUNT, 20)
+  local window = int(args[5], 'window_ms', 1, MAX_DURATION_MS, 10000)
+  local tpm = int(args[6], 'tpm', 0, MAX_RATE, 0)
+  local delta = int(args[7], 'delta_tokens', -MAX_RATE, MAX_RATE, 0)
+  local model, mtpm = model_arg(args[8]), int(args[9], 'model_tpm', 0, MAX_RATE, 0)
   local now = now_ms()
   local hold_until = now + hold_for
   if hold_for > 0 then
@@ -721,18 +964,30 @@ local function report(keys, args)
   return ''
 end
 
+-- Replies a refusal raised anywhere in `f` as `<kind> <why>`; any other error is raised again
+-- as it was (a Redis command's error, say WRONGTYPE).
+local function guarded(f)
+  return function(keys, args)
+    local ok, r = pcall(f, keys, args)
+    if ok then return r end
+    if type(r) == 'table' and r.sluice then return redis.error_reply(r.sluice) end
+    error(r, 0)
+  end
+end
+
 redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
   flags = {'no-writes'}}
-redis.register_function('sluice_enqueue', enqueue)
-redis.register_function('sluice_enqueue_many', enqueue_many)
+redis.register_function('sluice_enqueue', guarded(enqueue))
+redis.register_function('sluice_enqueue_many', guarded(enqueue_many))
 -- Only callers that may acknowledge the stream (workers, operators) may run `f`.
 local function worker_only(f)
-  return function(keys, args)
+  return guarded(function(keys, args)
+    if type(keys[1]) ~= 'string' then invalid('keys: exactly one expected') end
     if not redis.acl_check_cmd('XACK', keys[1] .. 'stream', 'sluice', '0-0') then
-      return redis.error_reply('SLUICE_DENIED this Redis user may not run workers\' functions (it lacks XACK)')
+      refuse('SLUICE_DENIED', 'this Redis user may not run workers\' functions (it lacks XACK)')
     end
     return f(keys, args)
-  end
+  end)
 end
 
 redis.register_function('sluice_start', worker_only(start))

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,6 +96,10 @@ pub struct Stats {
     pub early_calls: u64,
     /// Rate-limit 429s answered (injected or enforced).
     pub rate_limited: u64,
+    /// Calls being answered right now (arrived, answer not yet sent): the concurrency the
+    /// callers achieve.
+    #[serde(default)]
+    pub in_flight: u64,
     /// Per job id (the idempotency header): its calls in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<HashMap<String, Vec<Call>>>,
@@ -153,7 +158,25 @@ struct State {
     config: Mutex<MockConfig>,
     buckets: Mutex<Buckets>,
     record: Mutex<Record>,
+    /// Calls being answered now (see [`Stats::in_flight`]).
+    in_flight: AtomicU64,
     started: Instant,
+}
+
+/// Counts one call in flight for as long as it lives (a dropped, cut-off answer included).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,6 +200,7 @@ impl State {
             config: Mutex::new(config),
             buckets: Mutex::new(buckets),
             record: Mutex::new(Record::default()),
+            in_flight: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -256,6 +280,7 @@ fn stats(state: &State, with_jobs: bool) -> Stats {
             .collect(),
         early_calls: r.early,
         rate_limited: r.rate_limited,
+        in_flight: state.in_flight.load(Ordering::Relaxed),
         jobs: with_jobs.then(|| {
             r.jobs
                 .iter()
@@ -435,6 +460,7 @@ fn error_body(status: u16, credential: &str) -> Value {
 
 async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) -> Response {
     let arrival = now_ms();
+    let _in_flight = InFlight::enter(&state.in_flight);
     let credential = headers
         .get("authorization")
         .or_else(|| headers.get("x-api-key"))
