@@ -64,12 +64,19 @@ fn default_wait_timeout_ms() -> u64 {
     1000
 }
 
+fn default_max_delay_secs() -> u64 {
+    365 * 24 * 3600
+}
+
 /// Settings that apply to every queue.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueuesConfig {
     pub max_job_bytes: usize,
     pub dedupe_window_secs: u64,
+    /// Furthest ahead a job may be scheduled (at most the library's 366 days).
+    #[serde(default = "default_max_delay_secs")]
+    pub max_delay_secs: u64,
     pub retention_secs: u64,
     pub dead_retention_secs: u64,
     pub events_maxlen: u64,
@@ -190,9 +197,15 @@ pub struct UpstreamConfig {
     /// How long the circuit stays open before a half-open probe.
     #[serde(default = "default_cooloff_ms")]
     pub circuit_cooloff_ms: u64,
-    /// Transient failures within `circuit_window_ms` that open the circuit.
-    #[serde(default = "default_circuit_failures")]
-    pub circuit_failures: u64,
+    /// Calls the fleet must have made in the window before the failure rate can open the
+    /// circuit (`circuit_failures` is the old name, still read).
+    #[serde(default = "default_circuit_min_calls", alias = "circuit_failures")]
+    pub circuit_min_calls: u64,
+    /// Share of the window's calls (0 < rate <= 1) that failed transiently (5xx, timeouts,
+    /// resets) at which the circuit opens.
+    #[serde(default = "default_circuit_failure_rate")]
+    pub circuit_failure_rate: f64,
+    /// The window the failure rate is counted in.
     #[serde(default = "default_circuit_window_ms")]
     pub circuit_window_ms: u64,
 }
@@ -219,8 +232,12 @@ fn default_cooloff_ms() -> u64 {
     30_000
 }
 
-fn default_circuit_failures() -> u64 {
+fn default_circuit_min_calls() -> u64 {
     20
+}
+
+fn default_circuit_failure_rate() -> f64 {
+    0.5
 }
 
 fn default_circuit_window_ms() -> u64 {
@@ -336,6 +353,12 @@ impl Config {
                 "give both tls_cert_file and tls_key_file, or neither",
             ));
         }
+        if self.queues.max_delay_secs == 0 || self.queues.max_delay_secs > 366 * 24 * 3600 {
+            return Err(invalid(
+                "queues.max_delay_secs",
+                "must be between 1 and 31622400 (366 days, the function library's limit)",
+            ));
+        }
         if self.queues.max_job_bytes == 0 {
             return Err(invalid("queues.max_job_bytes", "must be positive"));
         }
@@ -376,6 +399,23 @@ impl Config {
                     reason: format!("upstream {name}: {:?} is not an http(s) URL", up.base_url),
                 });
             }
+            if !(up.circuit_failure_rate > 0.0 && up.circuit_failure_rate <= 1.0) {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams.*.circuit_failure_rate",
+                    reason: format!(
+                        "upstream {name}: {} is not a share above 0 and at most 1",
+                        up.circuit_failure_rate
+                    ),
+                });
+            }
+            if up.circuit_window_ms == 0 || up.circuit_min_calls == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams.*.circuit_window_ms",
+                    reason: format!(
+                        "upstream {name}: circuit_window_ms and circuit_min_calls must be positive"
+                    ),
+                });
+            }
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be positive"));
@@ -414,6 +454,7 @@ impl Config {
         Limits {
             max_job_bytes: self.queues.max_job_bytes,
             dedupe_window: Duration::from_secs(self.queues.dedupe_window_secs),
+            max_delay: Duration::from_secs(self.queues.max_delay_secs),
         }
     }
 

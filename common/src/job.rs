@@ -223,6 +223,8 @@ pub struct Limits {
     pub max_job_bytes: usize,
     /// Dedupe window used when a job gives none.
     pub dedupe_window: Duration,
+    /// Furthest ahead a job may be scheduled.
+    pub max_delay: Duration,
 }
 
 impl Default for Limits {
@@ -230,6 +232,7 @@ impl Default for Limits {
         Limits {
             max_job_bytes: 1024 * 1024,
             dedupe_window: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }

@@ -337,10 +337,13 @@ pub enum Admission {
 /// What a call's answer tells the fleet-wide limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// A success (closes the transient-failure window).
+    /// Successes to count in the failure-rate window (sent with this worker's first success
+    /// after a failure of its own).
     Ok,
     /// The probe succeeded: close the circuit.
     ProbeOk,
+    /// The probe failed: open the circuit again, with a fresh cool-off.
+    ProbeFailed,
     /// A transient failure: counts towards opening the circuit.
     Soft,
     /// Auth or quota: open the circuit now.
@@ -358,13 +361,18 @@ pub struct LimitReport<'a> {
     /// Hold the upstream for everyone this long from now (server clock); 0 = none.
     pub hold_ms: u64,
     pub cooloff_ms: u64,
-    pub threshold: u64,
+    /// Calls in the window before the failure rate counts.
+    pub min_calls: u64,
     pub window_ms: u64,
     pub tpm: u64,
     /// Actual minus estimated tokens.
     pub delta_tokens: i64,
     pub model: &'a str,
     pub model_tpm: u64,
+    /// Successful calls of this worker not yet counted in the window.
+    pub ok_calls: u64,
+    /// Failure rate that opens the circuit, in percent (1..=100).
+    pub failure_pct: u64,
 }
 
 /// An upstream's fleet-wide state for `sluice stats`.
@@ -1591,6 +1599,7 @@ impl Store {
         let kind = match r.verdict {
             Verdict::Ok => "ok",
             Verdict::ProbeOk => "probe_ok",
+            Verdict::ProbeFailed => "probe_fail",
             Verdict::Soft => "soft",
             Verdict::Hard => "hard",
             Verdict::Limited => "limited",
@@ -1603,12 +1612,14 @@ impl Store {
             .arg(kind)
             .arg(r.hold_ms)
             .arg(r.cooloff_ms)
-            .arg(r.threshold)
+            .arg(r.min_calls)
             .arg(r.window_ms)
             .arg(r.tpm)
             .arg(r.delta_tokens)
             .arg(r.model)
             .arg(r.model_tpm)
+            .arg(r.ok_calls)
+            .arg(r.failure_pct)
             .run(self)
             .await
     }

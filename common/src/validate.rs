@@ -47,7 +47,7 @@ const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Checks a whole job (everything but its encoded size, which `NewJob::prepare` checks).
-pub fn job(job: &NewJob, _limits: &Limits) -> Result<(), InvalidJob> {
+pub fn job(job: &NewJob, limits: &Limits) -> Result<(), InvalidJob> {
     queue_name(&job.queue)?;
     if let Some(id) = &job.id {
         job_id(id)?;
@@ -65,11 +65,26 @@ pub fn job(job: &NewJob, _limits: &Limits) -> Result<(), InvalidJob> {
     {
         return Err(bad("dedupe_window", "must be between 1 ms and 90 days"));
     }
-    match job.schedule {
-        Schedule::After(d) if d > MAX_DELAY => {
-            return Err(bad("delay", "more than a year ahead"));
+    let horizon = limits.max_delay.min(MAX_DELAY);
+    let ahead = match job.schedule {
+        Schedule::Now => Duration::ZERO,
+        Schedule::After(d) => d,
+        Schedule::At(ms) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Duration::from_millis(ms).saturating_sub(now)
         }
-        _ => {}
+    };
+    if ahead > horizon {
+        return Err(bad(
+            "delay",
+            format!(
+                "{} s ahead, further than the horizon of {} s (queues.max_delay_secs)",
+                ahead.as_secs(),
+                horizon.as_secs()
+            ),
+        ));
     }
     spec(&job.spec)
 }

@@ -237,3 +237,142 @@ async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
         "the huge job never reached the mock"
     );
 }
+
+/// A report of `verdict` for upstream `u` with `ok_calls` successes, the default circuit settings
+/// (at least 20 calls, 50% failed, in a 10 s window).
+async fn report(
+    store: &sluice_common::Store,
+    u: &str,
+    verdict: sluice_common::store::Verdict,
+    ok_calls: u64,
+) -> String {
+    store
+        .report(
+            u,
+            &sluice_common::store::LimitReport {
+                verdict,
+                hold_ms: 0,
+                cooloff_ms: 30_000,
+                min_calls: 20,
+                window_ms: 10_000,
+                tpm: 0,
+                delta_tokens: 0,
+                model: "",
+                model_tpm: 0,
+                ok_calls,
+                failure_pct: 50,
+            },
+        )
+        .await
+        .expect("report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_on_a_failure_rate_not_on_a_run_of_failures_among_successes() {
+    use sluice_common::store::Verdict;
+    let redis = RedisServer::start().await;
+    let store = sluice_common::Store::connect(&redis.url(), Default::default())
+        .await
+        .expect("store");
+    // 30 transient failures, each reported with the 10 successes its worker saw since its last
+    // report: 30 of 330 calls (9%) failed. Retries are succeeding: the circuit stays closed.
+    for i in 0..30 {
+        let r = report(&store, "chaos", Verdict::Soft, 10).await;
+        assert_eq!(r, "", "opened at failure {i} of a 9% failure rate");
+    }
+    // All calls failing: opens once 20 calls are counted, not before.
+    for i in 0..19 {
+        assert_eq!(report(&store, "down", Verdict::Soft, 0).await, "", "{i}");
+    }
+    assert_eq!(report(&store, "down", Verdict::Soft, 0).await, "opened");
+    let states = store
+        .upstream_states_of(&["chaos".into(), "down".into()])
+        .await
+        .expect("states");
+    let circuit = |u: &str| {
+        states
+            .iter()
+            .find(|s| s.upstream == u)
+            .map(|s| s.circuit.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(circuit("chaos"), "closed");
+    assert_eq!(circuit("down"), "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 5,
+        force_status: Some(503),
+        ..MockConfig::default()
+    })
+    .await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 20;
+    options.max_attempts = 100;
+    options.extra = "circuit_cooloff_ms = 300\ncircuit_min_calls = 5\n".into();
+    let _a = WorkerProcess::spawn("a", &options);
+    let n = 50;
+    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let store = p.store().clone();
+    let opens = || {
+        let store = store.clone();
+        async move {
+            store
+                .upstream_states()
+                .await
+                .ok()
+                .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
+                .map(|u| u.opens)
+                .unwrap_or(0)
+        }
+    };
+    // Opened by the failure rate, then again by each failed (503) probe after its cool-off:
+    // never left open with a past `until` and a held probe key.
+    assert!(
+        eventually(BOUND, || async { opens().await >= 3 }).await,
+        "opened {} times: a failed probe did not open the circuit again",
+        opens().await
+    );
+    let mut r = redis.client().await;
+    let (state, until, now): (Option<String>, Option<u64>, u64) = {
+        let (s, u): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg("sluice:{u:mock}:circuit")
+            .arg("state")
+            .arg("until")
+            .query_async(&mut r)
+            .await
+            .expect("hmget");
+        let t: (u64, u64) = redis::cmd("TIME").query_async(&mut r).await.expect("time");
+        (s, u, t.0 * 1000 + t.1 / 1000)
+    };
+    assert_eq!(state.as_deref(), Some("open"));
+    // Either a fresh cool-off ahead, or (the probe's turn) a probe key held for the probe call.
+    let probe: bool = redis::cmd("EXISTS")
+        .arg("sluice:{u:mock}:probe")
+        .query_async(&mut r)
+        .await
+        .expect("exists");
+    assert!(
+        until.is_some_and(|u| u + 300 >= now) || probe,
+        "circuit open until {until:?}, now {now}, no probe"
+    );
+
+    mock.set_config(MockConfig {
+        latency_ms: 5,
+        ..MockConfig::default()
+    });
+    let mut events = Events::new(&redis.url(), "q").await;
+    assert!(
+        events.until(BOUND, |s| s.terminal_jobs() >= n).await,
+        "only {} ended",
+        events.seen.terminal_jobs()
+    );
+    for id in &ids {
+        let s = p.status("q", id).await.expect("s").expect("job");
+        assert_eq!(s.state, JobState::Completed);
+    }
+}

@@ -422,7 +422,7 @@ async fn two_thousand_retries_across_three_workers_are_each_promoted_once() {
     options.cap_ms = 1_000;
     // Every job's first call fails at once: to the circuit breaker that is an outage (a run of
     // transient failures), which is not what this test is about.
-    options.extra = "circuit_failures = 1000000\n".into();
+    options.extra = "circuit_min_calls = 1000000\n".into();
     let _workers: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|n| WorkerProcess::spawn(n, &options))
@@ -520,4 +520,99 @@ async fn an_idle_queue_holds_no_slots_a_busy_queue_of_the_same_worker_could_use(
         events.until(BOUND, |s| s.terminal_jobs() >= n).await,
         "the backlog did not drain"
     );
+}
+
+/// Awaits `cond` (checked every 20 ms) for at most `BOUND`.
+async fn eventually<F, Fut>(mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_key_of_the_wrong_type_is_dead_lettered_corrupt_and_the_queue_runs_on() {
+    let rig = rig(MockConfig::default()).await;
+    let ids = rig.enqueue((0..3).map(chat_job).collect()).await;
+    // The first job's hash is replaced by a string (WRONGTYPE for every hash command).
+    let mut r = rig.redis.client().await;
+    let key = format!("sluice:{{q}}:job:{}", ids[0]);
+    let _: () = r.del(&key).await.expect("del");
+    let _: () = r.set(&key, "not a hash").await.expect("set");
+    let _w = WorkerProcess::spawn("w", &rig.options());
+    for id in &ids[1..] {
+        let s = rig.producer.wait("q", id, BOUND).await.expect("job ends");
+        assert_eq!(s.state, JobState::Completed);
+    }
+    let dead_stream = "sluice:{q}:dead";
+    assert!(
+        eventually(|| {
+            let mut r = r.clone();
+            async move { r.xlen::<_, u64>(dead_stream).await.unwrap_or(0) >= 1 }
+        })
+        .await,
+        "the corrupt entry was never dead-lettered"
+    );
+    let rows: redis::streams::StreamRangeReply = r.xrange_all(dead_stream).await.expect("xrange");
+    assert_eq!(rows.ids.len(), 1, "one dead letter");
+    let f = &rows.ids[0].map;
+    let field = |k: &str| {
+        f.get(k)
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("reason"), "corrupt");
+    assert_eq!(field("raw"), format!("id={}", ids[0]));
+    assert!(field("error").contains("WRONGTYPE"), "{}", field("error"));
+    // Nothing left pending: the entry was not dropped, it was dead-lettered.
+    let pending: redis::streams::StreamPendingReply = r
+        .xpending("sluice:{q}:stream", sluice_common::keys::GROUP)
+        .await
+        .expect("xpending");
+    assert_eq!(pending.count(), 0);
+    let v: String = r.get(&key).await.expect("the key is left alone");
+    assert_eq!(v, "not a hash");
+    assert!(!jobs_called(&rig, &ids[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_over_the_workers_size_limit_is_dead_invalid_without_a_call() {
+    let rig = rig(MockConfig::default()).await;
+    let mut options = rig.options();
+    options
+        .env
+        .push(("SLUICE__QUEUES__MAX_JOB_BYTES".into(), "4096".into()));
+    // A protocol client raises max_bytes itself: the library takes 8 KB, the worker must not.
+    let body = "x".repeat(8_000);
+    let spec = serde_json::json!({"upstream": "mock", "request": {"method": "POST",
+        "path": "/v1/chat/completions", "body": {"model": "m", "messages": [{"role": "user", "content": body}]}}});
+    let mut r = rig.redis.client().await;
+    let _: redis::Value = redis::cmd("FCALL")
+        .arg("sluice_enqueue")
+        .arg(1)
+        .arg("sluice:{q}:")
+        .arg(&["big-1", &spec.to_string(), "", "0", "0", "0", "1000000", ""])
+        .query_async(&mut r)
+        .await
+        .expect("the library takes what max_bytes allows");
+    let _w = WorkerProcess::spawn("w", &options);
+    let s = rig.producer.wait("q", "big-1", BOUND).await.expect("ends");
+    assert_eq!(s.state, JobState::Dead);
+    assert_eq!(s.dead_reason.as_deref(), Some("invalid"));
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("over this worker's limit of 4096 bytes")),
+        "{:?}",
+        s.last_error
+    );
+    assert!(!jobs_called(&rig, "big-1"), "the upstream was called");
 }

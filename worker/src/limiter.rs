@@ -46,7 +46,8 @@ struct Limits {
     token_burst_ms: u64,
     models: HashMap<String, (u64, u64)>,
     cooloff_ms: u64,
-    threshold: u64,
+    min_calls: u64,
+    failure_pct: u64,
     window_ms: u64,
     probe_ms: u64,
 }
@@ -89,13 +90,43 @@ pub struct Reported {
     pub held: bool,
 }
 
+/// One upstream's recent calls as this worker saw them, for the fleet's failure-rate window.
+#[derive(Default)]
+struct Failing {
+    /// A transient failure since this worker's last success.
+    failed: AtomicBool,
+    /// Successes not yet reported, and since when they are counted (successes older than the
+    /// window are forgotten, not reported into a later window).
+    oks: std::sync::Mutex<(u64, Option<Instant>)>,
+}
+
+impl Failing {
+    fn success(&self, window_ms: u64) {
+        let mut g = self.oks.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if g.1
+            .is_none_or(|t| now.duration_since(t) > Duration::from_millis(window_ms))
+        {
+            *g = (0, Some(now));
+        }
+        g.0 += 1;
+    }
+
+    /// The successes to report now (and counts afresh).
+    fn take(&self) -> u64 {
+        let mut g = self.oks.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *g).0
+    }
+}
+
 /// The limiter of every upstream of this worker.
 pub struct Limiter {
     store: Store,
     limits: HashMap<String, Limits>,
     local: HashMap<String, Arc<Semaphore>>,
-    /// Upstreams where this worker saw a transient failure since its last success.
-    failing: HashMap<String, AtomicBool>,
+    /// Per upstream: whether this worker saw a transient failure since its last success, and its
+    /// successes not yet counted in the fleet's failure-rate window.
+    failing: HashMap<String, Failing>,
     /// Upstreams without rate limits: until when (ms since `epoch`) the last admission saw no
     /// hold and a closed circuit. Calls until then go without asking Redis.
     clear_until: HashMap<String, AtomicU64>,
@@ -164,7 +195,8 @@ impl Limiter {
                         .map(|(m, l)| (m.clone(), (l.rpm, l.tpm)))
                         .collect(),
                     cooloff_ms: u.circuit_cooloff_ms,
-                    threshold: u.circuit_failures,
+                    min_calls: u.circuit_min_calls,
+                    failure_pct: (u.circuit_failure_rate * 100.0).round().clamp(1.0, 100.0) as u64,
                     window_ms: u.circuit_window_ms,
                     probe_ms: u.timeout_ms + 5_000,
                 },
@@ -172,7 +204,7 @@ impl Limiter {
             if u.max_concurrency > 0 {
                 local.insert(name.clone(), Arc::new(Semaphore::new(u.max_concurrency)));
             }
-            failing.insert(name.clone(), AtomicBool::new(false));
+            failing.insert(name.clone(), Failing::default());
         }
         let clear_until = limits
             .iter()
@@ -327,8 +359,13 @@ impl Limiter {
         let failing = self.failing.get(upstream);
         let verdict = match outcome.class {
             Class::Success | Class::Invalid if ticket.probe => Verdict::ProbeOk,
+            // A probe that failed opens the circuit again for a whole cool-off.
+            _ if ticket.probe => Verdict::ProbeFailed,
             Class::Success => {
-                if failing.is_some_and(|f| f.swap(false, Ordering::Relaxed)) {
+                if let Some(f) = failing {
+                    f.success(limits.window_ms);
+                }
+                if failing.is_some_and(|f| f.failed.swap(false, Ordering::Relaxed)) {
                     Verdict::Ok
                 } else {
                     Verdict::None
@@ -336,7 +373,7 @@ impl Limiter {
             }
             Class::Transient => {
                 if let Some(f) = failing {
-                    f.store(true, Ordering::Relaxed);
+                    f.failed.store(true, Ordering::Relaxed);
                 }
                 Verdict::Soft
             }
@@ -364,7 +401,9 @@ impl Limiter {
         if verdict == Verdict::None && hold.is_none() && delta == 0 {
             return Ok(Reported::default());
         }
-        if hold.is_some_and(|h| !h.is_zero()) || verdict == Verdict::Hard {
+        if hold.is_some_and(|h| !h.is_zero())
+            || matches!(verdict, Verdict::Hard | Verdict::ProbeFailed)
+        {
             // Ask Redis again before the next call: this answer held or opened it.
             self.set_clear(upstream, false);
         }
@@ -376,12 +415,14 @@ impl Limiter {
                     verdict,
                     hold_ms: hold.map(|h| h.as_millis() as u64).unwrap_or(0),
                     cooloff_ms: limits.cooloff_ms,
-                    threshold: limits.threshold,
+                    min_calls: limits.min_calls,
                     window_ms: limits.window_ms,
                     tpm: limits.tpm,
                     delta_tokens: delta,
                     model: &ticket.model,
                     model_tpm,
+                    ok_calls: failing.map(Failing::take).unwrap_or(0),
+                    failure_pct: limits.failure_pct,
                 },
             )
             .await?;

@@ -788,7 +788,7 @@ end
   `rpm` / `tpm` (and `m:<model>:rpm|tpm`): GCRA theoretical arrival times (ms);
   `hold`: Unix ms until which the provider asked everyone to wait;
   `circuit`: hash {state = open, until = ms} while the circuit is open; `probe`: the one
-  half-open call in flight; `fails`: transient failures in the current window.
+  half-open call in flight; `window`: hash {calls, fails} of the current failure-rate window.
 ]]
 
 -- GCRA with reservation: the caller may start after `wait` ms; the bucket is charged `cost`
@@ -891,22 +891,31 @@ local function admit(keys, args)
   return {wait, 'ok'}
 end
 
--- report: ARGV kind ('ok'|'probe_ok'|'soft'|'hard'|'limited'|'none'), hold_for_ms, cooloff_ms, threshold,
--- window_ms, tpm, delta_tokens, model, model_tpm -> state ('closed'|'opened'|'open'|'')
-local REPORT_KINDS = {ok = true, probe_ok = true, soft = true, hard = true, limited = true, none = true}
+-- report: ARGV kind ('ok'|'probe_ok'|'probe_fail'|'soft'|'hard'|'limited'|'none'), hold_for_ms,
+-- cooloff_ms, min_calls, window_ms, tpm, delta_tokens, model, model_tpm, ok_calls, failure_pct
+-- -> state ('closed'|'opened'|'')
+-- The circuit opens on 'hard' (auth, quota), on a failed probe, or when at least `failure_pct`
+-- percent of at least `min_calls` calls in the window failed transiently: a failure rate, not a
+-- run, so an upstream whose retries succeed is not cut off. `ok_calls` are the reporting
+-- worker's successes since its last report (successes alone are not reported, to save a round
+-- trip per call; they come with the next report).
+local REPORT_KINDS = {ok = true, probe_ok = true, probe_fail = true, soft = true, hard = true,
+  limited = true, none = true}
 
 local function report(keys, args)
   local p = upstream_key(keys)
-  at_most(args, 9)
+  at_most(args, 11)
   local kind = args[1]
   if not REPORT_KINDS[kind or ''] then invalid('kind: ' .. shown(kind) .. ' is not a report kind') end
   local hold_for = int(args[2], 'hold_for_ms', 0, MAX_DELAY_MS, 0)
   local cooloff = int(args[3], 'cooloff_ms', 1, MAX_DURATION_MS, 30000)
-  local threshold = int(args[4], 'threshold', 1, MAX_COUNT, 20)
+  local min_calls = int(args[4], 'min_calls', 1, MAX_COUNT, 20)
   local window = int(args[5], 'window_ms', 1, MAX_DURATION_MS, 10000)
   local tpm = int(args[6], 'tpm', 0, MAX_RATE, 0)
   local delta = int(args[7], 'delta_tokens', -MAX_RATE, MAX_RATE, 0)
   local model, mtpm = model_arg(args[8]), int(args[9], 'model_tpm', 0, MAX_RATE, 0)
+  local oks = int(args[10], 'ok_calls', 0, MAX_RATE, 0)
+  local failure_pct = int(args[11], 'failure_pct', 1, 100, 50)
   local now = now_ms()
   local hold_until = now + hold_for
   if hold_for > 0 then
@@ -936,20 +945,33 @@ local function report(keys, args)
   local function open()
     redis.call('HSET', p .. 'circuit', 'state', 'open', 'until', now + cooloff, 'opened_ms', now)
     redis.call('HINCRBY', p .. 'circuit', 'opens', 1)
-    redis.call('DEL', p .. 'probe', p .. 'fails')
+    redis.call('DEL', p .. 'probe', p .. 'window')
     return 'opened'
   end
-  if kind == 'hard' then return open() end
-  if kind == 'soft' then
-    local n = redis.call('INCR', p .. 'fails')
-    if n == 1 then redis.call('PEXPIRE', p .. 'fails', window) end
-    if n >= threshold then return open() end
-    return ''
+  -- Counts calls (and failures) in the window; the window starts with its first call.
+  local function tally(calls, fails)
+    local w = p .. 'window'
+    local n = redis.call('HINCRBY', w, 'calls', calls)
+    local f = tonumber(redis.call('HGET', w, 'fails') or '0')
+    if fails > 0 then f = redis.call('HINCRBY', w, 'fails', fails) end
+    if n == calls then redis.call('PEXPIRE', w, window) end
+    return n, f
   end
+  if kind == 'hard' or kind == 'probe_fail' then return open() end
   if kind == 'probe_ok' then
-    redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'fails')
+    redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'window')
     return 'closed'
   end
+  if kind == 'soft' then
+    local n, f = tally(oks + 1, 1)
+    -- An open circuit (a call admitted before it opened failing late) is not opened again.
+    if n >= min_calls and f * 100 >= failure_pct * n
+      and redis.call('HGET', p .. 'circuit', 'state') ~= 'open' then
+      return open()
+    end
+    return ''
+  end
+  if oks > 0 then tally(oks, 0) end
   if kind == 'limited' then
     -- Multiplicative decrease, once per second however many 429s a burst brings.
     if redis.call('SET', p .. 'cut', '1', 'NX', 'PX', 1000) then
@@ -960,7 +982,6 @@ local function report(keys, args)
     end
     return ''
   end
-  if kind == 'ok' then redis.call('DEL', p .. 'fails') end
   return ''
 end
 

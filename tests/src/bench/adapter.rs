@@ -172,7 +172,7 @@ timeout_ms = 30000
         // W5's failures are the jobs' own, not an outage: its 2,000 503s in a second would
         // (rightly) open the circuit, which the workload is not about.
         circuit = if a.kind == Kind::FailOnce {
-            "circuit_failures = 1000000000\n"
+            "circuit_min_calls = 1000000000\n"
         } else {
             ""
         },
