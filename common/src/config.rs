@@ -64,6 +64,10 @@ fn default_wait_timeout_ms() -> u64 {
     1000
 }
 
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+
 fn default_max_delay_secs() -> u64 {
     365 * 24 * 3600
 }
@@ -100,6 +104,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub consumer: String,
     pub lease_ms: u64,
+    /// How often a worker beats on each of its queues; a worker silent for three beats is taken
+    /// for dead and its entries are taken over.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
     pub grace_ms: u64,
     /// Address of /metrics, /healthz and /readyz; empty disables the server.
     pub http_listen: String,
@@ -385,6 +393,12 @@ impl Config {
         }
         if self.worker.lease_ms < 100 {
             return Err(invalid("worker.lease_ms", "must be at least 100"));
+        }
+        if self.worker.heartbeat_ms < 50 || self.worker.heartbeat_ms > 60_000 {
+            return Err(invalid(
+                "worker.heartbeat_ms",
+                "must be between 50 and 60000",
+            ));
         }
         for (name, up) in &self.upstreams {
             if validate::upstream_name(name).is_err() {

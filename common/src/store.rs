@@ -1534,6 +1534,36 @@ impl Store {
             .collect())
     }
 
+    /// Records that `consumer` is alive on `queue` (`sluice_beat`, the server's clock).
+    pub async fn beat(&self, queue: &str, consumer: &str) -> Result<(), StoreError> {
+        let keys = keys_for(queue)?;
+        let _: Value = Self::fcall("sluice_beat", &keys)
+            .arg(consumer)
+            .run(self)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes up to `count` pending entries of consumers whose beats stopped more than
+    /// `dead_after` ago (`sluice_takeover`), with their delivery counts (this one included).
+    pub async fn takeover(
+        &self,
+        queue: &str,
+        consumer: &str,
+        dead_after: Duration,
+        count: usize,
+    ) -> Result<Vec<(Delivered, u64)>, StoreError> {
+        let keys = keys_for(queue)?;
+        let reply: Value = Self::fcall("sluice_takeover", &keys)
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(dead_after.as_millis().max(1) as u64)
+            .arg(count.max(1))
+            .run(self)
+            .await?;
+        decode_takeover(&reply)
+    }
+
     /// Resets the idle time of our in-flight entries so no one reclaims a live, slow call.
     pub async fn heartbeat(
         &self,
@@ -1997,6 +2027,25 @@ pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>,
                 },
                 _ => return Err(bad()),
             })
+        })
+        .collect()
+}
+
+/// Decodes `sluice_takeover`'s reply: `[[entry, [field, value, …], deliveries], …]`.
+pub fn decode_takeover(reply: &Value) -> Result<Vec<(Delivered, u64)>, StoreError> {
+    let bad = || StoreError::Protocol("sluice_takeover");
+    array(reply)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|row| {
+            let row = array(row).ok_or_else(bad)?;
+            let entry = row.first().and_then(text).ok_or_else(bad)?;
+            let fields = match row.get(1) {
+                Some(Value::Nil) | None => HashMap::new(),
+                Some(f) => reply::map(f).ok_or_else(bad)?,
+            };
+            let n = row.get(2).and_then(int).unwrap_or(1).max(1) as u64;
+            Ok((Delivered { entry, fields }, n))
         })
         .collect()
 }

@@ -49,8 +49,9 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
     let mut events = Events::new(&redis.url(), "q").await;
     let deadline = tokio::time::Instant::now() + BOUND;
     let mut kills: Vec<u64> = Vec::new();
-    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(1_000);
-    // A random worker is killed every 1–2.5 s until the jobs are all ended.
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(500);
+    // A random worker is killed every 0.3–0.8 s until the jobs are all ended (the fleet drains
+    // 20k jobs in a few seconds: kills further apart would leave too few).
     while events.seen.terminal_jobs() < n && tokio::time::Instant::now() < deadline {
         events.read(Duration::from_millis(200)).await;
         if tokio::time::Instant::now() >= next_kill && events.seen.terminal_jobs() < n {
@@ -59,7 +60,7 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
             workers[victim].kill9();
             workers[victim] = spawn(&options);
             next_kill = tokio::time::Instant::now()
-                + Duration::from_millis(rand::rng().random_range(1_000..2_500));
+                + Duration::from_millis(rand::rng().random_range(300..800));
         }
     }
     assert_eq!(
@@ -117,4 +118,68 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
         100.0 * jobs_called_twice as f64 / n as f64,
         options.concurrency,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_jobs_run_again_when_its_heartbeat_lapses_not_after_the_lease() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 400,
+        ..MockConfig::default()
+    })
+    .await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 20;
+    // The lease is a minute: only the heartbeat can bring the jobs back sooner.
+    options.lease_ms = 60_000;
+    let mut a = WorkerProcess::spawn("a", &options);
+    let n = 20;
+    let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
+    // All 20 calls are out at worker a when it is killed.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while mock.stats(false).in_flight < n as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never ran 20 calls"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill9();
+    let killed_ms = now_ms();
+    let _b = WorkerProcess::spawn("b", &options);
+    let mut events = Events::new(&redis.url(), "q").await;
+    assert!(
+        events
+            .until(BOUND, |s| s.count("completed") >= n as u64)
+            .await,
+        "only {} of {n} completed",
+        events.seen.count("completed")
+    );
+    let jobs = mock.stats(true).jobs.expect("per-job calls");
+    let mut delays = Vec::new();
+    for id in &ids {
+        let s = producer
+            .status("q", id)
+            .await
+            .expect("status")
+            .expect("job");
+        assert_eq!(s.state, JobState::Completed);
+        assert_eq!(events.seen.job(id, "completed"), 1);
+        let again = jobs[id]
+            .iter()
+            .find(|c| c.t_ms >= killed_ms)
+            .map(|c| c.t_ms - killed_ms)
+            .expect("the job was called again after the kill");
+        delays.push(again);
+    }
+    delays.sort_unstable();
+    let last = delays.last().copied().unwrap_or(0);
+    println!(
+        "takeover after kill -9 during 400 ms calls: {n} jobs called again {} to {last} ms after \
+         the kill (heartbeat 1 s, taken for dead after 3 s; the lease is 60 s)",
+        delays.first().copied().unwrap_or(0)
+    );
+    // Far inside the lease: the jobs came back through the heartbeat, not the lease.
+    assert!(last < 20_000, "the jobs waited {last} ms");
 }

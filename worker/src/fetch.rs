@@ -34,7 +34,7 @@ const RAW_EXCERPT: usize = 512;
 /// in the pending list until the lease): stopping waits for it, at most `MAX_BLOCK`.
 pub async fn run(ctx: Arc<Ctx>, queue: String) {
     let stop = ctx.shutdown.stop.clone();
-    let mut clock = reclaim::ReclaimClock::new(ctx.lease);
+    let mut clock = reclaim::ReclaimClock::new(ctx.lease, ctx.heartbeat);
     let block_ms = MAX_BLOCK.min(clock.period()).as_millis().max(1) as u64;
     let mut conn = None;
     let mut failures = 0u32;

@@ -29,6 +29,13 @@ impl Inflight {
         }
     }
 
+    /// Whether `entry` of `queue` is in flight here.
+    pub fn contains(&self, queue: &str, entry: &str) -> bool {
+        self.lock()
+            .get(queue)
+            .is_some_and(|q| q.contains_key(entry))
+    }
+
     /// Entry ids in flight for one queue.
     pub fn entries(&self, queue: &str) -> Vec<String> {
         self.lock()

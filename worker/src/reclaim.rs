@@ -1,11 +1,15 @@
 //! Leases: taking over a dead worker's entries, and keeping our own live ones.
 //!
-//! An entry stays in the group's pending list while a worker runs it. `heartbeat` resets the
-//! idle time of this worker's in-flight entries every third of the lease, so a slow, live call
-//! is never taken over. `reclaim` takes entries idle longer than the lease (XAUTOCLAIM) — their
-//! worker died — as many as it has free slots for, and runs them again (from the queue's
-//! intake loop in `fetch`, between reads); an entry delivered more
-//! than `poison_deliveries` times is dead-lettered as `poison` instead.
+//! An entry stays in the group's pending list while a worker runs it. `heartbeat` beats on each
+//! queue every `heartbeat_ms` (`sluice_beat`: the consumer's last beat, server clock) and resets
+//! the idle time of this worker's in-flight entries every third of the lease, so a slow, live call
+//! is never taken over. Two ways bring a dead worker's entries back, both from the queue's intake
+//! loop in `fetch`, between reads, as many as there are free slots: every beat, `takeover` takes
+//! the entries of consumers silent for three beats (`sluice_takeover`: a `kill -9`'d worker's jobs
+//! run again within seconds); every quarter lease, `reclaim` takes entries idle longer than the
+//! lease (XAUTOCLAIM), for consumers that never beat. An entry this worker itself still runs
+//! (its own, idle after a Redis outage) is never run again. An entry delivered more than
+//! `poison_deliveries` times is dead-lettered as `poison` instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,41 +21,66 @@ use crate::worker::Ctx;
 /// When the intake loop of one queue should next reclaim and tidy.
 pub struct ReclaimClock {
     period: Duration,
+    beat: Duration,
     tidy_every: Duration,
     next: tokio::time::Instant,
+    next_takeover: tokio::time::Instant,
     next_tidy: tokio::time::Instant,
 }
 
 impl ReclaimClock {
-    pub fn new(lease: Duration) -> Self {
+    pub fn new(lease: Duration, beat: Duration) -> Self {
         let period = (lease / 4).max(Duration::from_millis(25));
         let tidy_every = (lease * 10).max(Duration::from_secs(600));
         let now = tokio::time::Instant::now();
         ReclaimClock {
             period,
+            beat,
             tidy_every,
             next: now,
+            next_takeover: now + beat,
             next_tidy: now + tidy_every,
         }
     }
 
-    /// How often reclaim runs (a quarter of the lease).
+    /// How often reclaim or takeover runs (a quarter of the lease, or a beat if sooner).
     pub fn period(&self) -> Duration {
-        self.period
+        self.period.min(self.beat)
     }
+}
+
+/// How entries of another worker are claimed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Entries idle longer than the lease (XAUTOCLAIM).
+    Lease,
+    /// Entries of consumers whose beats stopped (`sluice_takeover`).
+    Takeover,
+}
+
+/// Silent this long, a consumer is taken for dead: three beats.
+fn dead_after(beat: Duration) -> Duration {
+    beat * 3
 }
 
 /// Reclaims (and now and then tidies) one queue if it is time. Called by the queue's intake
 /// loop between reads, so reclaim and fetch share the free slots without starving each other.
 pub async fn maybe_reclaim(ctx: &Arc<Ctx>, queue: &str, clock: &mut ReclaimClock) {
     let now = tokio::time::Instant::now();
+    if now >= clock.next_takeover {
+        clock.next_takeover = now + clock.beat;
+        let free = ctx.slots.available_permits().min(100);
+        if free > 0 {
+            reclaim_once(ctx, queue, free, Claim::Takeover).await;
+        }
+    }
     if now < clock.next {
         return;
     }
     clock.next = now + clock.period;
     let free = ctx.slots.available_permits().min(100);
     if free > 0 {
-        reclaim_once(ctx, queue, free).await;
+        reclaim_once(ctx, queue, free, Claim::Lease).await;
     }
     if now >= clock.next_tidy {
         clock.next_tidy = now + clock.tidy_every;
@@ -63,7 +92,7 @@ pub async fn maybe_reclaim(ctx: &Arc<Ctx>, queue: &str, clock: &mut ReclaimClock
     }
 }
 
-async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
+async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
     let mut slots = Vec::with_capacity(free);
     while slots.len() < free {
         match ctx.slots.clone().try_acquire_owned() {
@@ -74,11 +103,19 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
     if slots.is_empty() {
         return;
     }
-    let claimed = match ctx
-        .store
-        .autoclaim(queue, &ctx.consumer, ctx.lease, slots.len())
-        .await
-    {
+    let claimed = match how {
+        Claim::Lease => {
+            ctx.store
+                .autoclaim(queue, &ctx.consumer, ctx.lease, slots.len())
+                .await
+        }
+        Claim::Takeover => {
+            ctx.store
+                .takeover(queue, &ctx.consumer, dead_after(ctx.heartbeat), slots.len())
+                .await
+        }
+    };
+    let claimed = match claimed {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(queue, error = %e, "reclaim failed");
@@ -90,7 +127,15 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
         return;
     }
     let mut runnable = Vec::with_capacity(claimed.len());
+    let mut own = 0;
     for (delivered, deliveries) in claimed {
+        // Our own entry, idle because Redis was out of reach for a while: its call is ours and
+        // still running (or its outcome waits to be written). Claiming it reset its idle time;
+        // running it again would call the upstream twice.
+        if ctx.inflight.contains(queue, &delivered.entry) {
+            own += 1;
+            continue;
+        }
         if deliveries > u64::from(ctx.poison_deliveries) {
             let id = delivered.fields.get("id").cloned().unwrap_or_default();
             let why = format!("delivered {deliveries} times without finishing");
@@ -116,28 +161,53 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize) {
             runnable.push(delivered);
         }
     }
+    if own > 0 {
+        tracing::info!(
+            queue,
+            count = own,
+            "kept this worker's own in-flight entries (idle after a Redis outage), not run again"
+        );
+    }
     if !runnable.is_empty() {
         ctx.metrics
             .reclaimed
             .with_label_values(&[queue])
             .inc_by(runnable.len() as u64);
-        tracing::info!(
-            queue,
-            count = runnable.len(),
-            "reclaimed entries of a dead worker"
-        );
+        match how {
+            Claim::Takeover => tracing::info!(
+                queue,
+                count = runnable.len(),
+                "took over the entries of a worker whose heartbeat stopped"
+            ),
+            Claim::Lease => tracing::info!(
+                queue,
+                count = runnable.len(),
+                "reclaimed entries idle longer than the lease"
+            ),
+        }
         fetch::dispatch(ctx, queue, runnable, slots).await;
     }
 }
 
-/// Keeps this worker's in-flight entries leased, for every queue, until the end.
+/// Beats on every queue each `heartbeat`, and keeps this worker's in-flight entries leased, until
+/// the end.
 pub async fn heartbeat(ctx: Arc<Ctx>, until: tokio_util::sync::CancellationToken) {
     let period = (ctx.lease / 3).max(Duration::from_millis(30));
+    let mut next_lease = tokio::time::Instant::now() + period;
     loop {
+        for queue in &ctx.queues {
+            if let Err(e) = ctx.store.beat(queue, &ctx.consumer).await {
+                tracing::warn!(queue, error = %e, "heartbeat failed");
+            }
+        }
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(ctx.heartbeat) => {}
             _ = until.cancelled() => break,
         }
+        if tokio::time::Instant::now() < next_lease {
+            continue;
+        }
+        next_lease = tokio::time::Instant::now() + period;
         for queue in &ctx.queues {
             let entries = ctx.inflight.entries(queue);
             if entries.is_empty() {

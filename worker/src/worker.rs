@@ -39,6 +39,8 @@ pub struct Ctx {
     /// Processor tasks, so shutdown can wait for them.
     pub tracker: TaskTracker,
     pub lease: Duration,
+    /// How often this worker beats on each queue (three missed beats: taken for dead).
+    pub heartbeat: Duration,
     pub poison_deliveries: u32,
     pub metrics: Metrics,
     /// The configured upstreams' names.
@@ -125,6 +127,7 @@ pub async fn run_with_metrics(
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         lease: Duration::from_millis(config.worker.lease_ms),
+        heartbeat: Duration::from_millis(config.worker.heartbeat_ms),
         poison_deliveries: config.worker.poison_deliveries,
         metrics,
         upstream_names,

@@ -687,6 +687,65 @@ local function release(keys, args)
   return released
 end
 
+-- beat: ARGV consumer -> the server's clock (ms)
+-- A worker's liveness on this queue: `beats` maps each consumer to its last beat (server ms). Every
+-- worker beats about once a second; `takeover` takes the entries of a consumer whose beats stopped.
+local function beat(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 1)
+  local consumer = name_arg(args[1], 'consumer')
+  local now, nows = now_ms()
+  redis.call('HSET', p .. 'beats', consumer, nows)
+  return now
+end
+
+-- takeover: ARGV group, consumer (the taker), dead_after_ms, count
+-- -> {{entry, {field, value, ...}, deliveries}, ...}: up to `count` pending entries of consumers
+-- whose last beat is more than dead_after_ms old, now the taker's (XCLAIM: their idle time
+-- reset, their delivery count raised). A consumer that never beat (a worker of an older
+-- version) is left to the lease. A dead consumer with nothing left pending is forgotten.
+local function takeover(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 4)
+  local group, me = name_arg(args[1], 'group'), name_arg(args[2], 'consumer')
+  local dead_after = int(args[3], 'dead_after_ms', 1, MAX_DURATION_MS)
+  local count = int(args[4], 'count', 1, MAX_COUNT)
+  local now = now_ms()
+  local stream = p .. 'stream'
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', stream, group)
+  if not ok then return {} end
+  local out = {}
+  for _, c in ipairs(consumers) do
+    local name, pending = nil, 0
+    for j = 1, #c, 2 do
+      if c[j] == 'name' then name = c[j + 1] elseif c[j] == 'pending' then pending = c[j + 1] end
+    end
+    local last = name and name ~= me and tonumber(redis.call('HGET', p .. 'beats', name) or '')
+    if last and now - last > dead_after then
+      local room = count - #out
+      if pending > 0 and room > 0 then
+        local rows = redis.call('XPENDING', stream, group, '-', '+', room, name)
+        local ids, deliveries = {}, {}
+        for _, r in ipairs(rows) do
+          ids[#ids + 1] = r[1]
+          deliveries[r[1]] = r[4] + 1
+        end
+        if #ids > 0 then
+          -- An entry deleted from the stream meanwhile comes back as nil (false here), or not
+          -- at all; Redis drops it from the pending list either way.
+          for _, e in ipairs(redis.call('XCLAIM', stream, group, me, 0, unpack(ids))) do
+            if type(e) == 'table' then out[#out + 1] = {e[1], e[2], deliveries[e[1]] or 1} end
+          end
+        end
+        if #rows >= pending then redis.call('HDEL', p .. 'beats', name) end
+      elseif pending == 0 then
+        redis.call('HDEL', p .. 'beats', name)
+      end
+    end
+  end
+  return out
+end
+
 -- cancel: ARGV group, id, retention_ms, events_maxlen
 -- -> {'cancelled', previous} | {'refused', state} | {'missing', ''}
 local function cancel(keys, args)
@@ -1019,6 +1078,8 @@ redis.register_function('sluice_dead', worker_only(dead))
 redis.register_function('sluice_promote', worker_only(promote))
 redis.register_function('sluice_cancel', worker_only(cancel))
 redis.register_function('sluice_release', worker_only(release))
+redis.register_function('sluice_beat', worker_only(beat))
+redis.register_function('sluice_takeover', worker_only(takeover))
 redis.register_function('sluice_admit', worker_only(admit))
 redis.register_function('sluice_report', worker_only(report))
 redis.register_function('sluice_redrive', worker_only(redrive))
