@@ -75,3 +75,20 @@ pub async fn enqueue_all(
         .map(|r| r.expect("enqueue").id)
         .collect()
 }
+
+/// Re-checks `cond` every 20 ms until it holds or `timeout` passes (for state only Redis or the
+/// mock knows, with no event to await); whether it held.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -8,7 +8,7 @@ use sluice_common::{JobState, NewJob};
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer, Stats};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, enqueue_all};
+use sluice_tests::{RedisServer, enqueue_all, eventually};
 
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -20,20 +20,15 @@ fn job(i: usize, script: Option<&[u16]>) -> NewJob {
     NewJob::post("q", "mock", "/v1/chat/completions", body)
 }
 
-/// Re-checks `cond` every 20 ms until it holds or `timeout` passes (for state only Redis knows).
-async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+/// How often the `mock` upstream's circuit has opened.
+async fn circuit_opens(store: sluice_common::Store) -> u64 {
+    store
+        .upstream_states()
+        .await
+        .ok()
+        .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
+        .map(|u| u.opens)
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,18 +140,7 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
     let n = 100;
     let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
     let store = p.store().clone();
-    let opens = || {
-        let store = store.clone();
-        async move {
-            store
-                .upstream_states()
-                .await
-                .ok()
-                .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
-                .map(|u| u.opens)
-                .unwrap_or(0)
-        }
-    };
+    let opens = || circuit_opens(store.clone());
     assert!(
         eventually(BOUND, || async { opens().await >= 1 }).await,
         "the circuit never opened"
@@ -318,18 +302,7 @@ async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
     let n = 50;
     let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
     let store = p.store().clone();
-    let opens = || {
-        let store = store.clone();
-        async move {
-            store
-                .upstream_states()
-                .await
-                .ok()
-                .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
-                .map(|u| u.opens)
-                .unwrap_or(0)
-        }
-    };
+    let opens = || circuit_opens(store.clone());
     // Opened by the failure rate, then again by each failed (503) probe after its cool-off:
     // never left open with a past `until` and a held probe key.
     assert!(

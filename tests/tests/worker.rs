@@ -522,22 +522,6 @@ async fn an_idle_queue_holds_no_slots_a_busy_queue_of_the_same_worker_could_use(
     );
 }
 
-/// Awaits `cond` (checked every 20 ms) for at most `BOUND`.
-async fn eventually<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_key_of_the_wrong_type_is_dead_lettered_corrupt_and_the_queue_runs_on() {
     let rig = rig(MockConfig::default()).await;
@@ -554,7 +538,7 @@ async fn a_job_key_of_the_wrong_type_is_dead_lettered_corrupt_and_the_queue_runs
     }
     let dead_stream = "sluice:{q}:dead";
     assert!(
-        eventually(|| {
+        sluice_tests::eventually(BOUND, || {
             let mut r = r.clone();
             async move { r.xlen::<_, u64>(dead_stream).await.unwrap_or(0) >= 1 }
         })
