@@ -216,6 +216,11 @@ pub struct UpstreamConfig {
     /// The window the failure rate is counted in.
     #[serde(default = "default_circuit_window_ms")]
     pub circuit_window_ms: u64,
+    /// After a 401/403 opened the circuit, its probe is `GET {base_url}{probe_path}`, which
+    /// spends no tokens; a job's own request follows only once it succeeded. Empty: probe with
+    /// a job's request.
+    #[serde(default = "default_probe_path")]
+    pub probe_path: String,
 }
 
 /// Limits of one model of an upstream.
@@ -238,6 +243,10 @@ fn default_token_burst_ms() -> u64 {
 
 fn default_cooloff_ms() -> u64 {
     30_000
+}
+
+fn default_probe_path() -> String {
+    "/v1/models".into()
 }
 
 fn default_circuit_min_calls() -> u64 {
@@ -420,6 +429,14 @@ impl Config {
                         "upstream {name}: {} is not a share above 0 and at most 1",
                         up.circuit_failure_rate
                     ),
+                });
+            }
+            if !up.probe_path.is_empty()
+                && let Err(e) = validate::path(&up.probe_path)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams.*.probe_path",
+                    reason: format!("upstream {name}: {e}"),
                 });
             }
             if up.circuit_window_ms == 0 || up.circuit_min_calls == 0 {

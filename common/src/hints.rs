@@ -151,6 +151,55 @@ pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
     }
 }
 
+/// The provider's own limits, as its answers state them: requests and tokens per minute
+/// (OpenAI's `x-ratelimit-limit-requests|tokens`, Anthropic's
+/// `anthropic-ratelimit-requests|tokens-limit`). The limiter paces the fleet by them when the
+/// config sets none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatedLimits {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+}
+
+/// The limits an answer states (positive whole numbers only; anything else is unknown).
+pub fn stated_limits(headers: &HeaderMap) -> StatedLimits {
+    let first = |names: [&str; 2]| {
+        names
+            .iter()
+            .filter_map(|n| header(headers, n)?.parse::<u64>().ok())
+            .find(|n| *n > 0)
+    };
+    StatedLimits {
+        requests: first([
+            "x-ratelimit-limit-requests",
+            "anthropic-ratelimit-requests-limit",
+        ]),
+        tokens: first([
+            "x-ratelimit-limit-tokens",
+            "anthropic-ratelimit-tokens-limit",
+        ]),
+    }
+}
+
+/// Which dimensions an answer says are used up: (requests, tokens).
+pub fn exhausted_dimensions(headers: &HeaderMap) -> (bool, bool) {
+    let zero = |names: [&str; 2]| {
+        names
+            .iter()
+            .any(|n| header(headers, n).is_some_and(|v| v == "0"))
+    };
+    (
+        zero([
+            "x-ratelimit-remaining-requests",
+            "anthropic-ratelimit-requests-remaining",
+        ]),
+        zero([
+            "x-ratelimit-remaining-tokens",
+            "anthropic-ratelimit-tokens-remaining",
+        ]),
+    )
+}
+
 /// Whether a successful answer says a rate-limit dimension is used up (remaining = 0).
 pub fn exhausted(headers: &HeaderMap) -> bool {
     headers.iter().any(|(name, value)| {
@@ -307,5 +356,33 @@ mod tests {
             "x-ratelimit-remaining-requests",
             "3"
         )])));
+    }
+
+    #[test]
+    fn stated_limits_and_exhausted_dimensions_are_read_from_openai_and_anthropic() {
+        let openai = headers(&[
+            ("x-ratelimit-limit-requests", "200"),
+            ("x-ratelimit-limit-tokens", "40000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-remaining-tokens", "39000"),
+        ]);
+        assert_eq!(
+            stated_limits(&openai),
+            StatedLimits {
+                requests: Some(200),
+                tokens: Some(40000)
+            }
+        );
+        assert_eq!(exhausted_dimensions(&openai), (true, false));
+        let anthropic = headers(&[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+        ]);
+        assert_eq!(stated_limits(&anthropic).requests, Some(50));
+        assert_eq!(exhausted_dimensions(&anthropic), (false, true));
+        for bad in ["0", "-1", "1.5", "lots"] {
+            let h = headers(&[("x-ratelimit-limit-requests", bad)]);
+            assert_eq!(stated_limits(&h).requests, None, "{bad}");
+        }
     }
 }

@@ -324,6 +324,9 @@ pub enum Admission {
     Reserved(Duration),
     /// Go now as the circuit's half-open probe.
     Probe,
+    /// Be the circuit's half-open probe with the upstream's cheap request (no tokens spent),
+    /// not the job's: the circuit was opened by a 401/403.
+    CheapProbe,
     /// The provider asked everyone to wait this long.
     Hold(Duration),
     /// The circuit is open for this long.
@@ -346,8 +349,10 @@ pub enum Verdict {
     ProbeFailed,
     /// A transient failure: counts towards opening the circuit.
     Soft,
-    /// Auth or quota: open the circuit now.
+    /// Quota: open the circuit now.
     Hard,
+    /// Auth (401/403): open the circuit now; its probes are the upstream's cheap request.
+    Auth,
     /// A 429 rate limit: an adaptive upstream slows down.
     Limited,
     /// Nothing for the circuit (token correction or hold only).
@@ -1615,6 +1620,7 @@ impl Store {
         Ok(match kind.as_str() {
             "ok" => Admission::Reserved(wait),
             "probe" => Admission::Probe,
+            "probe_auth" => Admission::CheapProbe,
             "hold" => Admission::Hold(wait),
             "open" => Admission::Open(wait),
             "half_open" => Admission::HalfOpen(wait),
@@ -1632,6 +1638,7 @@ impl Store {
             Verdict::ProbeFailed => "probe_fail",
             Verdict::Soft => "soft",
             Verdict::Hard => "hard",
+            Verdict::Auth => "auth",
             Verdict::Limited => "limited",
             Verdict::None => "none",
         };

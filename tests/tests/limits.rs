@@ -153,17 +153,27 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
         "no first probe"
     );
     let opens_at_start = opens().await;
-    let calls_at_open = mock.stats(false).calls;
+    let at_open = mock.stats(false);
     assert!(
         eventually(BOUND, || async { opens().await >= opens_at_start + 4 }).await,
         "no probes"
     );
     let probes = opens().await - opens_at_start;
-    let calls_while_open = mock.stats(false).calls - calls_at_open;
-    println!("while open: {calls_while_open} calls for {probes} failed probes");
+    let now = mock.stats(false);
+    let calls_while_open = now.calls - at_open.calls;
+    let models_while_open = now.models_calls - at_open.models_calls;
+    println!(
+        "while open: {calls_while_open} job calls and {models_while_open} GET /v1/models probes for {probes} failed probes"
+    );
+    // Probes after a 401 are the cheap GET /v1/models, never a job's request (a job admitted
+    // before the circuit opened may still land: one at most, as a straggler).
     assert!(
-        calls_while_open <= probes + 1,
-        "{calls_while_open} calls while open, but only {probes} probes"
+        calls_while_open <= 1,
+        "{calls_while_open} job calls while open ({probes} probes)"
+    );
+    assert!(
+        models_while_open + 1 >= probes,
+        "{models_while_open} cheap probes for {probes} failed probes"
     );
     let stats = p.store().stats("q").await.expect("stats");
     assert_eq!(
@@ -348,4 +358,66 @@ async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
         let s = p.status("q", id).await.expect("s").expect("job");
         assert_eq!(s.state, JobState::Completed);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_rpm_configured_the_fleet_paces_by_the_limit_the_upstream_states() {
+    let redis = RedisServer::start().await;
+    // Like OpenAI: 200 requests a minute in a bucket of a whole minute, limit/remaining/reset
+    // headers on every answer (reset: until the bucket is full), 429s with retry-after-ms.
+    let rpm = 200;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 5,
+        rpm: Some(rpm),
+        burst_secs: 60.0,
+        reset_headers: true,
+        ..MockConfig::default()
+    })
+    .await;
+    let p = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    options.concurrency = 50;
+    options.max_attempts = 100;
+    // No rpm in the config: the workers learn it from x-ratelimit-limit-requests.
+    let _workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|n| WorkerProcess::spawn(n, &options))
+        .collect();
+    let n = 600;
+    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
+    let mut events = Events::new(&redis.url(), "q").await;
+    let bound = Duration::from_secs(600);
+    assert!(
+        events
+            .until(bound, |s| s.count("completed") >= n as u64)
+            .await,
+        "only {} completed",
+        events.seen.count("completed")
+    );
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1);
+    }
+    let stats = mock.stats(true);
+    let times = stats.call_times(0);
+    let span_s =
+        (times.last().copied().unwrap_or(0) - times.first().copied().unwrap_or(0)) as f64 / 1000.0;
+    let share_429 = stats.rate_limited as f64 / stats.calls as f64;
+    // Successful calls per minute over the run, against the quota (the bucket's first minute
+    // lets the fleet start above it).
+    let used = n as f64 / (span_s.max(0.001) / 60.0) / rpm as f64;
+    println!(
+        "no rpm configured, upstream at {rpm} RPM: {n} jobs in {span_s:.1} s, {} calls, {} 429s \
+         ({:.2}%), {:.0}% of the quota used, busiest 1 s window {}",
+        stats.calls,
+        stats.rate_limited,
+        share_429 * 100.0,
+        used * 100.0,
+        Stats::busiest_second(&times)
+    );
+    assert!(
+        share_429 <= 0.01,
+        "{:.2}% of answers were 429",
+        share_429 * 100.0
+    );
+    assert!(used >= 0.9, "only {:.0}% of the quota used", used * 100.0);
 }

@@ -61,6 +61,9 @@ impl Limits {
 /// May the call go now?
 pub enum Gate {
     Go(Ticket),
+    /// Be the circuit's probe, but with the upstream's cheap request (the circuit was opened by
+    /// a 401/403): send it, report it with this ticket, then ask again.
+    ProbeFirst(Ticket),
     /// Not now: put the job back in the delayed ZSET for `wait`, marked `class`.
     Defer {
         wait: Duration,
@@ -119,6 +122,14 @@ impl Failing {
     }
 }
 
+/// Limits an upstream's answers stated (`x-ratelimit-limit-*`), kept for an upstream whose config
+/// sets none; 0 while unknown.
+#[derive(Default)]
+struct Learned {
+    rpm: AtomicU64,
+    tpm: AtomicU64,
+}
+
 /// The limiter of every upstream of this worker.
 pub struct Limiter {
     store: Store,
@@ -127,6 +138,8 @@ pub struct Limiter {
     /// Per upstream: whether this worker saw a transient failure since its last success, and its
     /// successes not yet counted in the fleet's failure-rate window.
     failing: HashMap<String, Failing>,
+    /// Per upstream: the limits its answers stated, for pacing when the config sets none.
+    learned: HashMap<String, Learned>,
     /// Upstreams without rate limits: until when (ms since `epoch`) the last admission saw no
     /// hold and a closed circuit. Calls until then go without asking Redis.
     clear_until: HashMap<String, AtomicU64>,
@@ -180,6 +193,7 @@ impl Limiter {
         let mut limits = HashMap::new();
         let mut local = HashMap::new();
         let mut failing = HashMap::new();
+        let mut learned = HashMap::new();
         for (name, u) in &config.upstreams {
             limits.insert(
                 name.clone(),
@@ -205,6 +219,7 @@ impl Limiter {
                 local.insert(name.clone(), Arc::new(Semaphore::new(u.max_concurrency)));
             }
             failing.insert(name.clone(), Failing::default());
+            learned.insert(name.clone(), Learned::default());
         }
         let clear_until = limits
             .iter()
@@ -216,9 +231,82 @@ impl Limiter {
             limits,
             local,
             failing,
+            learned,
             clear_until,
             epoch: Instant::now(),
         }
+    }
+
+    /// Requests and tokens per minute to pace `upstream` by: the config's, else what its answers
+    /// stated (0: none).
+    fn rates(&self, upstream: &str, limits: &Limits) -> (u64, u64) {
+        let learned = self.learned.get(upstream);
+        let pick = |configured: u64, learned: Option<&AtomicU64>| {
+            if configured > 0 {
+                configured
+            } else {
+                learned.map(|l| l.load(Ordering::Relaxed)).unwrap_or(0)
+            }
+        };
+        (
+            pick(limits.rpm, learned.map(|l| &l.rpm)),
+            pick(limits.tpm, learned.map(|l| &l.tpm)),
+        )
+    }
+
+    /// Keeps the limits an answer states for an upstream whose config sets none, so the
+    /// fleet-wide GCRA paces it (every worker learns the same numbers from its own answers).
+    fn learn(&self, upstream: &str, limits: &Limits, headers: &reqwest::header::HeaderMap) {
+        let Some(learned) = self.learned.get(upstream) else {
+            return;
+        };
+        let stated = hints::stated_limits(headers);
+        for (configured, stated, slot, what) in [
+            (limits.rpm, stated.requests, &learned.rpm, "rpm"),
+            (limits.tpm, stated.tokens, &learned.tpm, "tpm"),
+        ] {
+            if let (0, Some(n)) = (configured, stated)
+                && slot.swap(n, Ordering::Relaxed) != n
+            {
+                tracing::info!(
+                    upstream,
+                    limit = what,
+                    per_minute = n,
+                    "pacing by the limit the upstream states"
+                );
+            }
+        }
+    }
+
+    /// How long a success that used a dimension up holds the fleet: until the next request is
+    /// allowed (one request's interval, or this call's tokens' worth), not the `reset` the
+    /// provider sends (OpenAI's is the time until the bucket is *full*: ~60 s at remaining 0).
+    /// Without a known limit for the exhausted dimension, the provider's reset stands.
+    fn next_allowed(
+        &self,
+        upstream: &str,
+        limits: &Limits,
+        ticket: &Ticket,
+        headers: &reqwest::header::HeaderMap,
+        reset: Duration,
+    ) -> Duration {
+        let (rpm, tpm) = self.rates(upstream, limits);
+        let (requests, tokens) = hints::exhausted_dimensions(headers);
+        let mut next = Duration::ZERO;
+        for (used_up, per_minute, cost) in [(requests, rpm, 1), (tokens, tpm, ticket.tokens.max(1))]
+        {
+            if !used_up {
+                continue;
+            }
+            if per_minute == 0 {
+                return reset;
+            }
+            next = next.max(Duration::from_millis(60_000 * cost / per_minute));
+        }
+        if !requests && !tokens {
+            return reset;
+        }
+        next.min(reset)
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -257,7 +345,11 @@ impl Limiter {
             },
             None => None,
         };
-        if self.known_clear(upstream) {
+        let default = Limits::default();
+        let limits = self.limits.get(upstream).unwrap_or(&default);
+        let (rpm, tpm) = self.rates(upstream, limits);
+        let paced = rpm > 0 || tpm > 0 || !limits.models.is_empty();
+        if !paced && self.known_clear(upstream) {
             // No limits to reserve against, and Redis said clear moments ago.
             return Ok(Some(Gate::Go(Ticket {
                 probe: false,
@@ -266,15 +358,10 @@ impl Limiter {
                 _slot: slot,
             })));
         }
-        let default = Limits::default();
-        let limits = self.limits.get(upstream).unwrap_or(&default);
         let model = model_of(spec);
         let tokens = estimate_tokens(spec);
         let (model_rpm, model_tpm) = limits.models.get(&model).copied().unwrap_or((0, 0));
-        for (limit, what) in [
-            (limits.tpm, "the upstream's tpm"),
-            (model_tpm, "the model's tpm"),
-        ] {
+        for (limit, what) in [(tpm, "the upstream's tpm"), (model_tpm, "the model's tpm")] {
             if limit > 0 && tokens > limit {
                 return Ok(Some(Gate::Refuse(format!(
                     "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
@@ -282,8 +369,8 @@ impl Limiter {
             }
         }
         let request = AdmitRequest {
-            rpm: limits.rpm,
-            tpm: limits.tpm,
+            rpm,
+            tpm,
             tokens,
             burst_ms: limits.burst_ms,
             token_burst_ms: limits.token_burst_ms,
@@ -308,7 +395,7 @@ impl Limiter {
             // Redis away for a moment (a restart): asked again rather than failing the job.
             let admitted = with_retries(|| self.store.admit(upstream, &request)).await?;
             let (wait, defer_class) = match admitted {
-                Admission::Reserved(_) if !limits.any() => {
+                Admission::Reserved(_) if !paced => {
                     self.set_clear(upstream, true);
                     return Ok(Some(Gate::Go(ticket(false))));
                 }
@@ -323,6 +410,7 @@ impl Limiter {
                     return Ok(Some(Gate::Go(ticket(false))));
                 }
                 Admission::Probe => return Ok(Some(Gate::Go(ticket(true)))),
+                Admission::CheapProbe => return Ok(Some(Gate::ProbeFirst(ticket(true)))),
                 Admission::Hold(w) => (w, "held"),
                 Admission::Open(w) => (w, "circuit_open"),
                 Admission::HalfOpen(w) => (w, "circuit_open"),
@@ -377,18 +465,26 @@ impl Limiter {
                 }
                 Verdict::Soft
             }
-            Class::Auth | Class::Quota => Verdict::Hard,
+            Class::Auth => Verdict::Auth,
+            Class::Quota => Verdict::Hard,
             Class::RateLimited if limits.adaptive => Verdict::Limited,
             Class::RateLimited | Class::Invalid => Verdict::None,
         };
-        // A 429 with a reset, or a success that used up a dimension, holds everyone until then.
+        if let Some(h) = headers {
+            self.learn(upstream, limits, h);
+        }
+        // A 429 with a reset holds everyone until then; a success that used up a dimension, until
+        // the next request is allowed.
         let hold = match (outcome.class, headers) {
             (Class::RateLimited, _) => outcome.wait,
-            (Class::Success, Some(h)) if hints::exhausted(h) => outcome.wait,
+            (Class::Success, Some(h)) if hints::exhausted(h) => outcome
+                .wait
+                .map(|reset| self.next_allowed(upstream, limits, ticket, h, reset)),
             _ => None,
         };
+        let (_, tpm) = self.rates(upstream, limits);
         let (_, model_tpm) = limits.models.get(&ticket.model).copied().unwrap_or((0, 0));
-        let counts_tokens = limits.tpm > 0 || model_tpm > 0;
+        let counts_tokens = tpm > 0 || model_tpm > 0;
         let delta = match (outcome.class, used_tokens) {
             // Refused before any work (429, quota, auth): no tokens were used; give back the
             // whole estimate, as the provider does.
@@ -402,7 +498,10 @@ impl Limiter {
             return Ok(Reported::default());
         }
         if hold.is_some_and(|h| !h.is_zero())
-            || matches!(verdict, Verdict::Hard | Verdict::ProbeFailed)
+            || matches!(
+                verdict,
+                Verdict::Hard | Verdict::Auth | Verdict::ProbeFailed
+            )
         {
             // Ask Redis again before the next call: this answer held or opened it.
             self.set_clear(upstream, false);
@@ -417,7 +516,7 @@ impl Limiter {
                     cooloff_ms: limits.cooloff_ms,
                     min_calls: limits.min_calls,
                     window_ms: limits.window_ms,
-                    tpm: limits.tpm,
+                    tpm,
                     delta_tokens: delta,
                     model: &ticket.model,
                     model_tpm,

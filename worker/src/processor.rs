@@ -12,11 +12,11 @@ use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::limiter::Gate;
+use crate::limiter::{Gate, Ticket};
 use crate::metrics::{now_ms, secs_since, status_class};
 use crate::outcome::{self, Class, Outcome};
 use crate::retry::{Budget, Decision};
-use crate::upstream::{CallError, Upstreams};
+use crate::upstream::{CallError, Upstream, Upstreams};
 use crate::worker::Ctx;
 
 /// A job the start function handed us.
@@ -112,47 +112,58 @@ async fn process(
     };
 
     let admitting = Instant::now();
-    let gate = ctx
-        .limiter
-        .admit(&upstream.name, &spec, &ctx.shutdown.abandon)
-        .await?;
+    let ticket = loop {
+        let gate = ctx
+            .limiter
+            .admit(&upstream.name, &spec, &ctx.shutdown.abandon)
+            .await?;
+        match gate {
+            None => return Ok(None),
+            Some(Gate::Go(ticket)) => break ticket,
+            // No cheap request configured (probe_path = ""): the job's call is the probe.
+            Some(Gate::ProbeFirst(ticket)) if !upstream.has_probe() => break ticket,
+            Some(Gate::ProbeFirst(ticket)) => {
+                // The circuit was opened by a 401/403: probe with the upstream's cheap request;
+                // whatever it says (closed, or open again), ask again.
+                if !cheap_probe(ctx, &upstream, ticket).await {
+                    return Ok(None);
+                }
+            }
+            Some(Gate::Refuse(why)) => {
+                return dead(ctx, job, "over_limit", &why, None).await.map(Some);
+            }
+            Some(Gate::Defer { wait, class }) => {
+                // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
+                let why = format!("deferred before the call: {class}");
+                let t = with_retries(|| {
+                    ctx.store.retry(
+                        &job.queue,
+                        &job.id,
+                        &job.entry,
+                        wait,
+                        class,
+                        &why,
+                        None,
+                        Spend::Neither,
+                    )
+                })
+                .await?;
+                if t == Transition::Done {
+                    ctx.metrics
+                        .deferred
+                        .with_label_values(&[job.queue.as_str(), class])
+                        .inc();
+                    ctx.hints.due_in(&job.queue, wait);
+                    tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
+                }
+                return Ok(Some(()));
+            }
+        }
+    };
     ctx.metrics
         .limiter_wait
         .with_label_values(&[upstream.name.as_str()])
         .observe(admitting.elapsed().as_secs_f64());
-    let ticket = match gate {
-        None => return Ok(None),
-        Some(Gate::Go(ticket)) => ticket,
-        Some(Gate::Refuse(why)) => {
-            return dead(ctx, job, "over_limit", &why, None).await.map(Some);
-        }
-        Some(Gate::Defer { wait, class }) => {
-            // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
-            let why = format!("deferred before the call: {class}");
-            let t = with_retries(|| {
-                ctx.store.retry(
-                    &job.queue,
-                    &job.id,
-                    &job.entry,
-                    wait,
-                    class,
-                    &why,
-                    None,
-                    Spend::Neither,
-                )
-            })
-            .await?;
-            if t == Transition::Done {
-                ctx.metrics
-                    .deferred
-                    .with_label_values(&[job.queue.as_str(), class])
-                    .inc();
-                ctx.hints.due_in(&job.queue, wait);
-                tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
-            }
-            return Ok(Some(()));
-        }
-    };
 
     let started = Instant::now();
     let called_ms = now_ms();
@@ -394,6 +405,42 @@ async fn dead(
         tracing::warn!(queue = %job.queue, id = %job.id, reason, %class, error = %error, "dead-lettered");
     }
     Ok(())
+}
+
+/// Sends `upstream`'s cheap probe as the circuit's half-open probe and reports it (success closes
+/// the circuit, anything else opens it again). `false` when abandoned for shutdown.
+async fn cheap_probe(ctx: &Ctx, upstream: &Upstream, ticket: Ticket) -> bool {
+    let reply = tokio::select! {
+        r = ctx.upstreams.probe(upstream) => r,
+        _ = ctx.shutdown.abandon.cancelled() => return false,
+    };
+    let outcome = match &reply {
+        Some(Ok(r)) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
+        Some(Err(e)) => outcome::transport_failure(&e.to_string()),
+        // No cheap request configured: the admission gave a plain probe's ticket instead.
+        None => outcome::transport_failure("no probe_path"),
+    };
+    let headers = reply
+        .as_ref()
+        .and_then(|r| r.as_ref().ok())
+        .map(|r| &r.headers);
+    match ctx
+        .limiter
+        .report(&upstream.name, &ticket, &outcome, headers, None)
+        .await
+    {
+        Ok(r) => {
+            if let Some(change) = r.circuit {
+                ctx.metrics
+                    .circuit_changes
+                    .with_label_values(&[upstream.name.as_str(), change.as_str()])
+                    .inc();
+                tracing::warn!(upstream = %upstream.name, circuit = %change, class = %outcome.class, "circuit changed by a probe");
+            }
+        }
+        Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
+    }
+    true
 }
 
 /// Retries a state write through a short Redis outage (a finished call is worth recording),

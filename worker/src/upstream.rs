@@ -60,6 +60,8 @@ pub struct Upstream {
     keep_headers: Vec<HeaderName>,
     /// The secret itself, only to redact it from error texts.
     secret: Option<String>,
+    /// The cheap request that probes a circuit opened by a 401/403 (`probe_path`), if any.
+    probe: Option<JobSpec>,
     /// Checked URLs of the paths jobs have asked for (a handful per upstream), so a call does
     /// not parse one again (URL parsing was 4% of a worker's CPU under load).
     urls: Mutex<HashMap<String, Url>>,
@@ -75,6 +77,13 @@ impl std::fmt::Debug for Upstream {
             .field("base", &self.base.as_str())
             .field("auth", &self.auth.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+impl Upstream {
+    /// Whether a circuit opened by a 401/403 is probed with a cheap request (`probe_path`).
+    pub fn has_probe(&self) -> bool {
+        self.probe.is_some()
     }
 }
 
@@ -181,6 +190,20 @@ fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamCo
         idempotency_header,
         keep_headers,
         secret: secret.filter(|s| !s.is_empty()),
+        probe: (!c.probe_path.is_empty()).then(|| JobSpec {
+            upstream: name.to_string(),
+            request: sluice_common::job::Request {
+                method: Method::Get,
+                path: c.probe_path.clone(),
+                body: None,
+                headers: Default::default(),
+            },
+            max_attempts: None,
+            timeout_ms: None,
+            deadline_ms: None,
+            tokens: None,
+            metadata: Default::default(),
+        }),
         urls: Mutex::new(HashMap::new()),
     })
 }
@@ -317,6 +340,13 @@ impl Upstreams {
             headers,
             body,
         })
+    }
+
+    /// Sends the upstream's cheap probe (`GET {base}{probe_path}`, no tokens spent); `None` when
+    /// it has none configured.
+    pub async fn probe(&self, up: &Upstream) -> Option<Result<Reply, CallError>> {
+        let spec = up.probe.as_ref()?;
+        Some(self.call(up, spec, "sluice-probe").await)
     }
 
     /// The response headers worth keeping with a result: request ids and the rate-limit family.

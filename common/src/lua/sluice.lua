@@ -884,7 +884,9 @@ end
 
 -- admit: ARGV rpm, tpm, tokens, burst_ms, horizon_ms, probe_ms, model, model_rpm, model_tpm,
 -- adaptive (1|0: rpm is then the ceiling), token_burst_ms (the token buckets' burst window)
--- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {wait_ms, 'hold'|'open'|'half_open'|'busy'}
+-- -> {wait_ms, 'ok'} (reserved: start after wait) | {0, 'probe'} | {0, 'probe_auth'} (probe with
+--    the upstream's cheap request: the circuit was opened by a 401/403) |
+--    {wait_ms, 'hold'|'open'|'half_open'|'busy'}
 local MAX_RATE = 1000000000 -- requests or tokens per minute
 
 local function model_arg(v)
@@ -915,7 +917,11 @@ local function admit(keys, args)
   if c[1] == 'open' then
     local untl = tonumber(c[2] or '0')
     if untl > now then return {untl - now, 'open'} end
-    if redis.call('SET', p .. 'probe', '1', 'NX', 'PX', probe_ms) then return {0, 'probe'} end
+    if redis.call('SET', p .. 'probe', '1', 'NX', 'PX', probe_ms) then
+      -- Opened by a 401/403: the probe is the upstream's cheap request, not a job's.
+      if redis.call('HGET', p .. 'circuit', 'reason') == 'auth' then return {0, 'probe_auth'} end
+      return {0, 'probe'}
+    end
     return {math.min(probe_ms, 1000), 'half_open'}
   end
   -- Token buckets run as full as the provider's own (a call waits until its tokens are there),
@@ -950,16 +956,16 @@ local function admit(keys, args)
   return {wait, 'ok'}
 end
 
--- report: ARGV kind ('ok'|'probe_ok'|'probe_fail'|'soft'|'hard'|'limited'|'none'), hold_for_ms,
+-- report: ARGV kind ('ok'|'probe_ok'|'probe_fail'|'soft'|'hard'|'auth'|'limited'|'none'), hold_for_ms,
 -- cooloff_ms, min_calls, window_ms, tpm, delta_tokens, model, model_tpm, ok_calls, failure_pct
 -- -> state ('closed'|'opened'|'')
--- The circuit opens on 'hard' (auth, quota), on a failed probe, or when at least `failure_pct`
--- percent of at least `min_calls` calls in the window failed transiently: a failure rate, not a
+-- The circuit opens on 'auth' (401/403) or 'hard' (quota), on a failed probe, or when at least
+-- `failure_pct` percent of at least `min_calls` calls in the window failed transiently: a failure rate, not a
 -- run, so an upstream whose retries succeed is not cut off. `ok_calls` are the reporting
 -- worker's successes since its last report (successes alone are not reported, to save a round
 -- trip per call; they come with the next report).
 local REPORT_KINDS = {ok = true, probe_ok = true, probe_fail = true, soft = true, hard = true,
-  limited = true, none = true}
+  auth = true, limited = true, none = true}
 
 local function report(keys, args)
   local p = upstream_key(keys)
@@ -1001,8 +1007,10 @@ local function report(keys, args)
     adjust(p .. 'tpm', tpm)
     if model ~= '' then adjust(p .. 'm:' .. model .. ':tpm', mtpm) end
   end
-  local function open()
+  -- `reason` (auth, quota, failures) is kept across failed probes: it chooses the next probe.
+  local function open(reason)
     redis.call('HSET', p .. 'circuit', 'state', 'open', 'until', now + cooloff, 'opened_ms', now)
+    if reason then redis.call('HSET', p .. 'circuit', 'reason', reason) end
     redis.call('HINCRBY', p .. 'circuit', 'opens', 1)
     redis.call('DEL', p .. 'probe', p .. 'window')
     return 'opened'
@@ -1016,7 +1024,9 @@ local function report(keys, args)
     if n == calls then redis.call('PEXPIRE', w, window) end
     return n, f
   end
-  if kind == 'hard' or kind == 'probe_fail' then return open() end
+  if kind == 'auth' then return open('auth') end
+  if kind == 'hard' then return open('quota') end
+  if kind == 'probe_fail' then return open() end
   if kind == 'probe_ok' then
     redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'window')
     return 'closed'
@@ -1026,7 +1036,7 @@ local function report(keys, args)
     -- An open circuit (a call admitted before it opened failing late) is not opened again.
     if n >= min_calls and f * 100 >= failure_pct * n
       and redis.call('HGET', p .. 'circuit', 'state') ~= 'open' then
-      return open()
+      return open('failures')
     end
     return ''
   end

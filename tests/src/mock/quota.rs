@@ -49,6 +49,12 @@ impl Bucket {
         self.level = (self.level + amount).min(self.capacity);
     }
 
+    /// How long until the bucket is full again (OpenAI's `x-ratelimit-reset-*`).
+    pub fn until_full(&self) -> Duration {
+        let missing = (self.capacity - self.level).max(0.0);
+        Duration::from_secs_f64(missing / (self.per_minute / 60.0))
+    }
+
     /// What is left (for the remaining headers).
     pub fn remaining(&self) -> u64 {
         self.level.max(0.0) as u64

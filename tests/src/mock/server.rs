@@ -49,6 +49,9 @@ pub struct MockConfig {
     pub burst_secs: f64,
     /// Answer every call with this status (an outage), before anything else.
     pub force_status: Option<u16>,
+    /// Also send OpenAI's `x-ratelimit-reset-requests|tokens` on every answer: the time until
+    /// the bucket is *full* (~60 s at remaining 0 with a minute's burst), as OpenAI does.
+    pub reset_headers: bool,
 }
 
 impl Default for MockConfig {
@@ -71,6 +74,7 @@ impl Default for MockConfig {
             tpm: None,
             burst_secs: 1.0,
             force_status: None,
+            reset_headers: false,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct Stats {
     pub early_calls: u64,
     /// Rate-limit 429s answered (injected or enforced).
     pub rate_limited: u64,
+    /// `GET /v1/models` calls (a worker's cheap circuit probes), not counted in `calls`.
+    #[serde(default)]
+    pub models_calls: u64,
     /// Calls being answered right now (arrived, answer not yet sent): the concurrency the
     /// callers achieve.
     #[serde(default)]
@@ -146,6 +153,7 @@ struct Record {
     by_status: BTreeMap<u16, u64>,
     early: u64,
     rate_limited: u64,
+    models_calls: u64,
     jobs: HashMap<String, JobRecord>,
 }
 
@@ -280,6 +288,7 @@ fn stats(state: &State, with_jobs: bool) -> Stats {
             .collect(),
         early_calls: r.early,
         rate_limited: r.rate_limited,
+        models_calls: r.models_calls,
         in_flight: state.in_flight.load(Ordering::Relaxed),
         jobs: with_jobs.then(|| {
             r.jobs
@@ -294,6 +303,7 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
         .route("/stats", get(get_stats))
         .route("/control", post(control))
         .route("/reset", post(reset))
@@ -419,6 +429,37 @@ fn choose(state: &State, body: &Value, n: usize) -> Answer {
         }
     }
     Answer::Ok
+}
+
+/// The model list: what a worker's cheap probe asks after a 401/403. Answers the forced status
+/// (an auth outage) like every other route, else the list; spends no quota.
+async fn models(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    lock(&state.record).models_calls += 1;
+    let (forced, latency) = {
+        let c = lock(&state.config);
+        (c.force_status, c.latency_ms)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    match forced {
+        Some(s) if s != 200 => {
+            let credential = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_start_matches("Bearer ").to_string())
+                .unwrap_or_default();
+            (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Json(error_body(s, &credential)),
+            )
+                .into_response()
+        }
+        _ => Json(json!({"object": "list", "data": [
+            {"id": "gpt-4o-mini", "object": "model", "owned_by": "mock"}
+        ]}))
+        .into_response(),
+    }
 }
 
 async fn chat(AxState(state): AxState<Arc<State>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -590,9 +631,15 @@ fn refund_unused(state: &State, body: &Value) {
 }
 
 fn remaining_headers(state: &State, h: &mut HeaderMap) {
-    let (rpm, tpm) = {
+    let (rpm, tpm, resets) = {
         let c = lock(&state.config);
-        (c.rpm, c.tpm)
+        (c.rpm, c.tpm, c.reset_headers)
+    };
+    let reset = |h: &mut HeaderMap, name: &'static str, bucket: &Bucket| {
+        let secs = bucket.until_full().as_secs_f64();
+        if let Ok(v) = HeaderValue::from_str(&format!("{secs:.3}s")) {
+            h.insert(name, v);
+        }
     };
     let b = lock(&state.buckets);
     if let (Some(limit), Some(bucket)) = (rpm, b.rpm.as_ref()) {
@@ -601,6 +648,9 @@ fn remaining_headers(state: &State, h: &mut HeaderMap) {
             "x-ratelimit-remaining-requests",
             HeaderValue::from(bucket.remaining()),
         );
+        if resets {
+            reset(h, "x-ratelimit-reset-requests", bucket);
+        }
     }
     if let (Some(limit), Some(bucket)) = (tpm, b.tpm.as_ref()) {
         h.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
@@ -608,6 +658,9 @@ fn remaining_headers(state: &State, h: &mut HeaderMap) {
             "x-ratelimit-remaining-tokens",
             HeaderValue::from(bucket.remaining()),
         );
+        if resets {
+            reset(h, "x-ratelimit-reset-tokens", bucket);
+        }
     }
 }
 
