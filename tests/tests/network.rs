@@ -162,3 +162,70 @@ async fn resets_stalls_and_refusals_on_both_links_lose_nothing_and_leave_nothing
         100.0 * called_again as f64 / n as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_longer_than_the_lease_writes_what_it_holds_and_calls_nothing_twice()
+ {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig {
+        latency_ms: 1_500,
+        ..MockConfig::default()
+    })
+    .await;
+    let redis_link =
+        FaultProxy::start(format!("127.0.0.1:{}", redis.port()).parse().expect("addr")).await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut options = WorkerOptions::new(&format!("redis://{}", redis_link.addr()), &mock.url());
+    options.concurrency = 20;
+    options.lease_ms = 2_000;
+    options.log_filter = "info".into();
+    options
+        .env
+        .push(("SLUICE__REDIS__COMMAND_TIMEOUT_MS".into(), "300".into()));
+    let w = WorkerProcess::spawn("w", &options);
+    let n = 20;
+    let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while mock.stats(false).in_flight < n as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the calls never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Redis out of reach for 30 s: fifteen leases, thirty beats, and longer than a short
+    // outage's retries (which gave up after ~20 s, and the jobs were called again). The calls
+    // finish meanwhile and their results wait in the worker.
+    redis_link.set_refusing(true);
+    redis_link.reset_all();
+    tokio::time::sleep(Duration::from_millis(30_000)).await;
+    redis_link.set_refusing(false);
+
+    let mut events = Events::new(&redis.url(), "q").await;
+    assert!(
+        events
+            .until(BOUND, |s| s.count("completed") >= n as u64)
+            .await,
+        "only {} of {n} completed\n{}",
+        events.seen.count("completed"),
+        w.log()
+    );
+    let calls = mock.stats(true).jobs.expect("per-job calls");
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+        assert_eq!(calls[id].len(), 1, "job {id} was called again");
+    }
+    let log = w.log();
+    // (An entry claimed at the moment its completion landed may be logged as reclaimed and then
+    // skipped as completed: no call, and nothing calls this worker dead.)
+    for wrong in ["took over", "dead worker"] {
+        assert!(!log.contains(wrong), "the log says {wrong:?}:\n{log}");
+    }
+    println!(
+        "cut off 30 s with a 2 s lease: {n} held results written, each job called once; the worker \
+         kept its own entries {} time(s), wrote held outcomes after the outage: {}",
+        log.matches("kept this worker's own in-flight entries")
+            .count(),
+        log.contains("a held outcome was written")
+    );
+}

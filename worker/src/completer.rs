@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use sluice_common::Store;
 use sluice_common::store::{Completion, StoreError, Transition};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::processor::with_retries;
+use crate::outage::until_written;
 
 /// Most completions in one call.
 const MAX_BATCH: usize = 256;
@@ -29,14 +30,15 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Starts the task on the current runtime.
-    pub fn start(store: Store) -> Completer {
+    /// Starts the task on the current runtime. Completions are held through a Redis outage of
+    /// any length, until `abandon` (the end of shutdown's grace) is cancelled.
+    pub fn start(store: Store, abandon: CancellationToken) -> Completer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
+        tokio::spawn(run(store, rx, abandon));
         Completer { tx }
     }
 
-    /// Records `completion`; resolves once Redis has (after retrying a short outage).
+    /// Records `completion`; resolves once Redis has (however long it was away).
     pub async fn complete(
         &self,
         queue: &str,
@@ -56,7 +58,7 @@ impl Completer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, abandon: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
@@ -66,7 +68,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>) {
         for (queue, pending) in by_queue {
             let (jobs, replies): (Vec<Completion>, Vec<_>) =
                 pending.into_iter().map(|p| (p.completion, p.reply)).unzip();
-            match with_retries(|| store.complete_many(&queue, &jobs)).await {
+            match until_written(&abandon, || store.complete_many(&queue, &jobs)).await {
                 Ok(transitions) => {
                     for (reply, t) in replies.into_iter().zip(transitions) {
                         let _ = reply.send(Ok(t));

@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::processor::{self, Job};
 use crate::worker::Ctx;
-use crate::{metrics, reclaim};
+use crate::{metrics, outage, reclaim};
 
 /// Most entries one read asks for.
 const MAX_BATCH: usize = 256;
@@ -169,15 +169,15 @@ pub async fn dispatch(
     if pairs.is_empty() {
         return;
     }
-    let started =
-        match processor::with_retries(|| ctx.store.start(queue, &ctx.consumer, &pairs)).await {
-            Ok(s) => s,
-            Err(e) => {
-                // Left pending: the lease brings these entries back to a worker.
-                tracing::error!(queue, error = %e, "start failed");
-                return;
-            }
-        };
+    let started = match outage::with_retries(|| ctx.store.start(queue, &ctx.consumer, &pairs)).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // Left pending: the lease brings these entries back to a worker.
+            tracing::error!(queue, error = %e, "start failed");
+            return;
+        }
+    };
     run_started(ctx, queue, started, slots).await;
 }
 
@@ -279,7 +279,7 @@ async fn dead_letter_entry(
     why: &str,
 ) {
     let raw: String = raw.chars().take(RAW_EXCERPT).collect();
-    let r = processor::with_retries(|| {
+    let r = outage::with_retries(|| {
         ctx.store
             .dead_letter(queue, "", entry, reason, why, None, &raw)
     })

@@ -4,8 +4,9 @@
 //! job) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
 //! (the policy: complete — batched by [`completer`] —, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
-//! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own) and
-//! [`shutdown`], and [`http`] serving [`metrics`] and health probes. [`worker`] wires them
+//! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own),
+//! [`outage`] (riding out Redis being away) and [`shutdown`], and [`http`] serving [`metrics`]
+//! and health probes. [`worker`] wires them
 //! together.
 
 pub mod completer;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod inflight;
 pub mod limiter;
 pub mod metrics;
+pub mod outage;
 pub mod outcome;
 pub mod processor;
 pub mod reclaim;

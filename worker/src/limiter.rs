@@ -29,8 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::hints;
+use crate::outage::with_retries;
 use crate::outcome::{Class, Outcome};
-use crate::processor::with_retries;
 
 /// Longest wait a caller sleeps in memory for a reserved slot; beyond it the job is deferred.
 const HORIZON: Duration = Duration::from_millis(2000);

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::limiter::{Gate, Ticket};
 use crate::metrics::{now_ms, secs_since, status_class};
+use crate::outage::{until_written, with_retries};
 use crate::outcome::{self, Class, Outcome};
 use crate::retry::{Budget, Decision};
 use crate::upstream::{CallError, Upstream, Upstreams};
@@ -248,7 +249,7 @@ async fn process(
             } else {
                 Spend::Wait
             };
-            let t = with_retries(|| {
+            let t = until_written(&ctx.shutdown.abandon, || {
                 ctx.store.retry(
                     &job.queue,
                     &job.id,
@@ -390,7 +391,7 @@ async fn dead(
 ) -> Result<(), StoreError> {
     let error = ctx.upstreams.redact(error);
     let status = outcome.and_then(|o| o.status);
-    let t = with_retries(|| {
+    let t = until_written(&ctx.shutdown.abandon, || {
         ctx.store
             .dead_letter(&job.queue, &job.id, &job.entry, reason, &error, status, "")
     })
@@ -441,30 +442,6 @@ async fn cheap_probe(ctx: &Ctx, upstream: &Upstream, ticket: Ticket) -> bool {
         Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
     }
     true
-}
-
-/// Retries a state write through a short Redis outage (a finished call is worth recording),
-/// then gives up and lets the lease bring the job back. A permanent error (a refusal, WRONGTYPE)
-/// is returned at once: trying again cannot help, and would stall the caller for seconds.
-pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(50);
-    let mut tries = 0;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && tries < 8 => {
-                tracing::warn!(error = %e, "Redis write failed; retrying");
-                tries += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[cfg(test)]

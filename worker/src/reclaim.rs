@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fetch;
-use crate::processor;
+use crate::outage;
 use crate::worker::Ctx;
 
 /// When the intake loop of one queue should next reclaim and tidy.
@@ -139,7 +139,7 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
         if deliveries > u64::from(ctx.poison_deliveries) {
             let id = delivered.fields.get("id").cloned().unwrap_or_default();
             let why = format!("delivered {deliveries} times without finishing");
-            let r = processor::with_retries(|| {
+            let r = outage::with_retries(|| {
                 ctx.store
                     .dead_letter(queue, &id, &delivered.entry, "poison", &why, None, "")
             })

@@ -116,7 +116,7 @@ pub async fn run_with_metrics(
     metrics.prime(&queues, &rpms);
     let ctx = Arc::new(Ctx {
         limiter: Limiter::from_config(store.clone(), &config),
-        completer: Completer::start(store.clone()),
+        completer: Completer::start(store.clone(), shutdown.abandon.clone()),
         store,
         upstreams,
         policy: RetryPolicy::from_config(&config.retry),
