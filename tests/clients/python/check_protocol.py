@@ -40,6 +40,15 @@ def enqueue(client, r):
     except redis.ResponseError as e:
         check(str(e).startswith("SLUICE_INVALID"), "malformed spec refused with SLUICE_INVALID: %s" % e)
     check(client.status("py", "bad-1") is None, "nothing written for a refused job")
+    # Numbers are whole numbers in range, and the key must be a queue's (docs/PROTOCOL.md, Limits).
+    spec = json.dumps({"upstream": "mock", "request": {"method": "POST", "path": "/v1/x", "body": {}}})
+    for key, delay in [(prefix("py"), "nan"), (prefix("py"), "1e300"), ("sluice:{u:mock}:", "0")]:
+        try:
+            r.execute_command("FCALL", "sluice_enqueue", 1, key, "bad-2", spec, "", 0, delay, 0)
+            check(False, "enqueue with key %s and delay %s refused" % (key, delay))
+        except redis.ResponseError as e:
+            check(str(e).startswith("SLUICE_INVALID"), "refused with SLUICE_INVALID: %s" % e)
+    check(client.status("py", "bad-2") is None, "nothing written for refused numbers or keys")
     print(json.dumps({"id": job_id}))
 
 
