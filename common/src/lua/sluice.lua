@@ -54,20 +54,29 @@ local function shown(v)
 end
 
 -- A whole-number argument in [lo, hi] (decimal digits, a leading '-' only where lo < 0);
--- nil or '' is `default` when there is one. -> the number
-local function int(v, name, lo, hi, default)
+-- nil or '' is `default` when there is one. -> the number, or nil and the refusal's text
+local function checked_int(v, name, lo, hi, default)
+  -- The common case first, without a pattern match.
+  if v == '0' and lo <= 0 then return 0 end
   if v == nil or v == '' then
     if default ~= nil then return default end
-    invalid(name .. ': missing')
+    return nil, 'SLUICE_INVALID ' .. name .. ': missing'
   end
   if #v > 20 or not string.match(v, '^%-?%d+$') then
-    invalid(name .. ': ' .. shown(v) .. ' is not a whole number')
+    return nil, 'SLUICE_INVALID ' .. name .. ': ' .. shown(v) .. ' is not a whole number'
   end
   local n = tonumber(v)
   if n < lo or n > hi then
-    invalid(name .. ': ' .. v .. ' is outside ' .. string.format('%d', lo) .. '..'
-      .. string.format('%d', hi))
+    return nil, 'SLUICE_INVALID ' .. name .. ': ' .. v .. ' is outside '
+      .. string.format('%d', lo) .. '..' .. string.format('%d', hi)
   end
+  return n
+end
+
+-- `checked_int`, refusing the call on a bad value. -> the number
+local function int(v, name, lo, hi, default)
+  local n, err = checked_int(v, name, lo, hi, default)
+  if n == nil then error({sluice = err}, 0) end
   return n
 end
 
@@ -244,15 +253,14 @@ end
 -- -> {'created'|'duplicate', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
   dkey = dkey or ''
-  local ok, err = pcall(function()
-    dttl = int(dttl, 'dedupe_ttl_ms', 0, MAX_DEDUPE_TTL_MS, 0)
-    delay = int(delay, 'delay_ms', 0, MAX_DELAY_MS, 0)
-    run_at = int(run_at, 'run_at_ms', 0, now + MAX_DELAY_MS, 0)
-  end)
-  if not ok then
-    if type(err) == 'table' and err.sluice then return nil, err.sluice end
-    error(err, 0)
-  end
+  -- A refusal here is this job's alone (enqueue_many goes on with the others).
+  local err
+  dttl, err = checked_int(dttl, 'dedupe_ttl_ms', 0, MAX_DEDUPE_TTL_MS, 0)
+  if err then return nil, err end
+  delay, err = checked_int(delay, 'delay_ms', 0, MAX_DELAY_MS, 0)
+  if err then return nil, err end
+  run_at, err = checked_int(run_at, 'run_at_ms', 0, now + MAX_DELAY_MS, 0)
+  if err then return nil, err end
   if not valid_id(id) then
     return nil, 'SLUICE_INVALID id: 1 to 128 characters without braces or spaces'
   end
