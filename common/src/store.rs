@@ -253,6 +253,9 @@ pub enum Started {
     /// An entry that names no job (from `fetch`): left pending for the caller to dead-letter,
     /// with an excerpt of its fields.
     Malformed { entry: String, raw: String },
+    /// The queue is paused: nothing was started; a delivered job was handed back (queued again
+    /// under a new entry). From `fetch`, entry and id are empty.
+    Paused { entry: String, id: String },
     /// The job's key holds something that is not a job (another type: Redis said WRONGTYPE):
     /// left pending for the caller to dead-letter as `corrupt`, the key left alone.
     Corrupt {
@@ -2027,6 +2030,7 @@ pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>,
                     entry,
                     raw: s(3).unwrap_or_default(),
                 },
+                "paused" => Started::Paused { entry, id },
                 "corrupt" => Started::Corrupt {
                     entry,
                     id,

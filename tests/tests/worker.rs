@@ -600,3 +600,58 @@ async fn a_spec_over_the_workers_size_limit_is_dead_invalid_without_a_call() {
     );
     assert!(!jobs_called(&rig, "big-1"), "the upstream was called");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_pause_returns_no_job_of_the_queue_starts() {
+    let rig = rig(MockConfig::default()).await;
+    let _w = WorkerProcess::spawn("w", &rig.options());
+    // The worker is up and idle, blocked in its read of q.
+    let warm = rig.enqueue(vec![chat_job(0)]).await;
+    rig.producer
+        .wait("q", &warm[0], BOUND)
+        .await
+        .expect("warm-up job");
+    let calls_before = rig.mock.stats(false).calls;
+
+    rig.producer
+        .store()
+        .set_paused("q", true)
+        .await
+        .expect("pause");
+    let ids = rig.enqueue((1..=50).map(chat_job).collect()).await;
+    // The issue's own measure: two seconds after the enqueue, nothing has started.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = rig.counts().await;
+    assert_eq!(count(&c, "running"), 0, "{c:?}");
+    assert_eq!(count(&c, "queued"), 50, "{c:?}");
+    assert_eq!(
+        rig.mock.stats(false).calls,
+        calls_before,
+        "a paused queue's job was called"
+    );
+    for id in &ids {
+        let s = rig
+            .producer
+            .status("q", id)
+            .await
+            .expect("status")
+            .expect("job");
+        assert_eq!(s.state, JobState::Queued);
+        assert_eq!(s.attempts, 0, "job {id} was started");
+    }
+
+    rig.producer
+        .store()
+        .set_paused("q", false)
+        .await
+        .expect("resume");
+    let mut events = rig.events().await;
+    assert!(
+        events.until(BOUND, |s| s.count("completed") >= 51).await,
+        "only {} completed after the resume",
+        events.seen.count("completed")
+    );
+    for id in &ids {
+        assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
+    }
+}

@@ -224,6 +224,11 @@ async fn run_started(
                 };
                 ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
             }
+            Started::Paused { entry, id } => {
+                // Paused since the watcher last looked: stop reading now, not at its next look.
+                ctx.mark_paused(queue);
+                tracing::debug!(queue, %entry, %id, "not started: the queue is paused");
+            }
             Started::Skip { entry, id } => {
                 ctx.metrics.skipped.with_label_values(&[queue]).inc();
                 tracing::debug!(queue, %entry, %id, "skipped: terminal, cancelled or stale");

@@ -50,6 +50,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Takes `queue` as paused until the watcher's next look says otherwise (the library said so).
+    pub fn mark_paused(&self, queue: &str) {
+        if let Some(p) = self.paused.get(queue) {
+            p.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn is_paused(&self, queue: &str) -> bool {
         self.paused
             .get(queue)

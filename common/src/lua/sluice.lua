@@ -382,8 +382,11 @@ end
 
 -- start: ARGV group, events_maxlen, consumer, then pairs (entry, id)
 -- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
---    {entry, id, 'missing'}; ready_ms is when the job became runnable (enqueued, or its run_at)
+--    {entry, id, 'missing'} | {entry, id, 'paused'}; ready_ms is when the job became runnable
+--    (enqueued, or its run_at). While the queue is paused nothing starts: a delivered job is
+--    handed back (queued again under a new entry, as `release` does) and answered `paused`.
 local function start_checked(p, group, emax, consumer, list)
+  local paused = redis.call('EXISTS', p .. 'paused') == 1
   -- Reads first: a job key of the wrong type (WRONGTYPE) is reported `corrupt` for the caller
   -- to dead-letter, never an error halfway through the batch.
   local got = {}
@@ -404,6 +407,18 @@ local function start_checked(p, group, emax, consumer, list)
       out[#out + 1] = {entry, id, 'corrupt', f.corrupt}
     elseif not state then
       out[#out + 1] = {entry, id, 'missing'}
+    elseif paused and (state == 'queued' or state == 'running') and current == entry then
+      ack_entry(p, group, entry)
+      redis.call('XDEL', p .. 'stream', entry)
+      if state == 'running' then
+        -- A dead worker's job, taken over: its unfinished attempt is not counted (see release).
+        redis.call('HINCRBY', jk, 'attempts', -1)
+        redis.call('HINCRBY', jk, 'total_attempts', -1)
+        redis.call('HSET', jk, 'state', 'queued', 'updated_ms', nows)
+        move(p, 'running', 'queued')
+      end
+      push_ready(p, jk, id)
+      out[#out + 1] = {entry, id, 'paused'}
     elseif (state == 'queued' or state == 'running') and current == entry then
       local attempts = (tonumber(f[7] or '0') or 0) + 1
       redis.call('HSET', jk, 'state', 'running', 'attempts', tostring(attempts),
@@ -446,6 +461,8 @@ local function fetch(keys, args)
   local group, consumer = name_arg(args[1], 'group'), name_arg(args[3], 'consumer')
   local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   int(args[4], 'count', 1, MAX_COUNT)
+  -- A paused queue: nothing is read (the caller learns it is paused at once).
+  if redis.call('EXISTS', p .. 'paused') == 1 then return {{'', '', 'paused'}} end
   local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', args[4],
     'STREAMS', p .. 'stream', '>')
   local list = {}
