@@ -439,9 +439,10 @@ pub struct DeadEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Redriven {
     pub redriven: u64,
-    /// Their job hash had expired: the entry was removed, nothing re-queued.
-    pub expired: u64,
-    /// Not dead any more, or no such entry.
+    /// No job hash (a raw dead letter, or its hash expired): nothing to re-drive; the entry is
+    /// kept until `purge`.
+    pub kept: u64,
+    /// Not dead any more (its entry is kept), or no such entry.
     pub skipped: u64,
 }
 
@@ -1832,14 +1833,14 @@ impl Store {
     /// Re-drives dead-letter entries: their jobs are queued again with attempts reset.
     pub async fn redrive(&self, queue: &str, entries: &[String]) -> Result<Redriven, StoreError> {
         let keys = keys_for(queue)?;
-        let (redriven, expired, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
+        let (redriven, kept, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
             .arg(self.settings.events_maxlen)
             .arg(entries)
             .run(self)
             .await?;
         Ok(Redriven {
             redriven,
-            expired,
+            kept,
             skipped,
         })
     }

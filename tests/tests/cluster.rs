@@ -430,7 +430,7 @@ async fn a_partitioned_queue_spreads_over_all_three_masters_and_completes_every_
         assert_eq!(
             out.trim(),
             format!(
-                "re-driven {}, expired (hash gone, entry removed) 0, skipped 0",
+                "re-driven {}, not re-drivable (no job hash; kept until purge) 0, skipped 0",
                 dead_in(k as usize).len()
             ),
             "partition {k}"

@@ -464,7 +464,7 @@ async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
         .map(|d| d.entry.clone())
         .collect();
     let r = store.redrive("q", &picked).await.expect("redrive");
-    assert_eq!((r.redriven, r.expired, r.skipped), (1, 0, 0));
+    assert_eq!((r.redriven, r.kept, r.skipped), (1, 0, 0));
 
     let after = producer.status("q", &e.id).await.expect("s").expect("job");
     assert_eq!(after.state, JobState::Queued);
@@ -489,6 +489,50 @@ async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
         .expect("purge");
     assert_eq!(removed, 1);
     assert!(producer.status("q", &other.id).await.expect("s").is_none());
+}
+
+#[tokio::test]
+async fn redrive_never_removes_a_dead_letter_it_cannot_redrive() {
+    let (_redis, producer) = setup().await;
+    let store = producer.store();
+    store.create_group("q").await.expect("group");
+    // A raw dead letter (garbage in the stream: no job hash behind it).
+    store
+        .dead_letter(
+            "q",
+            "",
+            "",
+            "malformed",
+            "stream entry is not {id}",
+            None,
+            "foo=bar",
+        )
+        .await
+        .expect("dead");
+    let dead = store.dead_list("q", None, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    let r = store
+        .redrive("q", &[dead[0].entry.clone()])
+        .await
+        .expect("redrive");
+    assert_eq!((r.redriven, r.kept, r.skipped), (0, 1, 0));
+    // Still there, with what it held, until purge.
+    let left = store.dead_list("q", None, 10).await.expect("list");
+    assert_eq!(left.len(), 1, "the raw dead letter was removed");
+    assert_eq!(left[0].entry, dead[0].entry);
+    assert_eq!(left[0].reason, "malformed");
+    let removed = store
+        .purge("q", &[left[0].entry.clone()])
+        .await
+        .expect("purge");
+    assert_eq!(removed, 1);
+    assert!(
+        store
+            .dead_list("q", None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test]

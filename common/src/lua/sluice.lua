@@ -800,14 +800,15 @@ local function cancel(keys, args)
   return {'cancelled', state}
 end
 
--- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, expired, skipped}
+-- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, kept, skipped}
+-- Only re-driven entries leave the dead stream; the others stay until `purge`.
 -- Attempts restart at 0; what happened before is kept in `history` and `total_attempts`.
 local function redrive(keys, args)
   local p = queue_key(keys)
   local emax = maxlen(args[1], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   for i = 2, #args do entry_id(args[i], 'dead entry') end
   local now = now_ms()
-  local redriven, expired, skipped = 0, 0, 0
+  local redriven, kept, skipped = 0, 0, 0
   for i = 2, #args do
     local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
     if #rows == 0 then
@@ -834,15 +835,18 @@ local function redrive(keys, args)
         redis.call('HINCRBY', p .. 'counts', 'redriven', 1)
         event(p, emax, id, 'queued', 'redrive')
         redriven = redriven + 1
+        redis.call('XDEL', p .. 'dead', args[i])
       elseif state == nil then
-        expired = expired + 1
+        -- No job hash (a raw dead letter, or one whose hash expired): nothing to re-drive, and
+        -- the dead letter is all that is left of it: kept until `purge`.
+        kept = kept + 1
       else
+        -- The job lives on (re-driven already, or enqueued again): its dead letter is history.
         skipped = skipped + 1
       end
-      redis.call('XDEL', p .. 'dead', args[i])
     end
   end
-  return {redriven, expired, skipped}
+  return {redriven, kept, skipped}
 end
 
 -- purge: ARGV dead-stream entry ids -> removed

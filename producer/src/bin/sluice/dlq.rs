@@ -96,14 +96,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
                 for page in selected(ctx, &part, &sel).await? {
                     let r = ctx.producer.store().redrive(&part, &page).await?;
                     total.redriven += r.redriven;
-                    total.expired += r.expired;
+                    total.kept += r.kept;
                     total.skipped += r.skipped;
                 }
             }
             println!(
-                "re-driven {}, expired (hash gone, entry removed) {}, skipped {}",
+                "re-driven {}, not re-drivable (no job hash; kept until purge) {}, skipped {}",
                 show::count(total.redriven),
-                show::count(total.expired),
+                show::count(total.kept),
                 show::count(total.skipped)
             );
             Ok(ExitCode::SUCCESS)
