@@ -208,6 +208,9 @@ pub struct Enqueued {
     pub id: String,
     /// False when the dedupe key (or the id) already belonged to a job.
     pub created: bool,
+    /// A duplicate whose owner was enqueued with another request (its spec's SHA-1 differs):
+    /// the same key reused for different work. Never true when `created`.
+    pub conflict: bool,
     /// The owning job's state; `None` when its hash has expired but its dedupe key has not.
     pub state: Option<JobState>,
 }
@@ -2106,9 +2109,10 @@ fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
     let bad = || StoreError::Protocol("sluice_enqueue");
     let f = array(&v).ok_or_else(bad)?;
     let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
-    let created = match s(0)?.as_str() {
-        "created" => true,
-        "duplicate" => false,
+    let (created, conflict) = match s(0)?.as_str() {
+        "created" => (true, false),
+        "duplicate" => (false, false),
+        "conflict" => (false, true),
         // A refusal of this job alone, worded as the single-job call's error reply.
         "error" => return Err(refusal(&s(1)?)),
         _ => return Err(bad()),
@@ -2116,6 +2120,7 @@ fn parse_enqueued(v: Value) -> Result<Enqueued, StoreError> {
     Ok(Enqueued {
         id: s(1)?,
         created,
+        conflict,
         state: s(2)?.parse().ok(),
     })
 }

@@ -203,3 +203,50 @@ fn usage_errors_exit_2_and_bad_config_names_the_key() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_dedupe_key_reused_for_another_request_is_reported_as_a_conflict() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let enqueue = |body: &str, extra: &[&str]| {
+        let mut args = vec![
+            "enqueue",
+            "-q",
+            "q",
+            "-u",
+            "mock",
+            "--dedupe-key",
+            "upload-7",
+            "--body",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        run(&url, &args)
+    };
+    let first = enqueue(r#"{"model": "m", "doc": 1}"#, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let id = stdout(&first)
+        .split_whitespace()
+        .nth(1)
+        .expect("enqueued <id>")
+        .to_string();
+
+    // The same request again: a plain duplicate.
+    let same = enqueue(r#"{"model": "m", "doc": 1}"#, &["--on-conflict", "error"]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert_eq!(
+        stdout(&same).trim(),
+        format!("duplicate of {id} in q (queued)")
+    );
+
+    // Another request under the same key: a conflict, exit 0 by default, 3 with --on-conflict error.
+    let other = enqueue(r#"{"model": "m", "doc": 2}"#, &[]);
+    assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+    assert_eq!(
+        stdout(&other).trim(),
+        format!("duplicate of {id} in q (queued) — its request differs from this one")
+    );
+    let refused = enqueue(r#"{"model": "m", "doc": 2}"#, &["--on-conflict", "error"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stdout(&refused));
+    assert!(stdout(&refused).contains("its request differs"));
+}

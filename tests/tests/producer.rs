@@ -829,3 +829,26 @@ async fn a_producer_configured_with_other_partitions_than_the_workers_is_refused
     // Other queues are not affected.
     producer.enqueue(chat("other", 4)).await.expect("enqueue");
 }
+
+#[tokio::test]
+async fn a_duplicate_with_another_request_is_a_conflict_in_the_reply() {
+    let (_redis, producer) = setup().await;
+    let job = |doc: u32| {
+        let mut j = NewJob::post("q", "mock", "/v1/chat", json!({"doc": doc}));
+        j.dedupe_key = Some("upload-7".into());
+        j
+    };
+    let first = producer.enqueue(job(1)).await.expect("first");
+    assert!(first.created && !first.conflict);
+    let same = producer.enqueue(job(1)).await.expect("same");
+    assert!(!same.created && !same.conflict, "{same:?}");
+    assert_eq!(same.id, first.id);
+    let other = producer.enqueue(job(2)).await.expect("other");
+    assert!(!other.created && other.conflict, "{other:?}");
+    assert_eq!(other.id, first.id);
+    // The same id with another request is a conflict too.
+    let mut again = NewJob::post("q", "mock", "/v1/chat", json!({"doc": 3}));
+    again.id = Some(first.id.clone());
+    let by_id = producer.enqueue(again).await.expect("by id");
+    assert!(!by_id.created && by_id.conflict, "{by_id:?}");
+}

@@ -250,7 +250,7 @@ local function valid_id(id)
 end
 
 -- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
--- -> {'created'|'duplicate', id, state}, or nil and the error text
+-- -> {'created'|'duplicate'|'conflict', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
   dkey = dkey or ''
   -- A refusal here is this job's alone (enqueue_many goes on with the others).
@@ -286,6 +286,14 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
 
   -- The dedupe key first (SET NX GET: one command claims it or names its owner), then the id
   -- (HSETNX claims the hash). A claimed key whose id already exists points at that same job.
+  -- A duplicate whose spec differs from the owner's (`spec_sha`, SHA-1 of the spec's bytes) is
+  -- a `conflict`: same key, another request.
+  local sha = redis.sha1hex(spec)
+  local function same_or_conflict(owner_key)
+    local had = redis.call('HGET', owner_key, 'spec_sha')
+    if had and had ~= sha then return 'conflict' end
+    return 'duplicate'
+  end
   if dkey ~= '' then
     if dttl <= 0 then
       return nil, 'SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key'
@@ -293,7 +301,8 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     local owner = redis.call('SET', p .. 'dedupe:' .. dkey, id, 'NX', 'PX', tostring(dttl), 'GET')
     if owner then
       tally.deduplicated = tally.deduplicated + 1
-      return {'duplicate', owner, redis.call('HGET', p .. 'job:' .. owner, 'state') or 'expired'}
+      local ok_key = p .. 'job:' .. owner
+      return {same_or_conflict(ok_key), owner, redis.call('HGET', ok_key, 'state') or 'expired'}
     end
   end
   local jk = p .. 'job:' .. id
@@ -304,16 +313,16 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if due > 0 then state = 'scheduled' end
   if redis.call('HSETNX', jk, 'state', state) == 0 then
     tally.deduplicated = tally.deduplicated + 1
-    return {'duplicate', id, redis.call('HGET', jk, 'state')}
+    return {same_or_conflict(jk), id, redis.call('HGET', jk, 'state')}
   end
   if due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
-      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'run_at_ms', due)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'spec_sha', sha, 'upstream', decoded.upstream,
+      'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'run_at_ms', due)
   else
     local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
-      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'entry', entry)
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'spec_sha', sha, 'upstream', decoded.upstream,
+      'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'entry', entry)
   end
   tally[state] = tally[state] + 1
   local list = tally.ids[state]
@@ -341,7 +350,7 @@ local function max_bytes_arg(v)
 end
 
 -- enqueue: ARGV id, spec, dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms, max_bytes, events_maxlen
--- -> {'created'|'duplicate', id, state}
+-- -> {'created'|'duplicate'|'conflict', id, state}
 local function enqueue(keys, args)
   local p = queue_key(keys)
   at_most(args, 8)
@@ -359,7 +368,7 @@ end
 
 -- enqueue_many: ARGV max_bytes, events_maxlen, then per job the six of enqueue (id, spec,
 -- dedupe_key, dedupe_ttl_ms, delay_ms, run_at_ms)
--- -> per job {'created'|'duplicate', id, state} or {'error', text}; one refusal leaves the
+-- -> per job {'created'|'duplicate'|'conflict', id, state} or {'error', text}; one refusal leaves the
 --    other jobs alone. Many jobs share the call's fixed cost (one TIME, the counters once).
 local function enqueue_many(keys, args)
   local p = queue_key(keys)

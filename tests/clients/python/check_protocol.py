@@ -24,12 +24,17 @@ def check(cond, what):
 
 def enqueue(client, r):
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "from python"}]}
-    created, job_id, state = client.enqueue("py", "mock", "/v1/chat/completions", body,
-                                            dedupe_key="py-click-1")
+    created, job_id, state, _ = client.enqueue("py", "mock", "/v1/chat/completions", body,
+                                               dedupe_key="py-click-1")
     check(created and state == "queued", "first enqueue creates a queued job")
-    again, owner, state2 = client.enqueue("py", "mock", "/v1/chat/completions", body,
-                                          dedupe_key="py-click-1")
+    again, owner, state2, conflict = client.enqueue("py", "mock", "/v1/chat/completions", body,
+                                                    dedupe_key="py-click-1")
     check(not again and owner == job_id, "second enqueue returns the owner's id")
+    check(not conflict, "the same request again is a plain duplicate")
+    other = dict(body, messages=[{"role": "user", "content": "another request"}])
+    again, owner, _, conflict = client.enqueue("py", "mock", "/v1/chat/completions", other,
+                                               dedupe_key="py-click-1")
+    check(not again and owner == job_id and conflict, "another request under the key: conflict")
     check(r.xlen(prefix("py") + "stream") == 1, "exactly one stream entry")
     status = client.status("py", job_id)
     check(status["state"] == "queued" and status["attempts"] == "0", "hash has state and attempts")

@@ -22,7 +22,8 @@ class SluiceClient:
 
     def enqueue(self, queue, upstream, path, body, dedupe_key="", dedupe_ttl_ms=3_600_000,
                 delay_ms=0, job_id=None):
-        """Enqueues one job; returns (created, id, state). A duplicate returns the owner's id."""
+        """Enqueues one job; returns (created, id, state, conflict). A duplicate returns the
+        owner's id; `conflict` is true when the owner was enqueued with another request."""
         spec = {
             "upstream": upstream,
             "request": {"method": "POST", "path": path, "body": body},
@@ -34,7 +35,7 @@ class SluiceClient:
             dedupe_ttl_ms if dedupe_key else 0, delay_ms, 0,
         )
         outcome, owner, state = (_text(v) for v in reply)
-        return outcome == "created", owner, state
+        return outcome == "created", owner, state, outcome == "conflict"
 
     def status(self, queue, job_id):
         """The job hash as a dict of strings, or None when there is no such job."""

@@ -48,7 +48,21 @@ pub struct Args {
     /// Print rejected lines beyond the first 20 too.
     #[arg(long)]
     all_errors: bool,
+    /// What a conflict does to the exit code — a dedupe key (or id) that already belongs to a
+    /// job enqueued with a different request: `report` it and exit 0, or `error`: exit 3.
+    #[arg(long, value_enum, default_value_t = OnConflict::Report)]
+    on_conflict: OnConflict,
 }
+
+/// `--on-conflict`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnConflict {
+    Report,
+    Error,
+}
+
+/// The exit code of a run that met a conflict under `--on-conflict error`.
+const CONFLICT_EXIT: u8 = 3;
 
 impl Args {
     fn defaults(&self, ctx: &Ctx) -> Defaults {
@@ -92,6 +106,14 @@ async fn one(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
     let state = e.state.map(|s| s.to_string()).unwrap_or("expired".into());
     if e.created {
         println!("enqueued {} in {queue} ({state})", e.id);
+    } else if e.conflict {
+        println!(
+            "duplicate of {} in {queue} ({state}) — its request differs from this one",
+            e.id
+        );
+        if args.on_conflict == OnConflict::Error {
+            return Ok(ExitCode::from(CONFLICT_EXIT));
+        }
     } else {
         println!("duplicate of {} in {queue} ({state})", e.id);
     }
@@ -117,6 +139,7 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
 
     let started = Instant::now();
     let (mut enqueued, mut duplicates, mut processed) = (0u64, 0u64, 0u64);
+    let mut conflicts: Vec<(u64, String)> = Vec::new();
     let mut rejected: Vec<(u64, String)> = Vec::new();
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk?;
@@ -138,7 +161,12 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
         {
             match result {
                 Ok(e) if e.created => enqueued += 1,
-                Ok(_) => duplicates += 1,
+                Ok(e) => {
+                    duplicates += 1;
+                    if e.conflict {
+                        conflicts.push((line, e.id));
+                    }
+                }
                 Err(ProducerError::Store(e)) if is_connection_error(&e) => {
                     bar.abandon();
                     return Err(e).context(format!(
@@ -155,9 +183,14 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
     let elapsed = started.elapsed();
     let accepted = enqueued + duplicates;
     println!(
-        "enqueued {}, deduplicated {}, rejected {} in {:.2} s ({} jobs/s)",
+        "enqueued {}, deduplicated {}{}, rejected {} in {:.2} s ({} jobs/s)",
         show::count(enqueued),
         show::count(duplicates),
+        if conflicts.is_empty() {
+            String::new()
+        } else {
+            format!(" (conflicts {})", show::count(conflicts.len() as u64))
+        },
         show::count(rejected.len() as u64),
         elapsed.as_secs_f64(),
         show::count(rate(accepted, elapsed))
@@ -173,10 +206,16 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
             rejected.len() - shown
         );
     }
-    Ok(if rejected.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    conflicts.sort_by_key(|(line, _)| *line);
+    for (line, id) in conflicts.iter().take(shown) {
+        eprintln!("line {line}: duplicate of {id} — its request differs from this one");
+    }
+    Ok(if !rejected.is_empty() {
         ExitCode::from(1)
+    } else if !conflicts.is_empty() && args.on_conflict == OnConflict::Error {
+        ExitCode::from(CONFLICT_EXIT)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
