@@ -249,6 +249,16 @@ local function valid_id(id)
   return type(id) == 'string' and #id > 0 and #id <= 128 and not string.find(id, '[{}%s]')
 end
 
+-- 'conflict' when the owner stored another spec's SHA-1 than this one's (`sha`, '' when not yet
+-- computed), else 'duplicate'.
+local function same_or_conflict(owner_key, sha, spec)
+  local had = redis.call('HGET', owner_key, 'spec_sha')
+  if had and had ~= '' and had ~= (sha ~= '' and sha or redis.sha1hex(spec)) then
+    return 'conflict'
+  end
+  return 'duplicate'
+end
+
 -- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
 -- -> {'created'|'duplicate'|'conflict', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
@@ -287,13 +297,10 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   -- The dedupe key first (SET NX GET: one command claims it or names its owner), then the id
   -- (HSETNX claims the hash). A claimed key whose id already exists points at that same job.
   -- A duplicate whose spec differs from the owner's (`spec_sha`, SHA-1 of the spec's bytes) is
-  -- a `conflict`: same key, another request.
-  local sha = redis.sha1hex(spec)
-  local function same_or_conflict(owner_key)
-    local had = redis.call('HGET', owner_key, 'spec_sha')
-    if had and had ~= sha then return 'conflict' end
-    return 'duplicate'
-  end
+  -- a `conflict`: same key, another request. Only jobs with a dedupe key store the hash (the
+  -- others would pay for a SHA-1 that nothing reads: their ids are new).
+  local sha = ''
+  if dkey ~= '' then sha = redis.sha1hex(spec) end
   if dkey ~= '' then
     if dttl <= 0 then
       return nil, 'SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key'
@@ -302,7 +309,8 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     if owner then
       tally.deduplicated = tally.deduplicated + 1
       local ok_key = p .. 'job:' .. owner
-      return {same_or_conflict(ok_key), owner, redis.call('HGET', ok_key, 'state') or 'expired'}
+      return {same_or_conflict(ok_key, sha, spec), owner,
+        redis.call('HGET', ok_key, 'state') or 'expired'}
     end
   end
   local jk = p .. 'job:' .. id
@@ -313,16 +321,22 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if due > 0 then state = 'scheduled' end
   if redis.call('HSETNX', jk, 'state', state) == 0 then
     tally.deduplicated = tally.deduplicated + 1
-    return {same_or_conflict(jk), id, redis.call('HGET', jk, 'state')}
+    return {same_or_conflict(jk, sha, spec), id, redis.call('HGET', jk, 'state')}
   end
+  -- `spec_sha` is the last field when there is one (no table built: this is the hot path).
+  local where, at = 'entry', nil
   if due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'spec_sha', sha, 'upstream', decoded.upstream,
-      'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'run_at_ms', due)
+    where, at = 'run_at_ms', due
   else
-    local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'spec_sha', sha, 'upstream', decoded.upstream,
-      'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, 'entry', entry)
+    at = redis.call('XADD', p .. 'stream', '*', 'id', id)
+  end
+  if sha == '' then
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
+      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, where, at)
+  else
+    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
+      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, where, at, 'spec_sha', sha)
   end
   tally[state] = tally[state] + 1
   local list = tally.ids[state]
