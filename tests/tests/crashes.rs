@@ -137,14 +137,10 @@ async fn a_killed_workers_jobs_run_again_when_its_heartbeat_lapses_not_after_the
     let n = 20;
     let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
     // All 20 calls are out at worker a when it is killed.
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while mock.stats(false).in_flight < n as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a never ran 20 calls"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        mock.until_in_flight(n as u64, BOUND).await,
+        "a never ran 20 calls"
+    );
     a.kill9();
     let killed_ms = now_ms();
     let _b = WorkerProcess::spawn("b", &options);

@@ -185,14 +185,10 @@ async fn a_worker_cut_off_from_redis_longer_than_the_lease_writes_what_it_holds_
     let w = WorkerProcess::spawn("w", &options);
     let n = 20;
     let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while mock.stats(false).in_flight < n as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the calls never went out"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        mock.until_in_flight(n as u64, BOUND).await,
+        "the calls never went out"
+    );
     // Redis out of reach for 30 s: fifteen leases, thirty beats, and longer than a short
     // outage's retries (which gave up after ~20 s, and the jobs were called again). The calls
     // finish meanwhile and their results wait in the worker.

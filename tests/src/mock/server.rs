@@ -258,6 +258,19 @@ impl MockServer {
         set_config(&self.state, config);
     }
 
+    /// Waits (checking every 10 ms) until at least `n` calls are being answered at once, for at
+    /// most `timeout`; whether they were.
+    pub async fn until_in_flight(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.state.in_flight.load(Ordering::Relaxed) < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// Serves until the process ends (the binary's main loop).
     pub async fn serve_forever(self) {
         let _ = (&mut { self }.task).await;
