@@ -250,3 +250,63 @@ async fn a_dedupe_key_reused_for_another_request_is_reported_as_a_conflict() {
     assert_eq!(refused.status.code(), Some(3), "{}", stdout(&refused));
     assert!(stdout(&refused).contains("its request differs"));
 }
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_cli_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let redis = RedisServer::start().await;
+    let store = sluice_common::Store::connect(&redis.url(), Default::default())
+        .await
+        .expect("store");
+    store.create_group("q").await.expect("group");
+    // Enough dead letters that the listing outlasts the pipe's buffer.
+    let letters = (0..2_000).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .dead_letter("q", "", "", "malformed", "garbage", None, &format!("n={i}"))
+                .await
+        }
+    });
+    for r in futures::future::join_all(letters).await {
+        r.expect("dead letter");
+    }
+    let mut child = Command::new(sluice())
+        .args([
+            "--redis",
+            &redis.url(),
+            "dlq",
+            "list",
+            "-q",
+            "q",
+            "--limit",
+            "2000",
+        ])
+        .env_remove("SLUICE_REDIS_URL")
+        .env_remove("SLUICE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    // `| head -1`: one line read, then the pipe closed.
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("one line");
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+        "ended {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out), "", "a closed pipe is not an error to report");
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}

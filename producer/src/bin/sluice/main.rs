@@ -67,8 +67,29 @@ impl Ctx {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// A reader that stops early (`sluice dlq list | head -1`) ends the CLI quietly, as it ends `cat`:
+/// by SIGPIPE's default action, not by a panic in `println!` (exit 101 and a backtrace hint).
+fn die_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread starts; it only restores the
+    // signal's default disposition, which Rust's runtime set to "ignore".
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    die_quietly_on_a_closed_pipe();
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
