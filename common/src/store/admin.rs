@@ -1,0 +1,270 @@
+//! What operators do: queue numbers, the dead-letter stream (list, re-drive, purge), pause, and
+//! tidying idle consumers.
+
+use super::*;
+
+/// One entry of the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadEntry {
+    /// Entry id in the dead stream (what re-drive and purge take).
+    pub entry: String,
+    pub id: String,
+    pub reason: String,
+    pub status: String,
+    pub attempts: u32,
+    pub error: String,
+    pub upstream: String,
+    pub at_ms: u64,
+    /// Raw fields of a malformed stream entry that had no job.
+    pub raw: String,
+}
+
+/// Re-drive counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Redriven {
+    pub redriven: u64,
+    /// No job hash (a raw dead letter, or its hash expired): nothing to re-drive; the entry is
+    /// kept until `purge`.
+    pub kept: u64,
+    /// Not dead any more (its entry is kept), or no such entry.
+    pub skipped: u64,
+}
+
+/// A queue's numbers for `sluice stats`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Partitions summed here (1: not partitioned).
+    pub partitions: u32,
+    /// Entries in the ready stream (delivered or not).
+    pub stream_len: u64,
+    /// Entries not yet delivered to any worker (consumer-group lag).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    pub consumers: u64,
+    pub delayed: u64,
+    pub dead_len: u64,
+    pub paused: bool,
+    /// Gauges for live states, totals for terminal ones, plus `deduplicated` and friends.
+    pub counts: BTreeMap<String, i64>,
+}
+
+impl Store {
+    /// Whether the queue is paused.
+    pub async fn is_paused(&self, queue: &str) -> Result<bool, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("EXISTS")
+            .arg(keys.paused())
+            .query_async::<i64>(&mut conn)
+            .await?
+            == 1)
+    }
+
+    /// Removes consumers with nothing pending that have been idle longer than `idle`
+    /// (workers that are gone); returns how many.
+    pub async fn tidy_consumers(&self, queue: &str, idle: Duration) -> Result<u64, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let mut removed = 0;
+        for c in array(&reply).unwrap_or_default() {
+            let c = reply::map_values(c).unwrap_or_default();
+            let pending = c.get("pending").and_then(int).unwrap_or(1);
+            let idle_ms = c.get("idle").and_then(int).unwrap_or(0);
+            if let Some(name) = c.get("name").and_then(text)
+                && pending == 0
+                && idle_ms as u128 > idle.as_millis()
+            {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(keys.stream())
+                    .arg(keys::GROUP)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Reads up to `count` dead-letter entries after `after` (exclusive; `None` from the start).
+    pub async fn dead_list(
+        &self,
+        queue: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<DeadEntry>, StoreError> {
+        let keys = keys_for(queue)?;
+        let start = match after {
+            Some(id) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(keys.dead())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        reply::stream_entries(&reply)
+            .ok_or(StoreError::Protocol("XRANGE dead"))
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|(entry, f)| {
+                        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                        DeadEntry {
+                            id: get("id"),
+                            reason: get("reason"),
+                            status: get("status"),
+                            attempts: get("attempts").parse().unwrap_or(0),
+                            error: get("error"),
+                            upstream: get("upstream"),
+                            at_ms: get("at_ms").parse().unwrap_or(0),
+                            raw: get("raw"),
+                            entry,
+                        }
+                    })
+                    .collect()
+            })
+    }
+
+    /// Re-drives dead-letter entries: their jobs are queued again with attempts reset.
+    pub async fn redrive(&self, queue: &str, entries: &[String]) -> Result<Redriven, StoreError> {
+        let keys = keys_for(queue)?;
+        let (redriven, kept, skipped): (u64, u64, u64) = Self::fcall("sluice_redrive", &keys)
+            .arg(self.settings.events_maxlen)
+            .arg(entries)
+            .run(self)
+            .await?;
+        Ok(Redriven {
+            redriven,
+            kept,
+            skipped,
+        })
+    }
+
+    /// Deletes dead-letter entries and their dead jobs; returns how many entries went.
+    pub async fn purge(&self, queue: &str, entries: &[String]) -> Result<u64, StoreError> {
+        let keys = keys_for(queue)?;
+        Self::fcall("sluice_purge", &keys)
+            .arg(entries)
+            .run(self)
+            .await
+    }
+
+    /// Pauses (workers stop fetching from the queue) or resumes it; every partition of a
+    /// partitioned queue.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let mut conn = self.conn.clone();
+            let cmd = if paused {
+                let mut c = redis::cmd("SET");
+                c.arg(keys.paused()).arg("1");
+                c
+            } else {
+                let mut c = redis::cmd("DEL");
+                c.arg(keys.paused());
+                c
+            };
+            cmd.query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Every queue that a Sluice producer has enqueued to.
+    pub async fn queues(&self) -> Result<Vec<String>, StoreError> {
+        self.members(keys::QUEUES).await
+    }
+
+    /// A queue's numbers, read in one pipeline; a partitioned queue's are the sums over its
+    /// partitions (consumers: the most any partition has).
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let parts = self.partitions_of(queue);
+        if parts.len() == 1 {
+            return self.stats_of(queue).await;
+        }
+        let each = futures::future::try_join_all(parts.iter().map(|p| self.stats_of(p))).await?;
+        let mut sum = QueueStats {
+            queue: queue.to_string(),
+            partitions: parts.len() as u32,
+            ..QueueStats::default()
+        };
+        for s in each {
+            sum.stream_len += s.stream_len;
+            sum.lag = match (sum.lag, s.lag) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            sum.pending += s.pending;
+            sum.consumers = sum.consumers.max(s.consumers);
+            sum.delayed += s.delayed;
+            sum.dead_len += s.dead_len;
+            sum.paused |= s.paused;
+            for (k, v) in s.counts {
+                *sum.counts.entry(k).or_default() += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// One queue's (or partition's) numbers, read in one pipeline.
+    pub(super) async fn stats_of(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("XLEN")
+            .arg(keys.stream())
+            .cmd("ZCARD")
+            .arg(keys.delayed())
+            .cmd("XLEN")
+            .arg(keys.dead())
+            .cmd("EXISTS")
+            .arg(keys.paused())
+            .cmd("HGETALL")
+            .arg(keys.counts())
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(keys.stream());
+        let mut conn = self.conn.clone();
+        let r: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let n = |i: usize| r.get(i).and_then(int).unwrap_or(0).max(0) as u64;
+        let mut stats = QueueStats {
+            queue: queue.to_string(),
+            partitions: 1,
+            stream_len: n(0),
+            delayed: n(1),
+            dead_len: n(2),
+            paused: n(3) == 1,
+            ..QueueStats::default()
+        };
+        if let Some(map) = r.get(4).and_then(reply::map) {
+            stats.counts = map
+                .into_iter()
+                .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+                .collect();
+        }
+        if let Some(groups) = r.get(5).and_then(array) {
+            for g in groups {
+                let g = reply::map_values(g).unwrap_or_default();
+                if g.get("name").and_then(text).as_deref() == Some(keys::GROUP) {
+                    stats.pending = g.get("pending").and_then(int).unwrap_or(0).max(0) as u64;
+                    stats.consumers = g.get("consumers").and_then(int).unwrap_or(0).max(0) as u64;
+                    stats.lag = g.get("lag").and_then(int).map(|l| l.max(0) as u64);
+                }
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,70 @@
+//! Decoding untrusted replies (`sluice_fetch`/`sluice_start`, `sluice_takeover`, XREADGROUP)
+//! into typed values: a clear error out, never a panic (fuzzed in tests/fuzz/).
+
+use super::*;
+
+/// Decodes what `sluice_fetch` and `sluice_start` answer (`name` names the call in errors).
+/// Untrusted bytes in, a clear error out: it never panics (fuzzed in tests/fuzz/).
+pub fn decode_started(reply: &Value, name: &'static str) -> Result<Vec<Started>, StoreError> {
+    let bad = || StoreError::Protocol(name);
+    array(reply)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|item| {
+            let f = array(item).ok_or_else(bad)?;
+            let s = |i: usize| f.get(i).and_then(text).ok_or_else(bad);
+            let (entry, id) = (s(0)?, s(1)?);
+            Ok(match s(2)?.as_str() {
+                "run" => Started::Run {
+                    entry,
+                    id,
+                    spec: s(3)?,
+                    attempt: f.get(4).and_then(int).unwrap_or(1) as u32,
+                    waits: f.get(5).and_then(int).unwrap_or(0).max(0) as u32,
+                    ready_ms: f.get(6).and_then(int).unwrap_or(0).max(0) as u64,
+                },
+                "skip" => Started::Skip { entry, id },
+                "missing" => Started::Missing { entry, id },
+                "malformed" => Started::Malformed {
+                    entry,
+                    raw: s(3).unwrap_or_default(),
+                },
+                "paused" => Started::Paused { entry, id },
+                "corrupt" => Started::Corrupt {
+                    entry,
+                    id,
+                    error: s(3).unwrap_or_default(),
+                },
+                _ => return Err(bad()),
+            })
+        })
+        .collect()
+}
+
+/// Decodes `sluice_takeover`'s reply: `[[entry, [field, value, …], deliveries], …]`.
+pub fn decode_takeover(reply: &Value) -> Result<Vec<(Delivered, u64)>, StoreError> {
+    let bad = || StoreError::Protocol("sluice_takeover");
+    array(reply)
+        .ok_or_else(bad)?
+        .iter()
+        .map(|row| {
+            let row = array(row).ok_or_else(bad)?;
+            let entry = row.first().and_then(text).ok_or_else(bad)?;
+            let fields = match row.get(1) {
+                Some(Value::Nil) | None => HashMap::new(),
+                Some(f) => reply::map(f).ok_or_else(bad)?,
+            };
+            let n = row.get(2).and_then(int).unwrap_or(1).max(1) as u64;
+            Ok((Delivered { entry, fields }, n))
+        })
+        .collect()
+}
+
+/// Decodes an XREADGROUP reply into delivered entries (fuzzed in tests/fuzz/).
+pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
+    let entries = reply::read_entries(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
+    Ok(entries
+        .into_iter()
+        .map(|(entry, fields)| Delivered { entry, fields })
+        .collect())
+}

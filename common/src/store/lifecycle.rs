@@ -1,0 +1,468 @@
+//! A job through a worker (`sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`,
+//! `sluice_dead`, `sluice_promote`, `sluice_release`), the consumer group, and leases: blocking
+//! reads, heartbeats, reclaim and takeover of a dead worker's entries.
+
+use super::*;
+
+/// What the start function says of one delivered entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// Run it: the spec as stored and the attempt number in this life.
+    Run {
+        entry: String,
+        id: String,
+        spec: String,
+        attempt: u32,
+        /// Waits (rate limit, quota, auth) so far in this life.
+        waits: u32,
+        /// When the job became runnable (enqueued, or its scheduled time), Unix ms; 0 if unknown.
+        ready_ms: u64,
+    },
+    /// Terminal, cancelled or stale: acked and removed already.
+    Skip { entry: String, id: String },
+    /// No such job: left pending for the caller to dead-letter as malformed.
+    Missing { entry: String, id: String },
+    /// An entry that names no job (from `fetch`): left pending for the caller to dead-letter,
+    /// with an excerpt of its fields.
+    Malformed { entry: String, raw: String },
+    /// The queue is paused: nothing was started; a delivered job was handed back (queued again
+    /// under a new entry). From `fetch`, entry and id are empty.
+    Paused { entry: String, id: String },
+    /// The job's key holds something that is not a job (another type: Redis said WRONGTYPE):
+    /// left pending for the caller to dead-letter as `corrupt`, the key left alone.
+    Corrupt {
+        entry: String,
+        id: String,
+        error: String,
+    },
+}
+
+/// An entry read from a queue's stream: its id and its fields (normally just `id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub entry: String,
+    pub fields: HashMap<String, String>,
+}
+
+/// What a promote call did, with the server's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    pub promoted: u64,
+    pub next_due_ms: Option<u64>,
+    pub now_ms: u64,
+}
+
+/// What a retry spends: a call that failed spends an attempt; a rate-limit or quota answer
+/// spends a wait; a job deferred before its call (limiter, hold, open circuit) spends neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    Attempt,
+    Wait,
+    Neither,
+}
+
+impl Spend {
+    fn wire(self) -> &'static str {
+        match self {
+            Spend::Attempt => "1",
+            Spend::Wait => "0",
+            Spend::Neither => "n",
+        }
+    }
+}
+
+/// What complete, retry or dead-letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Done,
+    /// The job was not running (already terminal, or never started): nothing was changed.
+    Refused(String),
+}
+
+/// A finished job to record as completed (see [`Store::complete_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub id: String,
+    /// The stream entry it was delivered as (acknowledged by the completion).
+    pub entry: String,
+    /// The answer's body.
+    pub result: String,
+    pub http_status: u16,
+    /// More fields stored with the result (`usage`, `headers`, `called_ms`).
+    pub fields: Vec<(String, String)>,
+}
+
+impl Store {
+    /// Reads up to `count` new entries of the queue for `consumer` without blocking and starts
+    /// them, in one round trip (empty when there are none).
+    pub async fn fetch(
+        &self,
+        queue: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Started>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_fetch", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(self.settings.events_maxlen)
+            .arg(consumer)
+            .arg(count);
+        self.started(cmd, "sluice_fetch").await
+    }
+
+    /// Marks delivered entries running by `consumer` (one call for the whole batch).
+    pub async fn start(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entries: &[(String, String)],
+    ) -> Result<Vec<Started>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_start", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(self.settings.events_maxlen)
+            .arg(consumer);
+        for (entry, id) in entries {
+            cmd.arg(entry).arg(id);
+        }
+        self.started(cmd, "sluice_start").await
+    }
+
+    pub(super) async fn started(
+        &self,
+        cmd: redis::Cmd,
+        name: &'static str,
+    ) -> Result<Vec<Started>, StoreError> {
+        let reply: Value = cmd.run(self).await?;
+        decode_started(&reply, name)
+    }
+
+    /// Stores a result and completes a running job; refused if it is not running.
+    pub async fn complete(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        result: &str,
+        http_status: u16,
+        extra: &[(&str, &str)],
+    ) -> Result<Transition, StoreError> {
+        let one = Completion {
+            id: id.to_string(),
+            entry: entry.to_string(),
+            result: result.to_string(),
+            http_status,
+            fields: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut t = self
+            .complete_many(queue, std::slice::from_ref(&one))
+            .await?;
+        t.pop().ok_or(StoreError::Protocol("sluice_complete"))
+    }
+
+    /// Completes many running jobs of one queue in one call; one transition per job, in order.
+    pub async fn complete_many(
+        &self,
+        queue: &str,
+        jobs: &[Completion],
+    ) -> Result<Vec<Transition>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_complete", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(self.settings.retention.as_millis() as u64)
+            .arg(self.settings.events_maxlen);
+        for j in jobs {
+            cmd.arg(&j.id)
+                .arg(&j.entry)
+                .arg(&j.result)
+                .arg(j.http_status)
+                .arg(j.fields.len());
+            for (field, value) in &j.fields {
+                cmd.arg(field).arg(value);
+            }
+        }
+        let reply: Vec<String> = cmd.run(self).await?;
+        if reply.len() != jobs.len() {
+            return Err(StoreError::Protocol("sluice_complete"));
+        }
+        Ok(reply
+            .into_iter()
+            .map(|r| match r.strip_prefix("refused:") {
+                Some(state) => Transition::Refused(state.to_string()),
+                None => Transition::Done,
+            })
+            .collect())
+    }
+
+    /// Puts a running job to sleep in the delayed ZSET for `delay`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retry(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        delay: Duration,
+        class: &str,
+        error: &str,
+        http_status: Option<u16>,
+        spend: Spend,
+    ) -> Result<Transition, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_retry", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(id)
+            .arg(entry)
+            .arg(delay.as_millis() as u64)
+            .arg(class)
+            .arg(error)
+            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(spend.wire())
+            .arg(self.settings.events_maxlen);
+        self.transition(cmd, "sluice_retry").await
+    }
+
+    /// Dead-letters a job (or, with an empty or unknown id, a raw stream entry).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        id: &str,
+        entry: &str,
+        reason: &str,
+        error: &str,
+        http_status: Option<u16>,
+        raw: &str,
+    ) -> Result<Transition, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_dead", &keys);
+        cmd.arg(keys::GROUP)
+            .arg(id)
+            .arg(entry)
+            .arg(reason)
+            .arg(error)
+            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(self.settings.dead_retention.as_millis() as u64)
+            .arg(self.settings.dead_maxlen)
+            .arg(self.settings.events_maxlen)
+            .arg(raw);
+        self.transition(cmd, "sluice_dead").await
+    }
+
+    /// Runs a complete, retry or dead-letter call.
+    pub(super) async fn transition(
+        &self,
+        cmd: redis::Cmd,
+        name: &'static str,
+    ) -> Result<Transition, StoreError> {
+        let reply: Vec<String> = cmd.run(self).await?;
+        match reply.first().map(String::as_str) {
+            Some("completed" | "retrying" | "dead") => Ok(Transition::Done),
+            Some("refused") => Ok(Transition::Refused(
+                reply.get(1).cloned().unwrap_or_default(),
+            )),
+            _ => Err(StoreError::Protocol(name)),
+        }
+    }
+
+    /// Moves up to `limit` due jobs to the stream; returns how many, and when the next is due.
+    pub async fn promote(&self, queue: &str, limit: u32) -> Result<(u64, Option<u64>), StoreError> {
+        let p = self.promote_timed(queue, limit, true).await?;
+        Ok((p.promoted, p.next_due_ms))
+    }
+
+    /// Like `promote`, also returning the server's clock (to sleep until the next due time);
+    /// with `trim`, also trims acknowledged entries from the stream.
+    pub async fn promote_timed(
+        &self,
+        queue: &str,
+        limit: u32,
+        trim: bool,
+    ) -> Result<Promoted, StoreError> {
+        let keys = keys_for(queue)?;
+        let (n, next, now): (i64, i64, i64) = Self::fcall("sluice_promote", &keys)
+            .arg(limit)
+            .arg(self.settings.events_maxlen)
+            .arg(if trim { keys::GROUP } else { "" })
+            .run(self)
+            .await?;
+        Ok(Promoted {
+            promoted: n.max(0) as u64,
+            next_due_ms: (next >= 0).then_some(next as u64),
+            now_ms: now.max(0) as u64,
+        })
+    }
+
+    /// Hands running jobs back to the queue (shutdown): `(entry, id)` pairs; returns how many.
+    pub async fn release(
+        &self,
+        queue: &str,
+        entries: &[(String, String)],
+    ) -> Result<u64, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut cmd = Self::fcall("sluice_release", &keys);
+        cmd.arg(keys::GROUP).arg(self.settings.events_maxlen);
+        for (entry, id) in entries {
+            cmd.arg(entry).arg(id);
+        }
+        cmd.run(self).await
+    }
+
+    /// Creates the queue's consumer group (and stream) if missing, reading from the start.
+    pub async fn create_group(&self, queue: &str) -> Result<(), StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(StoreError::Redis(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads up to `count` new entries for `consumer`, blocking up to `block_ms`, over `blocking`
+    /// (a dedicated connection: a blocking read must not stall the shared one).
+    pub async fn read_group<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        blocking: &mut C,
+        queue: &str,
+        consumer: &str,
+        count: usize,
+        block_ms: u64,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let keys = keys_for(queue)?;
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(keys.stream())
+            .arg(">")
+            .query_async(blocking)
+            .await?;
+        decode_delivered(&reply)
+    }
+
+    /// Takes over entries idle longer than `min_idle` (a dead worker's), with their delivery
+    /// counts. Entries deleted while pending are dropped from the pending list by Redis.
+    pub async fn autoclaim(
+        &self,
+        queue: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<(Delivered, u64)>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let claimed = array(&reply)
+            .and_then(|r| r.get(1))
+            .and_then(reply::stream_entries)
+            .ok_or(StoreError::Protocol("XAUTOCLAIM"))?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Delivery counts of what we now own (XAUTOCLAIM counted this delivery).
+        let first = claimed.first().map(|(e, _)| e.clone()).unwrap_or_default();
+        let last = claimed.last().map(|(e, _)| e.clone()).unwrap_or_default();
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(&first)
+            .arg(&last)
+            .arg(claimed.len() * 2 + 10)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        let counts: HashMap<String, u64> = array(&pending)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|row| {
+                let row = array(row)?;
+                Some((text(row.first()?)?, int(row.get(3)?)?.max(0) as u64))
+            })
+            .collect();
+        Ok(claimed
+            .into_iter()
+            .map(|(entry, fields)| {
+                let n = counts.get(&entry).copied().unwrap_or(1);
+                (Delivered { entry, fields }, n)
+            })
+            .collect())
+    }
+
+    /// Records that `consumer` is alive on `queue` (`sluice_beat`, the server's clock).
+    pub async fn beat(&self, queue: &str, consumer: &str) -> Result<(), StoreError> {
+        let keys = keys_for(queue)?;
+        let _: Value = Self::fcall("sluice_beat", &keys)
+            .arg(consumer)
+            .run(self)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes up to `count` pending entries of consumers whose beats stopped more than
+    /// `dead_after` ago (`sluice_takeover`), with their delivery counts (this one included).
+    pub async fn takeover(
+        &self,
+        queue: &str,
+        consumer: &str,
+        dead_after: Duration,
+        count: usize,
+    ) -> Result<Vec<(Delivered, u64)>, StoreError> {
+        let keys = keys_for(queue)?;
+        let reply: Value = Self::fcall("sluice_takeover", &keys)
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(dead_after.as_millis().max(1) as u64)
+            .arg(count.max(1))
+            .run(self)
+            .await?;
+        decode_takeover(&reply)
+    }
+
+    /// Resets the idle time of our in-flight entries so no one reclaims a live, slow call.
+    pub async fn heartbeat(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entries: &[String],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(keys.stream())
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(entries)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! Finding a job and following it: status, waiting for the end on the events stream, cancel.
+
+use super::*;
+
+/// What cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled from this state.
+    Cancelled(JobState),
+    /// Not cancellable in this state (running or terminal).
+    Refused(JobState),
+    NotFound,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waited {
+    /// The job reached a terminal state.
+    Done(Box<JobStatus>),
+    TimedOut,
+    /// No such job (never enqueued, or its hash expired).
+    NotFound,
+}
+
+/// Whether an events-stream entry is about job `id`: its `id`, or one of its `ids` (an event for
+/// several jobs that reached the same state in one call).
+pub fn names(fields: &HashMap<String, String>, id: &str) -> bool {
+    fields.get("id").map(String::as_str) == Some(id)
+        || fields
+            .get("ids")
+            .is_some_and(|ids| ids.split(' ').any(|i| i == id))
+}
+
+impl Store {
+    /// The queue to act on for job `id`: its partition when `queue` is partitioned (found by
+    /// `locate`; `None` if no partition has it), else `queue` itself, unread.
+    pub(super) async fn holding(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if self.partitions_of(queue).len() > 1 {
+            Ok(self.locate(queue, id).await?.map(|(part, _)| part))
+        } else {
+            Ok(Some(queue.to_string()))
+        }
+    }
+
+    /// The partition of `queue` that holds job `id` (the queue itself when not partitioned),
+    /// with the job's status; `None` if no partition has it.
+    pub(super) async fn locate(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<(String, JobStatus)>, StoreError> {
+        let parts = self.partitions_of(queue);
+        // All partitions at once: one round trip's wait however many there are.
+        let found =
+            futures::future::try_join_all(parts.iter().map(|p| self.status_in(p, id))).await?;
+        Ok(parts
+            .into_iter()
+            .zip(found)
+            .find_map(|(part, status)| status.map(|s| (part, s))))
+    }
+
+    /// The job's status, or `None` if no such job (never enqueued, or expired). On a
+    /// partitioned queue, every partition is asked (at once).
+    pub async fn status(&self, queue: &str, id: &str) -> Result<Option<JobStatus>, StoreError> {
+        Ok(self.locate(queue, id).await?.map(|(_, status)| status))
+    }
+
+    /// The job's status in one queue (or partition).
+    pub(super) async fn status_in(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        let keys = keys_for(queue)?;
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys.job(id))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        JobStatus::from_fields(queue, fields)
+            .map(Some)
+            .map_err(|_| StoreError::Protocol("job hash state"))
+    }
+
+    /// Waits until the job is terminal and returns its status.
+    ///
+    /// Blocks on the queue's events stream (XREAD BLOCK) over `blocking`, a dedicated connection,
+    /// rather than polling. The state and the stream's last id are read in one MULTI, so no event
+    /// can fall between them. If the capped stream might have been trimmed past an event, the
+    /// job's state is read once more directly.
+    pub async fn wait_terminal<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        blocking: &mut C,
+        queue: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Waited, StoreError> {
+        const READ_COUNT: usize = 1000;
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(Waited::NotFound);
+        };
+        let queue = part.as_str();
+        let keys = keys_for(queue)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut conn = self.conn.clone();
+        let (state, last): (Option<String>, Value) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(keys.job(id))
+            .arg("state")
+            .cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let terminal = |s: Option<&str>| {
+            s.and_then(|s| s.parse::<JobState>().ok())
+                .is_some_and(JobState::is_terminal)
+        };
+        if state.is_none() || terminal(state.as_deref()) {
+            return Ok(match self.status_in(queue, id).await? {
+                Some(status) => Waited::Done(Box::new(status)),
+                None => Waited::NotFound,
+            });
+        }
+        let mut last = reply::stream_entries(&last)
+            .and_then(|e| e.into_iter().next())
+            .map(|(entry, _)| entry)
+            .unwrap_or_else(|| "0-0".to_string());
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Waited::TimedOut);
+            }
+            let block_ms = (deadline - now).min(MAX_BLOCK).as_millis().max(1) as u64;
+            let reply: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(keys.events())
+                .arg(&last)
+                .query_async(blocking)
+                .await?;
+            let entries = reply::read_entries(&reply).unwrap_or_default();
+            let full = entries.len() >= READ_COUNT;
+            let mut seen = false;
+            for (entry, fields) in entries {
+                last = entry;
+                if names(&fields, id) && terminal(fields.get("state").map(String::as_str)) {
+                    seen = true;
+                }
+            }
+            if seen || full {
+                match self.status_in(queue, id).await? {
+                    Some(status) if status.state.is_terminal() => {
+                        return Ok(Waited::Done(Box::new(status)));
+                    }
+                    Some(_) => {}
+                    None => return Ok(Waited::NotFound),
+                }
+            }
+        }
+    }
+
+    /// Cancels a job that has not started (queued, scheduled or retrying).
+    pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let queue = part.as_str();
+        let keys = keys_for(queue)?;
+        let reply: Vec<String> = Self::fcall("sluice_cancel", &keys)
+            .arg(keys::GROUP)
+            .arg(id)
+            .arg(self.settings.retention.as_millis() as u64)
+            .arg(self.settings.events_maxlen)
+            .run(self)
+            .await?;
+        let state = |s: &str| s.parse().map_err(|_| StoreError::Protocol("sluice_cancel"));
+        match reply.as_slice() {
+            [o, prev] if o == "cancelled" => Ok(CancelOutcome::Cancelled(state(prev)?)),
+            [o, st] if o == "refused" => Ok(CancelOutcome::Refused(state(st)?)),
+            [o, _] if o == "missing" => Ok(CancelOutcome::NotFound),
+            _ => Err(StoreError::Protocol("sluice_cancel")),
+        }
+    }
+}
