@@ -242,7 +242,7 @@ async fn run_started(
             }
             Started::Malformed { entry, raw } => {
                 let why = "stream entry is not {id: <job id>}";
-                malformed_raw(ctx, queue, &entry, &raw, why).await;
+                dead_letter_entry(ctx, queue, &entry, &raw, "malformed", why).await;
             }
             Started::Corrupt { entry, id, error } => {
                 let raw = format!("id={id}");
@@ -264,12 +264,7 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
         }
         raw.push_str(&format!("{k}={v} "));
     }
-    malformed_raw(ctx, queue, &d.entry, &raw, why).await;
-}
-
-/// Dead-letters stream entry `entry` with `raw`, an excerpt of its fields.
-async fn malformed_raw(ctx: &Ctx, queue: &str, entry: &str, raw: &str, why: &str) {
-    dead_letter_entry(ctx, queue, entry, raw, "malformed", why).await;
+    dead_letter_entry(ctx, queue, &d.entry, &raw, "malformed", why).await;
 }
 
 /// Dead-letters stream entry `entry` as `reason`, keeping `raw`. No job id: an entry that is

@@ -408,8 +408,8 @@ end
 --    {entry, id, 'missing'} | {entry, id, 'paused'}; ready_ms is when the job became runnable
 --    (enqueued, or its run_at). While the queue is paused nothing starts: a delivered job is
 --    handed back (queued again under a new entry, as `release` does) and answered `paused`.
-local function start_checked(p, group, emax, consumer, list)
-  local paused = redis.call('EXISTS', p .. 'paused') == 1
+-- `paused`: whether the queue is paused (the caller has read it).
+local function start_checked(p, group, emax, consumer, list, paused)
   -- Reads first: a job key of the wrong type (WRONGTYPE) is reported `corrupt` for the caller
   -- to dead-letter, never an error halfway through the batch.
   local got = {}
@@ -471,7 +471,8 @@ local function start(keys, args)
   local p = queue_key(keys)
   local group, consumer = name_arg(args[1], 'group'), name_arg(args[3], 'consumer')
   local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
-  return start_checked(p, group, emax, consumer, pairs_from(args, 4))
+  local paused = redis.call('EXISTS', p .. 'paused') == 1
+  return start_checked(p, group, emax, consumer, pairs_from(args, 4), paused)
 end
 
 -- fetch: ARGV group, events_maxlen, consumer, count
@@ -506,7 +507,8 @@ local function fetch(keys, args)
     end
   end
   local out = {}
-  if #list > 0 then out = start_checked(p, group, emax, consumer, list) end
+  -- Not paused: checked above, in this same call.
+  if #list > 0 then out = start_checked(p, group, emax, consumer, list, false) end
   for _, b in ipairs(bad) do out[#out + 1] = b end
   return out
 end

@@ -82,7 +82,7 @@ impl StoreError {
                                 | "NOSCRIPT"
                         )
                     )
-                    || e.to_string().contains("Function not found")
+                    || super::missing_library(e)
             }
             _ => false,
         }
