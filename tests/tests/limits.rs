@@ -22,12 +22,17 @@ fn job(i: usize, script: Option<&[u16]>) -> NewJob {
 
 /// How often the `mock` upstream's circuit has opened.
 async fn circuit_opens(store: sluice_common::Store) -> u64 {
+    circuit_opens_of(&store, "mock").await
+}
+
+/// How many times upstream `u`'s circuit opened (0 while Redis cannot say).
+async fn circuit_opens_of(store: &sluice_common::Store, u: &str) -> u64 {
     store
-        .upstream_states()
+        .upstream_states_of(&[u.into()])
         .await
         .ok()
-        .and_then(|u| u.into_iter().find(|u| u.upstream == "mock"))
-        .map(|u| u.opens)
+        .and_then(|s| s.into_iter().find(|s| s.upstream == u))
+        .map(|s| s.opens)
         .unwrap_or(0)
 }
 
@@ -145,9 +150,10 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
         eventually(BOUND, || async { opens().await >= 1 }).await,
         "the circuit never opened"
     );
-    // Once the first half-open probe has failed too, the calls admitted before the circuit opened
-    // have all been answered; from here on only probes may call, and each failed probe opens the
-    // circuit again. (Opens are read before calls, so a straggler can only widen the allowance.)
+    // The second opening is the first half-open probe failing (late 401s of calls admitted before
+    // the circuit opened are not openings); from here on only probes may call, and each failed
+    // probe opens the circuit again. (Opens are read before calls, so a straggler can only widen
+    // the allowance.)
     assert!(
         eventually(BOUND, || async { opens().await >= 2 }).await,
         "no first probe"
@@ -292,6 +298,36 @@ async fn the_circuit_opens_on_a_failure_rate_not_on_a_run_of_failures_among_succ
     };
     assert_eq!(circuit("chaos"), "closed");
     assert_eq!(circuit("down"), "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_401s_of_calls_admitted_before_the_circuit_opened_are_one_opening() {
+    use sluice_common::store::Verdict;
+    let redis = RedisServer::start().await;
+    let store = sluice_common::Store::connect(&redis.url(), Default::default())
+        .await
+        .expect("store");
+    // 40 calls in flight when the upstream's key is revoked: the first 401 opens the circuit, the
+    // other 39 arrive while it is open.
+    assert_eq!(report(&store, "u", Verdict::Auth, 0).await, "opened");
+    for i in 1..40 {
+        assert_eq!(report(&store, "u", Verdict::Auth, 0).await, "", "401 #{i}");
+    }
+    assert_eq!(report(&store, "u", Verdict::Hard, 0).await, "");
+    let opens = circuit_opens_of(&store, "u").await;
+    assert_eq!(
+        opens, 1,
+        "40 late 401s and a quota answer counted {opens} openings"
+    );
+    // A failed probe is a new opening; a success closes, and the next 401 opens again.
+    assert_eq!(report(&store, "u", Verdict::ProbeFailed, 0).await, "opened");
+    assert_eq!(report(&store, "u", Verdict::ProbeOk, 0).await, "closed");
+    assert_eq!(report(&store, "u", Verdict::Auth, 0).await, "opened");
+    assert_eq!(
+        circuit_opens_of(&store, "u").await,
+        1,
+        "closing resets the count"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

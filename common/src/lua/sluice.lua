@@ -1013,7 +1013,7 @@ end
 -- report: ARGV kind ('ok'|'probe_ok'|'probe_fail'|'soft'|'hard'|'auth'|'limited'|'none'), hold_for_ms,
 -- cooloff_ms, min_calls, window_ms, tpm, delta_tokens, model, model_tpm, ok_calls, failure_pct
 -- -> state ('closed'|'opened'|'')
--- The circuit opens on 'auth' (401/403) or 'hard' (quota), on a failed probe, or when at least
+-- The circuit opens on 'auth' (401/403) or 'hard' (quota) when closed, on a failed probe, or when at least
 -- `failure_pct` percent of at least `min_calls` calls in the window failed transiently: a failure rate, not a
 -- run, so an upstream whose retries succeed is not cut off. `ok_calls` are the reporting
 -- worker's successes since its last report (successes alone are not reported, to save a round
@@ -1078,8 +1078,17 @@ local function report(keys, args)
     if n == calls then redis.call('PEXPIRE', w, window) end
     return n, f
   end
-  if kind == 'auth' then return open('auth') end
-  if kind == 'hard' then return open('quota') end
+  if kind == 'auth' or kind == 'hard' then
+    local reason = kind == 'auth' and 'auth' or 'quota'
+    -- Already open: a call admitted before it opened failing late. It is not a new open (the
+    -- count stays one per opening, the cool-off is not stretched), but its reason chooses the
+    -- next probe (a 401 after a run of 503s makes it the cheap request).
+    if redis.call('HGET', p .. 'circuit', 'state') == 'open' then
+      redis.call('HSET', p .. 'circuit', 'reason', reason)
+      return ''
+    end
+    return open(reason)
+  end
   if kind == 'probe_fail' then return open() end
   if kind == 'probe_ok' then
     redis.call('DEL', p .. 'circuit', p .. 'probe', p .. 'window')

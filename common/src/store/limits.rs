@@ -97,6 +97,8 @@ pub struct UpstreamState {
     pub open_for_ms: Option<u64>,
     /// Milliseconds of provider hold left.
     pub hold_for_ms: Option<u64>,
+    /// Times the circuit went from closed (or half-open) to open; late failures of calls admitted
+    /// before it opened are not counted.
     pub opens: u64,
     /// The fleet's current request rate of an adaptive upstream (requests per minute).
     pub adaptive_rpm: Option<f64>,
