@@ -506,6 +506,7 @@ impl Config {
             partitions: self.queues.partitions.clone(),
             wait_replicas: self.redis.wait_replicas,
             wait_timeout: Duration::from_millis(self.redis.wait_timeout_ms),
+            heartbeat: Duration::from_millis(self.worker.heartbeat_ms),
         }
     }
 }

@@ -238,6 +238,37 @@ impl Target {
     }
 
     /// Opens the shared connection.
+    /// For a `rediss://` URL whose port accepts TCP but does not complete a TLS handshake within
+    /// `within` (a plain Redis port waits for a line that never comes, and the client would wait
+    /// out four connection timeouts), the hint to give instead. `None` otherwise.
+    pub async fn plain_port_hint(&self, within: Duration) -> Option<String> {
+        let Target::Single(client) = self else {
+            return None;
+        };
+        let redis::ConnectionAddr::TcpTls { host, port, .. } = client.get_connection_info().addr()
+        else {
+            return None;
+        };
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), *port));
+        match tokio::time::timeout(within, tcp).await {
+            Ok(Ok(_)) => {}
+            _ => return None, // not reachable at all: the usual error says so
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(within))
+            .set_response_timeout(Some(within));
+        let handshake = client.get_multiplexed_async_connection_with_config(&config);
+        match tokio::time::timeout(within + Duration::from_millis(500), handshake).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) if !(e.is_timeout() || e.is_io_error()) => None,
+            _ => Some(format!(
+                "{host}:{port} accepts connections but gave no TLS handshake within {} s: is this \
+                 a TLS port? (rediss:// needs Redis's tls-port; redis:// is for a plain port)",
+                within.as_secs()
+            )),
+        }
+    }
+
     pub async fn connect(&self, timeouts: Timeouts) -> redis::RedisResult<Conn> {
         match self {
             Target::Single(client) => {

@@ -68,6 +68,11 @@ impl QueueKeys {
         self.key("paused")
     }
 
+    /// Hash of each worker's last heartbeat on this queue (consumer → server ms).
+    pub fn beats(&self) -> String {
+        self.key("beats")
+    }
+
     /// Hash of one job.
     pub fn job(&self, id: &str) -> String {
         self.key(&format!("job:{id}"))

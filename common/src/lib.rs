@@ -5,13 +5,15 @@
 //! - [`keys`]: the Redis key layout (nothing else spells a key);
 //! - [`store`]: the server-side function library and the one typed call per function;
 //! - [`hints`]: what an upstream's rate-limit headers ask (how long to wait, whether to retry);
-//! - [`config`]: configuration from `config/default.toml`, a file and the environment.
+//! - [`config`]: configuration from `config/default.toml`, a file and the environment;
+//! - [`oneline`]: an error and its causes as the one line the binaries print.
 
 pub mod config;
 pub mod conn;
 pub mod hints;
 pub mod job;
 pub mod keys;
+pub mod oneline;
 pub mod reply;
 pub mod state;
 pub mod store;

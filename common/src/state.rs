@@ -97,10 +97,11 @@ pub struct JobStatus {
     pub dedupe_key: Option<String>,
     pub last_class: Option<String>,
     pub last_error: Option<String>,
-    pub last_status: Option<String>,
+    /// HTTP status of the last failed call (none for a transport failure).
+    pub last_status: Option<u16>,
     pub dead_reason: Option<String>,
     /// HTTP status of the successful call.
-    pub status: Option<String>,
+    pub status: Option<u16>,
     /// The stored result (JSON text) of a completed job.
     pub result: Option<String>,
     pub redrives: u32,
@@ -136,9 +137,9 @@ impl JobStatus {
             dedupe_key: f.remove("dedupe").filter(|k| !k.is_empty()),
             last_class: f.remove("last_class"),
             last_error: f.remove("last_error"),
-            last_status: f.remove("last_status"),
+            last_status: num(&f, "last_status"),
             dead_reason: f.remove("dead_reason"),
-            status: f.remove("status"),
+            status: num(&f, "status"),
             result: f.remove("result"),
             history: f.remove("history"),
             spec: f.remove("spec").unwrap_or_default(),

@@ -211,6 +211,25 @@ impl WorkerProcess {
         }
     }
 
+    /// The worker's HTTP address once it has started (`/readyz` answers 200: Redis reached,
+    /// groups made, library loaded); `None` if not within `timeout`. The server listens before
+    /// Redis is reached, so [`Self::http_addr`] alone does not mean started.
+    pub async fn ready(&mut self, timeout: Duration) -> Option<std::net::SocketAddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let addr = self.http_addr(timeout).await?;
+        loop {
+            if crate::scrape::get(addr, "/readyz").await.0 == 200 {
+                return Some(addr);
+            }
+            if tokio::time::Instant::now() >= deadline
+                || matches!(self.child.try_wait(), Ok(Some(_)))
+            {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What the worker logged (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()

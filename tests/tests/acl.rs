@@ -49,7 +49,7 @@ async fn worker_and_producer_users_have_just_what_they_need() {
     options.extra = "rpm = 60000\n".into();
     let mut worker = WorkerProcess::spawn("w1", &options);
     let addr = worker
-        .http_addr(BOUND)
+        .ready(BOUND)
         .await
         .unwrap_or_else(|| panic!("worker did not start:\n{}", worker.log()));
 

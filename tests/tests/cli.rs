@@ -172,6 +172,52 @@ fn an_unreachable_redis_is_one_line_naming_the_url() {
     );
 }
 
+#[tokio::test]
+async fn rediss_to_a_plain_port_asks_whether_it_is_a_tls_port() {
+    let redis = RedisServer::start().await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port());
+    let out = run(&url, &["stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is this a TLS port?"), "{err}");
+}
+
+#[test]
+fn worker_and_cli_errors_are_one_line_each_cause_once_and_local_checks_say_so() {
+    // A URL the client cannot parse is a config error: the worker ends at once (no waiting for
+    // a Redis that cannot come), printing one line.
+    let out = Command::new(cargo_bin("sluice-worker", "sluice-worker"))
+        .args(["--redis", "bogus://x"])
+        .env_remove("SLUICE_REDIS_URL")
+        .env_remove("SLUICE_CONFIG")
+        .env("SLUICE__WORKER__HTTP_LISTEN", "")
+        .output()
+        .expect("run sluice-worker");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("sluice-worker: Redis URL"), "{err}");
+    // A refused connection: the cause once, not once in the message and again below it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let out = run(&format!("redis://127.0.0.1:{port}"), &["stats"]);
+    let err = stderr(&out);
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_queue_name_is_refused_here_not_by_redis() {
+    let redis = RedisServer::start().await;
+    let out = run(&redis.url(), &["status", "x", "--queue", "a b"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("sluice: invalid queue:"), "{err}");
+    assert!(!err.contains("Redis"), "{err}");
+}
+
 #[test]
 fn usage_errors_exit_2_and_bad_config_names_the_key() {
     let out = run("redis://127.0.0.1:1", &["frobnicate"]);

@@ -629,7 +629,7 @@ async fn the_shipped_acl_users_run_a_job_cycle_on_a_cluster() {
     let mut worker = WorkerProcess::spawn("acl-w", &options);
     // The producer user may not load the library: the worker (up once it serves /metrics) has.
     worker
-        .http_addr(BOUND)
+        .ready(BOUND)
         .await
         .unwrap_or_else(|| panic!("worker did not start:\n{}", worker.log()));
     let producer = producer(&config(&url_of("sluice-producer"), &[], 0)).await;

@@ -112,9 +112,9 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     options.log_filter = "info".into();
     let mut worker = WorkerProcess::spawn("w1", &options);
     let addr = worker
-        .http_addr(BOUND)
+        .ready(BOUND)
         .await
-        .unwrap_or_else(|| panic!("no http address in the log:\n{}", worker.log()));
+        .unwrap_or_else(|| panic!("not ready:\n{}", worker.log()));
     assert_eq!(scrape::get(addr, "/healthz").await.0, 200);
     let (ready, why) = scrape::get(addr, "/readyz").await;
     assert_eq!(ready, 200, "{why}");
@@ -283,10 +283,9 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
     options.timeout_ms = 60_000;
     let mut worker = WorkerProcess::spawn("w1", &options);
     let addr = worker
-        .http_addr(BOUND)
+        .ready(BOUND)
         .await
-        .unwrap_or_else(|| panic!("no http address in the log:\n{}", worker.log()));
-    assert_eq!(scrape::get(addr, "/readyz").await.0, 200);
+        .unwrap_or_else(|| panic!("not ready:\n{}", worker.log()));
 
     // A call in flight keeps the worker in its grace period after SIGTERM.
     producer
@@ -313,8 +312,7 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
     // Redis gone: not ready, with the reason.
     let worker = WorkerProcess::spawn("w2", &options);
     let mut worker = worker;
-    let addr = worker.http_addr(BOUND).await.expect("http address");
-    assert_eq!(scrape::get(addr, "/readyz").await.0, 200);
+    let addr = worker.ready(BOUND).await.expect("ready");
     let mut conn = redis.client().await;
     let _: Result<(), _> = redis::cmd("SHUTDOWN")
         .arg("NOSAVE")
@@ -431,4 +429,50 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{t:x}{:x}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_started_before_its_redis_waits_not_ready_and_starts_when_it_comes() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::default()).await;
+    redis.stop_hard();
+    let options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut worker = WorkerProcess::spawn("early", &options);
+    let addr = worker
+        .http_addr(BOUND)
+        .await
+        .unwrap_or_else(|| panic!("no http address while Redis is away:\n{}", worker.log()));
+    let (status, body) = scrape::get(addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("not started") && body.contains("Redis"),
+        "{body}"
+    );
+    assert_eq!(
+        scrape::get(addr, "/healthz").await.0,
+        200,
+        "alive while waiting"
+    );
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !worker.log().contains("the worker starts once it answers") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", worker.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    redis.start_again();
+    let ready = sluice_tests::eventually(BOUND, || async {
+        scrape::get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(ready, "never ready once Redis came: {}", worker.log());
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let mut events = Events::new(&redis.url(), "q").await;
+    enqueue_all(&producer, vec![chat_job(1)]).await;
+    assert!(
+        events.until(BOUND, |s| s.count("completed") >= 1).await,
+        "{}",
+        worker.log()
+    );
+    let status = worker.wait_exit(Duration::ZERO).await;
+    assert!(status.is_none(), "the worker exited: {status:?}");
 }

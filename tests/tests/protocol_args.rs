@@ -154,6 +154,14 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
             ]),
             vec![0, 1, 2, 3, 4, 5, 7, 8, 10],
         ),
+        13 => ("sluice_beat", Q, s(&["c"]), vec![]),
+        14 => (
+            "sluice_takeover",
+            Q,
+            s(&[GROUP, "c", "3000", "10"]),
+            vec![2, 3],
+        ),
+        15 => ("sluice_leave", Q, s(&[GROUP, "c"]), vec![]),
         _ => (
             "sluice_report",
             U,
@@ -171,7 +179,7 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
     )
 }
 
-const FUNCTIONS: usize = 14;
+const FUNCTIONS: usize = 17;
 
 /// Values no whole-number argument may take.
 const BAD_NUMBERS: &[&str] = &[

@@ -82,7 +82,7 @@ async fn tls_redis_with_client_certificates_and_acl_users_runs_a_full_job_cycle(
     options.extra = "rpm = 60000\n".into();
     let mut worker = WorkerProcess::spawn("w1", &options);
     worker
-        .http_addr(BOUND)
+        .ready(BOUND)
         .await
         .unwrap_or_else(|| panic!("worker did not start over TLS:\n{}", worker.log()));
 

@@ -180,7 +180,7 @@ async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_b
         .expect("job");
     assert_eq!(s.state, JobState::Dead);
     assert_eq!(s.dead_reason.as_deref(), Some("invalid"));
-    assert_eq!(s.last_status.as_deref(), Some("400"));
+    assert_eq!(s.last_status, Some(400));
     assert!(
         s.last_error
             .as_deref()
@@ -410,6 +410,63 @@ async fn sigterm_under_load_exits_0_and_hands_back_what_did_not_finish() {
     for id in &ids {
         assert_eq!(events.seen.job(id, "completed"), 1, "job {id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_hands_back_at_once_and_a_stopped_worker_leaves_stats() {
+    // Calls that never answer, a grace period far past the test's bound: only the second
+    // signal can end this worker in time.
+    let rig = rig(MockConfig {
+        hang: 1.0,
+        hang_ms: 600_000,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 5;
+    options.grace_ms = 600_000;
+    options.timeout_ms = 600_000;
+    let mut a = WorkerProcess::spawn("a", &options);
+    let b = WorkerProcess::spawn("b", &{
+        let mut o = options.clone();
+        o.concurrency = 1;
+        o
+    });
+    let n = 6;
+    rig.enqueue((0..n).map(chat_job).collect()).await;
+    assert!(
+        rig.mock.until_in_flight(n as u64, BOUND).await,
+        "the calls never came: {}",
+        a.log()
+    );
+    let stats = rig.producer.store().stats("q").await.expect("stats");
+    assert_eq!((stats.workers, stats.consumers), (2, 2), "{stats:?}");
+
+    let addr = a.http_addr(BOUND).await.expect("a's http address");
+    a.terminate();
+    // The first signal has been taken once a says it is shutting down.
+    let shutting_down = sluice_tests::eventually(BOUND, || async {
+        sluice_tests::scrape::get(addr, "/readyz").await.1 == "shutting down\n"
+    })
+    .await;
+    assert!(shutting_down, "{}", a.log());
+    a.terminate();
+    let status = a.wait_exit(BOUND).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?} after a second SIGTERM: {}",
+        a.log()
+    );
+    let c = rig.counts().await;
+    assert_eq!(count(&c, "queued"), 5, "a's five calls handed back: {c:?}");
+    assert_eq!(count(&c, "running"), 1, "b's call still running: {c:?}");
+    let stats = rig.producer.store().stats("q").await.expect("stats");
+    assert_eq!(
+        (stats.workers, stats.consumers),
+        (1, 1),
+        "the stopped worker is not counted: {stats:?}"
+    );
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

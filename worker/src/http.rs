@@ -1,8 +1,10 @@
 //! The worker's HTTP server (axum): `/metrics` for Prometheus, `/healthz` (the process is alive)
-//! and `/readyz` (Redis answers, it holds this build's library, and the worker is not shutting
-//! down). Kubernetes points its liveness and readiness probes here.
+//! and `/readyz` (the worker has started — Redis was reached —, Redis answers, it holds this
+//! build's library, and the worker is not shutting down). Kubernetes points its liveness and
+//! readiness probes here. The server starts before Redis is reached, so a worker waiting for its
+//! Redis is alive (200) and not ready (503, saying why).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +15,40 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::worker::Ctx;
+
+/// What the server answers from. The worker's context is there once it has started.
+pub struct Served {
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    ctx: OnceLock<Arc<Ctx>>,
+    /// Why the worker has not started yet.
+    waiting: Mutex<String>,
+}
+
+impl Served {
+    pub fn new(metrics: Arc<Metrics>, stop: CancellationToken) -> Arc<Served> {
+        Arc::new(Served {
+            metrics,
+            stop,
+            ctx: OnceLock::new(),
+            waiting: Mutex::new("connecting to Redis".into()),
+        })
+    }
+
+    /// The worker has started: readiness now asks Redis.
+    pub fn started(&self, ctx: Arc<Ctx>) {
+        let _ = self.ctx.set(ctx);
+    }
+
+    /// What `/readyz` says while the worker waits for Redis.
+    pub fn waiting_for(&self, why: String) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+}
 
 /// Longest a readiness check waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,12 +66,12 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 
 /// Serves until `done` is cancelled (after the worker's jobs have ended, so probes keep
 /// answering — not ready — through the grace period).
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, done: CancellationToken) {
+pub async fn serve(served: Arc<Served>, listener: TcpListener, done: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(ctx);
+        .with_state(served);
     let r = axum::serve(listener, app)
         .with_graceful_shutdown(async move { done.cancelled().await })
         .await;
@@ -45,12 +80,14 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, done: CancellationToken
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    ctx.metrics
-        .refresh(&ctx.store, &ctx.queues, &ctx.upstream_names)
-        .await;
-    ctx.metrics.in_flight.set(ctx.inflight.len() as i64);
-    match ctx.metrics.render() {
+async fn metrics(State(served): State<Arc<Served>>) -> Response {
+    if let Some(ctx) = served.ctx.get() {
+        ctx.metrics
+            .refresh(&ctx.store, &ctx.queues, &ctx.upstream_names)
+            .await;
+        ctx.metrics.in_flight.set(ctx.inflight.len() as i64);
+    }
+    match served.metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -67,10 +104,17 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, String) {
-    if ctx.shutdown.stop.is_cancelled() {
+async fn readyz(State(served): State<Arc<Served>>) -> (StatusCode, String) {
+    if served.stop.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     }
+    let Some(ctx) = served.ctx.get() else {
+        let why = served.waiting.lock().map(|w| w.clone()).unwrap_or_default();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not started: {why}\n"),
+        );
+    };
     match tokio::time::timeout(READY_TIMEOUT, ctx.store.ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n")),

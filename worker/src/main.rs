@@ -1,7 +1,10 @@
 //! `sluice-worker`: runs jobs from the configured queues until SIGTERM/SIGINT, then exits 0
-//! after in-flight calls finish (or are handed back when the grace period ends).
+//! after in-flight calls finish (or are handed back when the grace period ends, or at a second
+//! signal). An error it cannot start with (a bad config file, a bad Redis URL) is printed once,
+//! on one line, and the exit code is 1.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use sluice_common::Config;
@@ -36,8 +39,19 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = sluice_common::oneline::one_line(e.as_ref());
+            eprintln!("sluice-worker: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     if cli.json_logs {
         config.log.format = LogFormat::Json;

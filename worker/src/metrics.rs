@@ -112,6 +112,7 @@ pub struct Metrics {
     queue_delayed: IntGaugeVec,
     queue_dead: IntGaugeVec,
     queue_consumers: IntGaugeVec,
+    queue_workers: IntGaugeVec,
     queue_paused: IntGaugeVec,
     queue_totals: Vec<(&'static str, IntCounterVec)>,
     circuit: IntGaugeVec,
@@ -318,7 +319,13 @@ impl Metrics {
             queue_consumers: gauge(
                 &r,
                 "sluice_queue_consumers",
-                "Consumers in the queue's group, from Redis",
+                "Consumers in the queue's group, live or not, from Redis",
+                q,
+            ),
+            queue_workers: gauge(
+                &r,
+                "sluice_queue_workers",
+                "Workers with a recent heartbeat on the queue (within three beats), from Redis",
                 q,
             ),
             queue_paused: gauge(
@@ -472,6 +479,9 @@ impl Metrics {
         self.queue_consumers
             .with_label_values(&[q])
             .set(s.consumers as i64);
+        self.queue_workers
+            .with_label_values(&[q])
+            .set(s.workers as i64);
         self.queue_paused
             .with_label_values(&[q])
             .set(i64::from(s.paused));

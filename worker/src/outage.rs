@@ -1,75 +1,120 @@
 //! Redis out of reach: how the worker's writes ride it out.
 //!
-//! `with_retries` carries a call through a short outage (a restart, a failover: about 11 s, 50 ms
-//! doubling to 5 s) and then gives up: what it guarded comes back another way (the lease, the next
-//! round). `until_written` is for an outcome this worker holds — a finished call's result, its
-//! retry or its dead letter: it keeps trying for as long as the worker runs, since the call must
-//! not be made again, and gives up only when shutdown abandons the job (its entry is then handed
-//! back, or left pending). Only transient errors are retried; a refusal or a permanent error
-//! (WRONGTYPE) is returned at once.
+//! One loop, [`retry_transient`], retries a call while its error is transient (Redis unreachable,
+//! loading, failing over), with a doubling delay, a warning at the first failure and then every
+//! 30 s; a refusal or a permanent error (WRONGTYPE) is returned at once. Three patience levels
+//! use it:
+//! - [`with_retries`] carries a call through a short outage (a restart, a failover: about 11 s,
+//!   50 ms doubling to 5 s) and then gives up: what it guarded comes back another way (the lease,
+//!   the next round);
+//! - [`until_written`] is for an outcome this worker holds — a finished call's result, its retry
+//!   or its dead letter: it keeps trying for as long as the worker runs, since the call must not be
+//!   made again, and gives up only when shutdown abandons the job;
+//! - [`until_reached`] is the worker's start-up: Redis not there yet (a fleet starting before its
+//!   Redis, a restart) is waited for, with backoff up to 10 s, until the worker is stopped.
 
 use std::time::{Duration, Instant};
 
 use sluice_common::StoreError;
 use tokio_util::sync::CancellationToken;
 
-/// Retries a state write through a short Redis outage (a finished call is worth recording),
-/// then gives up and lets the lease bring the job back. A permanent error (a refusal, WRONGTYPE)
-/// is returned at once: trying again cannot help, and would stall the caller for seconds.
-pub async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut delay = Duration::from_millis(50);
-    let mut tries = 0;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_transient() && tries < 8 => {
-                tracing::warn!(error = %e, "Redis write failed; retrying");
-                tries += 1;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// How patiently [`retry_transient`] retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Retries before giving up; `None`: until cancelled.
+    pub max_retries: Option<u32>,
+    /// What the warning says is happening (`"holding the outcome until it is back"`).
+    pub doing: &'static str,
 }
 
-/// Retries a write of an outcome this worker holds until Redis takes it, however long Redis is
-/// away, or until `abandon` (shutdown's end) is cancelled. A warning is logged at the first
-/// failure and then every 30 s.
-pub async fn until_written<T, F, Fut>(
-    abandon: &CancellationToken,
+/// Retries `f` while it fails transiently, as `patience` says, until `cancel` is cancelled (then
+/// the last error is returned).
+pub async fn retry_transient<T, F, Fut>(
+    patience: Patience,
+    cancel: &CancellationToken,
     mut f: F,
 ) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut delay = Duration::from_millis(50);
+    let mut delay = patience.first_delay;
     let mut warned: Option<Instant> = None;
+    let mut retries = 0u32;
     loop {
         let e = match f().await {
             Ok(v) => {
                 if warned.is_some() {
-                    tracing::info!("Redis is back: a held outcome was written");
+                    tracing::info!(retries, "Redis is back");
                 }
                 return Ok(v);
             }
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
+        if patience.max_retries.is_some_and(|max| retries >= max) {
+            return Err(e);
+        }
         if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-            tracing::warn!(error = %e, "Redis out of reach; holding the outcome until it is back");
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis out of reach; {}", patience.doing);
             warned = Some(Instant::now());
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = abandon.cancelled() => return Err(e),
+            _ = cancel.cancelled() => return Err(e),
         }
-        // At most a second between tries: the outcome is written soon after Redis is back.
-        delay = (delay * 2).min(Duration::from_secs(1));
+        retries += 1;
+        delay = (delay * 2).min(patience.max_delay);
     }
+}
+
+/// Retries a state write through a short Redis outage (a finished call is worth recording),
+/// then gives up and lets the lease bring the job back.
+pub async fn with_retries<T, F, Fut>(f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let patience = Patience {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(5),
+        max_retries: Some(8),
+        doing: "retrying the write",
+    };
+    retry_transient(patience, &CancellationToken::new(), f).await
+}
+
+/// Retries a write of an outcome this worker holds until Redis takes it, however long Redis is
+/// away, or until `abandon` (shutdown's end) is cancelled. At most a second between tries: the
+/// outcome is written soon after Redis is back.
+pub async fn until_written<T, F, Fut>(abandon: &CancellationToken, f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let patience = Patience {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(1),
+        max_retries: None,
+        doing: "holding the outcome until it is back",
+    };
+    retry_transient(patience, abandon, f).await
+}
+
+/// The worker's start-up calls: retried while Redis is unreachable (half a second doubling to
+/// 10 s between tries), until `stop` is cancelled.
+pub async fn until_reached<T, F, Fut>(stop: &CancellationToken, f: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let patience = Patience {
+        first_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(10),
+        max_retries: None,
+        doing: "the worker starts once it answers",
+    };
+    retry_transient(patience, stop, f).await
 }

@@ -1,5 +1,6 @@
 //! Shutdown: SIGTERM or SIGINT stops fetching; in-flight calls get the grace period to finish;
-//! then whatever is still running is abandoned and handed back to the queue.
+//! then whatever is still running is abandoned and handed back to the queue. A second signal
+//! ends the grace period at once (an operator who presses Ctrl-C twice means it).
 //!
 //! Two tokens carry this: `stop` (no new work) and `abandon` (give up in-flight calls).
 
@@ -19,13 +20,18 @@ impl Shutdown {
         Self::default()
     }
 
-    /// Cancels `stop` on the first SIGTERM or SIGINT.
+    /// Cancels `stop` on the first SIGTERM or SIGINT, and `abandon` on the second.
     pub fn listen_for_signals(&self) {
-        let stop = self.stop.clone();
+        let me = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown signal: no new jobs; finishing in-flight calls");
-            stop.cancel();
+            tracing::info!(
+                "shutdown signal: no new jobs; finishing in-flight calls (a second signal hands them back now)"
+            );
+            me.stop.cancel();
+            wait_for_signal().await;
+            tracing::warn!("second shutdown signal: handing in-flight calls back now");
+            me.abandon.cancel();
         });
     }
 }

@@ -19,7 +19,7 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::{self, Hints};
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
-use crate::{fetch, http, reclaim};
+use crate::{fetch, http, outage, reclaim};
 
 /// Everything the worker's tasks share.
 pub struct Ctx {
@@ -42,7 +42,7 @@ pub struct Ctx {
     /// How often this worker beats on each queue (three missed beats: taken for dead).
     pub heartbeat: Duration,
     pub poison_deliveries: u32,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The configured upstreams' names.
     pub upstream_names: Vec<String>,
     /// Paused flags per queue, refreshed in the background.
@@ -88,7 +88,6 @@ pub async fn run_with_metrics(
     shutdown: Shutdown,
     metrics: Metrics,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.redis.url, config.store_settings()).await?;
     let upstreams = Upstreams::from_config(&config)?;
     let queues = config.worker_queues();
     let consumer = if config.worker.consumer.is_empty() {
@@ -96,24 +95,24 @@ pub async fn run_with_metrics(
     } else {
         config.worker.consumer.clone()
     };
-    for q in &queues {
-        store.create_group(q).await?;
-    }
     let concurrency = config.worker.concurrency;
     let upstream_names: Vec<String> = config.upstreams.keys().cloned().collect();
-    store.register_upstreams(&upstream_names).await?;
-    for (queue, before) in store.record_partitions(&config.worker.queues).await? {
-        tracing::warn!(
-            queue,
-            before,
-            now = config.queues.partitions.get(&queue).copied().unwrap_or(1),
-            "another worker had recorded this queue with another partition count; producers now \
-             follow this worker's (give the whole fleet one queues.partitions)"
-        );
+    let metrics = Arc::new(metrics);
+    // The HTTP server starts first: a worker waiting for its Redis is alive and says why it is
+    // not ready.
+    let served = http::Served::new(metrics.clone(), shutdown.stop.clone());
+    let loops = TaskTracker::new();
+    let http_done = tokio_util::sync::CancellationToken::new();
+    if !config.worker.http_listen.is_empty() {
+        let listener = http::bind(&config.worker.http_listen).await?;
+        loops.spawn(http::serve(served.clone(), listener, http_done.clone()));
     }
-    let listener = match config.worker.http_listen.as_str() {
-        "" => None,
-        addr => Some(http::bind(addr).await?),
+    let Some(store) = start_up(&config, &queues, &upstream_names, &served, &shutdown).await? else {
+        tracing::info!("stopped before Redis was reached");
+        http_done.cancel();
+        loops.close();
+        loops.wait().await;
+        return Ok(());
     };
     let rpms: Vec<(String, u64)> = config
         .upstreams
@@ -151,15 +150,11 @@ pub async fn run_with_metrics(
         redis = ctx.store.url(),
         "worker started"
     );
+    served.started(ctx.clone());
 
     // Intake loops (fetch + reclaim) start jobs; the other loops only keep things moving.
     let intake = TaskTracker::new();
-    let loops = TaskTracker::new();
     let heartbeat_stop = tokio_util::sync::CancellationToken::new();
-    let http_done = tokio_util::sync::CancellationToken::new();
-    if let Some(listener) = listener {
-        loops.spawn(http::serve(ctx.clone(), listener, http_done.clone()));
-    }
     loops.spawn(reclaim::heartbeat(ctx.clone(), heartbeat_stop.clone()));
     loops.spawn(watch_paused(ctx.clone()));
     for q in &queues {
@@ -199,11 +194,63 @@ pub async fn run_with_metrics(
         }
     }
     heartbeat_stop.cancel();
+    // Gone from `sluice stats` at once, not after three missed beats.
+    for q in &ctx.queues {
+        if let Err(e) = ctx.store.leave(q, &ctx.consumer).await {
+            tracing::warn!(queue = %q, error = %e, "could not leave the consumer group");
+        }
+    }
     http_done.cancel();
     loops.close();
     loops.wait().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Connects and prepares the queues (consumer groups, upstream and partition records), waiting
+/// for Redis while it is unreachable. `None`: stopped before Redis was reached. A permanent
+/// error (a bad URL, a refused TLS file, a Redis user without rights) ends the worker at once.
+async fn start_up(
+    config: &Config,
+    queues: &[String],
+    upstreams: &[String],
+    served: &http::Served,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Store>> {
+    let prepare = || async {
+        let r = prepare(config, queues, upstreams).await;
+        if let Err(e) = &r {
+            served.waiting_for(format!("Redis: {e}"));
+        }
+        r
+    };
+    match outage::until_reached(&shutdown.stop, prepare).await {
+        Ok(store) => Ok(Some(store)),
+        Err(e) if e.is_transient() && shutdown.stop.is_cancelled() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn prepare(
+    config: &Config,
+    queues: &[String],
+    upstreams: &[String],
+) -> Result<Store, sluice_common::StoreError> {
+    let store = Store::connect(&config.redis.url, config.store_settings()).await?;
+    for q in queues {
+        store.create_group(q).await?;
+    }
+    store.register_upstreams(upstreams).await?;
+    for (queue, before) in store.record_partitions(&config.worker.queues).await? {
+        tracing::warn!(
+            queue,
+            before,
+            now = config.queues.partitions.get(&queue).copied().unwrap_or(1),
+            "another worker had recorded this queue with another partition count; producers now \
+             follow this worker's (give the whole fleet one queues.partitions)"
+        );
+    }
+    Ok(store)
 }
 
 /// Refreshes the paused flags of this worker's queues every half second.

@@ -749,6 +749,24 @@ local function beat(keys, args)
   return now
 end
 
+-- leave: ARGV group, consumer -> 1 when the consumer was forgotten, 0 when it still owns entries
+-- A worker stopping cleanly (its unfinished entries handed back) leaves: its beat goes and, if
+-- nothing is pending for it, its consumer in the group, so `sluice stats` stops counting it.
+-- A consumer that still owns entries keeps them (DELCONSUMER would drop them from the pending
+-- list, where nobody could take them over); takeover forgets it once they are taken.
+local function leave(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 2)
+  local group, consumer = name_arg(args[1], 'group'), name_arg(args[2], 'consumer')
+  local stream = p .. 'stream'
+  local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 1, consumer)
+  if not ok then return 0 end
+  redis.call('HDEL', p .. 'beats', consumer)
+  if #pending > 0 then return 0 end
+  redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+  return 1
+end
+
 -- takeover: ARGV group, consumer (the taker), dead_after_ms, count
 -- -> {{entry, {field, value, ...}, deliveries}, ...}: up to `count` pending entries of consumers
 -- whose last beat is more than dead_after_ms old, now the taker's (XCLAIM: their idle time
@@ -1153,6 +1171,7 @@ redis.register_function('sluice_cancel', worker_only(cancel))
 redis.register_function('sluice_release', worker_only(release))
 redis.register_function('sluice_beat', worker_only(beat))
 redis.register_function('sluice_takeover', worker_only(takeover))
+redis.register_function('sluice_leave', worker_only(leave))
 redis.register_function('sluice_admit', worker_only(admit))
 redis.register_function('sluice_report', worker_only(report))
 redis.register_function('sluice_redrive', worker_only(redrive))

@@ -42,7 +42,10 @@ pub struct QueueStats {
     pub lag: Option<u64>,
     /// Entries delivered and not yet acknowledged.
     pub pending: u64,
+    /// Consumers in the group, live or not (a killed worker's stays until it is taken over).
     pub consumers: u64,
+    /// Workers whose heartbeat on this queue is recent (within three beats).
+    pub workers: u64,
     pub delayed: u64,
     pub dead_len: u64,
     pub paused: bool,
@@ -209,6 +212,7 @@ impl Store {
             };
             sum.pending += s.pending;
             sum.consumers = sum.consumers.max(s.consumers);
+            sum.workers = sum.workers.max(s.workers);
             sum.delayed += s.delayed;
             sum.dead_len += s.dead_len;
             sum.paused |= s.paused;
@@ -236,7 +240,10 @@ impl Store {
             .arg(keys.counts())
             .cmd("XINFO")
             .arg("GROUPS")
-            .arg(keys.stream());
+            .arg(keys.stream())
+            .cmd("HVALS")
+            .arg(keys.beats())
+            .cmd("TIME");
         let mut conn = self.conn.clone();
         let r: Vec<Value> = pipe.query_async(&mut conn).await?;
         let n = |i: usize| r.get(i).and_then(int).unwrap_or(0).max(0) as u64;
@@ -264,6 +271,20 @@ impl Store {
                     stats.lag = g.get("lag").and_then(int).map(|l| l.max(0) as u64);
                 }
             }
+        }
+        // Beats are the server's clock (ms); so is `now`.
+        let now = r.get(7).and_then(array).and_then(|t| {
+            let secs = t.first().and_then(int)?;
+            let micros = t.get(1).and_then(int)?;
+            Some(secs * 1000 + micros / 1000)
+        });
+        if let (Some(now), Some(beats)) = (now, r.get(6).and_then(array)) {
+            let live_within = 3 * self.settings.heartbeat.as_millis() as i64;
+            stats.workers = beats
+                .iter()
+                .filter_map(int)
+                .filter(|&beat| now - beat <= live_within)
+                .count() as u64;
         }
         Ok(stats)
     }

@@ -12,12 +12,15 @@ pub enum StoreError {
     },
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The function library refused the job (`SLUICE_INVALID`).
-    #[error("refused by Redis: {0}")]
+    /// The function library refused the call (`SLUICE_INVALID`).
+    #[error("refused by the sluice library in Redis (SLUICE_INVALID): {0}")]
     Invalid(String),
-    /// The job was over the size limit (`SLUICE_TOO_LARGE`).
-    #[error("refused by Redis: {0}")]
+    /// The job was over the library's size limit (`SLUICE_TOO_LARGE`).
+    #[error("refused by the sluice library in Redis (SLUICE_TOO_LARGE): {0}")]
     TooLarge(String),
+    /// An argument this process checked before sending anything (a queue name, say).
+    #[error("invalid {0}")]
+    Argument(#[from] crate::validate::InvalidJob),
     /// A reply that does not have the shape the protocol promises.
     #[error("unexpected reply from Redis for {0}")]
     Protocol(&'static str),

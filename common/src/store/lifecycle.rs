@@ -422,6 +422,18 @@ impl Store {
         Ok(())
     }
 
+    /// A cleanly stopping worker leaves `queue` (`sluice_leave`): its beat goes, and its consumer
+    /// too when nothing is pending for it. `true` when the consumer was forgotten.
+    pub async fn leave(&self, queue: &str, consumer: &str) -> Result<bool, StoreError> {
+        let keys = keys_for(queue)?;
+        let n: i64 = Self::fcall("sluice_leave", &keys)
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .run(self)
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Takes up to `count` pending entries of consumers whose beats stopped more than
     /// `dead_after` ago (`sluice_takeover`), with their delivery counts (this one included).
     pub async fn takeover(

@@ -14,7 +14,7 @@
 //! | `library.rs` | `FUNCTION LOAD`, `FCALL_RO sluice_version` |
 //! | `enqueue.rs` | `sluice_enqueue_many` (producers) |
 //! | `lookup.rs` | `sluice_cancel`; `HGETALL` of a job, the events stream for `wait` |
-//! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release`, `sluice_beat`, `sluice_takeover`; `XREADGROUP`, `XAUTOCLAIM`, `XCLAIM` |
+//! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release`, `sluice_beat`, `sluice_takeover`, `sluice_leave`; `XREADGROUP`, `XAUTOCLAIM`, `XCLAIM` |
 //! | `limits.rs` | `sluice_admit`, `sluice_report`; the upstreams' state |
 //! | `admin.rs` | `sluice_redrive`, `sluice_purge`; stats, dead-letter listing, pause, consumers |
 //! | `decode.rs` | replies of untrusted shape, decoded (fuzzed) |
@@ -81,7 +81,11 @@ impl Store {
             url: shown.clone(),
             source,
         };
-        let target = Self::target(url, &settings)?.map_err(unreachable)?;
+        // A URL the client cannot use is a config error, not an outage to wait out.
+        let target = Self::target(url, &settings)?.map_err(|e| StoreError::Url(e.to_string()))?;
+        if let Some(hint) = target.plain_port_hint(Duration::from_secs(3)).await {
+            return Err(StoreError::Url(format!("{shown}: {hint}")));
+        }
         let conn = target
             .connect(Timeouts {
                 connect: Duration::from_secs(5),
@@ -300,8 +304,7 @@ fn no_tls() -> StoreError {
 /// The keys of a queue whose name has been checked (it goes inside the `{…}` hash tag).
 /// A partition's name (`Q#i`) is accepted where a queue's is.
 pub(super) fn keys_for(queue: &str) -> Result<QueueKeys, StoreError> {
-    crate::validate::queue_name(keys::base_queue(queue))
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    crate::validate::queue_name(keys::base_queue(queue))?;
     Ok(QueueKeys::new(queue))
 }
 

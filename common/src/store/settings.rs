@@ -25,6 +25,9 @@ pub struct StoreSettings {
     pub wait_replicas: u32,
     /// Longest an enqueue waits for those replicas.
     pub wait_timeout: Duration,
+    /// How often workers beat (`worker.heartbeat_ms`): a worker whose last beat is older than
+    /// three of these is not counted live.
+    pub heartbeat: Duration,
 }
 
 /// PEM files for a TLS connection to Redis (all optional).
@@ -80,6 +83,7 @@ impl Default for StoreSettings {
             partitions: BTreeMap::new(),
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(1),
         }
     }
 }

@@ -84,16 +84,25 @@ fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
         println!("dead       {r}");
     }
     if let Some(e) = &s.last_error {
-        let class = s.last_class.as_deref().unwrap_or("-");
-        let status = s.last_status.as_deref().unwrap_or("-");
-        println!(
-            "last error [{class}, HTTP {status}] {}",
-            show::excerpt(e, 200)
-        );
+        // `[transient, HTTP 503]`, `[transient]` for a transport failure, nothing when unknown.
+        let tags: Vec<String> = s
+            .last_class
+            .iter()
+            .cloned()
+            .chain(s.last_status.map(|c| format!("HTTP {c}")))
+            .collect();
+        let tags = if tags.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", tags.join(", "))
+        };
+        println!("last error {tags}{}", show::excerpt(e, 200));
     }
     if let Some(r) = &s.result {
-        let status = s.status.as_deref().unwrap_or("-");
-        println!("result     HTTP {status} {}", show::excerpt(r, 400));
+        match s.status {
+            Some(c) => println!("result     HTTP {c} {}", show::excerpt(r, 400)),
+            None => println!("result     {}", show::excerpt(r, 400)),
+        }
     }
     if let Some(h) = &s.history {
         for line in h.lines() {
@@ -180,11 +189,20 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
             if s.paused { "  (paused)" } else { "" }
         );
         println!(
-            "  stream   {} entries: {} not yet delivered (lag), {} pending, {} consumers",
+            "  stream   {} entries: {} not yet delivered (lag), {} pending",
             show::count(s.stream_len),
             lag,
             show::count(s.pending),
-            s.consumers
+        );
+        let gone = s.consumers.saturating_sub(s.workers);
+        println!(
+            "  workers  {} live{}",
+            s.workers,
+            if gone > 0 {
+                format!(" ({gone} more consumer(s) in the group without a recent heartbeat)")
+            } else {
+                String::new()
+            }
         );
         println!(
             "  delayed  {}    dead-letter stream {}",

@@ -94,22 +94,10 @@ async fn async_main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice: {}", one_line(&e));
+            eprintln!("sluice: {}", sluice_common::oneline::one_line(e.as_ref()));
             ExitCode::from(1)
         }
     }
-}
-
-/// The error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ").replace('\n', " ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
