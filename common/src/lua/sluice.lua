@@ -271,8 +271,8 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if err then return nil, err end
   run_at, err = checked_int(run_at, 'run_at_ms', 0, now + MAX_DELAY_MS, 0)
   if err then return nil, err end
-  if not valid_id(id) then
-    return nil, 'SLUICE_INVALID id: 1 to 128 characters without braces or spaces'
+  if id ~= '' and not valid_id(id) then
+    return nil, 'SLUICE_INVALID id: 1 to 128 characters without braces or spaces (empty: one is made)'
   end
   if #dkey > MAX_DEDUPE_KEY then
     return nil, 'SLUICE_INVALID dedupe_key: ' .. #dkey .. ' bytes, over ' .. MAX_DEDUPE_KEY
@@ -299,12 +299,15 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   -- A duplicate whose spec differs from the owner's (`spec_sha`, SHA-1 of the spec's bytes) is
   -- a `conflict`: same key, another request. Only jobs with a dedupe key store the hash (the
   -- others would pay for a SHA-1 that nothing reads: their ids are new).
+  if dkey ~= '' and dttl <= 0 then
+    return nil, 'SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key'
+  end
+  -- No refusal past this point. An empty id asks the library for one: `j-<server ms>-<n>`, n from
+  -- the queue's counter (unique within the queue).
+  if id == '' then id = 'j-' .. nows .. '-' .. redis.call('INCR', p .. 'seq') end
   local sha = ''
   if dkey ~= '' then sha = redis.sha1hex(spec) end
   if dkey ~= '' then
-    if dttl <= 0 then
-      return nil, 'SLUICE_INVALID dedupe_ttl_ms: must be positive with a dedupe key'
-    end
     local owner = redis.call('SET', p .. 'dedupe:' .. dkey, id, 'NX', 'PX', tostring(dttl), 'GET')
     if owner then
       tally.deduplicated = tally.deduplicated + 1
@@ -350,6 +353,13 @@ end
 
 -- The counters and the events of one enqueue call.
 local function apply_tally(p, emax, tally)
+  if tally.queued + tally.scheduled > 0 then
+    -- The queue's base name (a partition `Q#i` registers Q) in the set `sluice stats` lists. On a
+    -- cluster that key lives in another slot and Redis refuses the write: the caller registers
+    -- the queue itself there (the Rust producer always does, once per process).
+    local q = string.gsub(string.sub(p, 9, -3), '#%d+$', '')
+    pcall(redis.call, 'SADD', 'sluice:queues', q)
+  end
   events(p, emax, tally.ids.queued, 'queued')
   events(p, emax, tally.ids.scheduled, 'scheduled')
   local created = tally.queued + tally.scheduled
@@ -1135,6 +1145,42 @@ local function report(keys, args)
   return ''
 end
 
+-- jobs: ARGV cursor, limit, state ('' for any) -> {next_cursor, {{id, state, attempts, created_ms,
+-- updated_ms, upstream, last_error}, ...}}
+-- A page of the queue's jobs (SCAN over its job hashes, so it works on the node that holds the
+-- queue, cluster or not): about `limit` rows (a SCAN step may bring a few more), at most
+-- 10 × limit keys looked at per call; the caller pages with the returned cursor until it is '0'.
+-- SCAN's promise holds: a job present from the first page to the last is listed at least once
+-- (rarely twice, if Redis resized its table meanwhile).
+-- Errors are cut to 200 bytes.
+local LIST_STATES = {queued = true, scheduled = true, running = true, retrying = true,
+  completed = true, dead = true, cancelled = true}
+
+local function jobs(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 3)
+  local cursor = int(args[1], 'cursor', 0, 2 ^ 52, 0)
+  local limit = int(args[2], 'limit', 1, 10000, 100)
+  local want = args[3] or ''
+  if want ~= '' and not LIST_STATES[want] then invalid('state: ' .. shown(want) .. ' is not a state') end
+  local rows, looked = {}, 0
+  local pattern = p .. 'job:*'
+  repeat
+    local r = redis.call('SCAN', string.format('%d', cursor), 'MATCH', pattern, 'COUNT', limit, 'TYPE', 'hash')
+    cursor = tonumber(r[1])
+    for _, key in ipairs(r[2]) do
+      looked = looked + 1
+      local f = redis.call('HMGET', key, 'state', 'attempts', 'created_ms', 'updated_ms', 'upstream',
+        'last_error')
+      if f[1] and (want == '' or f[1] == want) then
+        rows[#rows + 1] = {string.sub(key, #p + 5), f[1], f[2] or '0', f[3] or '', f[4] or '',
+          f[5] or '', string.sub(f[6] or '', 1, 200)}
+      end
+    end
+  until cursor == 0 or #rows >= limit or looked >= 10 * limit
+  return {string.format('%d', cursor), rows}
+end
+
 -- Replies a refusal raised anywhere in `f` as `<kind> <why>`; any other error is raised again
 -- as it was (a Redis command's error, say WRONGTYPE).
 local function guarded(f)
@@ -1142,6 +1188,9 @@ local function guarded(f)
     local ok, r = pcall(f, keys, args)
     if ok then return r end
     if type(r) == 'table' and r.sluice then return redis.error_reply(r.sluice) end
+    -- A Lua runtime error (a string, `user_function:50: …`) is a defect of this library: it gets
+    -- a stable code of its own rather than a position in the source.
+    if type(r) == 'string' then return redis.error_reply('SLUICE_BUG ' .. r) end
     error(r, 0)
   end
 end
@@ -1149,6 +1198,7 @@ end
 redis.register_function{function_name = 'sluice_version', callback = function() return VERSION end,
   flags = {'no-writes'}}
 redis.register_function('sluice_enqueue', guarded(enqueue))
+redis.register_function{function_name = 'sluice_jobs', callback = guarded(jobs), flags = {'no-writes'}}
 redis.register_function('sluice_enqueue_many', guarded(enqueue_many))
 -- Only callers that may acknowledge the stream (workers, operators) may run `f`.
 local function worker_only(f)

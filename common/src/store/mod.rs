@@ -14,6 +14,7 @@
 //! | `library.rs` | `FUNCTION LOAD`, `FCALL_RO sluice_version` |
 //! | `enqueue.rs` | `sluice_enqueue_many` (producers) |
 //! | `lookup.rs` | `sluice_cancel`; `HGETALL` of a job, the events stream for `wait` |
+//! | `listing.rs` | `sluice_jobs` (a page of a queue's jobs); which queue holds a job |
 //! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release`, `sluice_beat`, `sluice_takeover`, `sluice_leave`; `XREADGROUP`, `XAUTOCLAIM`, `XCLAIM` |
 //! | `limits.rs` | `sluice_admit`, `sluice_report`; the upstreams' state |
 //! | `admin.rs` | `sluice_redrive`, `sluice_purge`; stats, dead-letter listing, pause, consumers |
@@ -43,6 +44,7 @@ mod error;
 mod library;
 mod lifecycle;
 mod limits;
+mod listing;
 mod lookup;
 mod settings;
 
@@ -52,6 +54,7 @@ pub use enqueue::*;
 pub use error::*;
 pub use lifecycle::*;
 pub use limits::*;
+pub use listing::*;
 pub use lookup::*;
 pub use settings::*;
 

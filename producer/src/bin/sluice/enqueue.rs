@@ -2,6 +2,7 @@
 //! batches behind a progress bar, closing with a summary (enqueued / deduplicated / rejected
 //! with line numbers and reasons) and the rate achieved.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,9 +28,12 @@ pub struct Args {
     /// Request path for jobs that give none.
     #[arg(long, default_value = "/v1/chat/completions")]
     path: String,
-    /// JSON body of a single POST job.
-    #[arg(long, conflicts_with_all = ["job", "file"])]
+    /// JSON body of a single POST job; `-` reads it from stdin (no argument-size limit).
+    #[arg(long, conflicts_with_all = ["job", "file", "body_file"])]
     body: Option<String>,
+    /// File holding the JSON body of a single POST job.
+    #[arg(long, conflicts_with_all = ["job", "file"])]
+    body_file: Option<PathBuf>,
     /// One whole job as JSON (the JSONL line format).
     #[arg(long, conflicts_with = "file")]
     job: Option<String>,
@@ -45,6 +49,11 @@ pub struct Args {
     /// Delay a single job by this many milliseconds (it waits as `scheduled`).
     #[arg(long, conflicts_with = "file")]
     delay_ms: Option<u64>,
+    /// With --file: write `line<TAB>id<TAB>outcome` for every line here (outcome: created,
+    /// duplicate, conflict, or rejected: why). If the file exists, the ids it records are reused
+    /// for lines that give none, so re-running a partly failed file enqueues nothing twice.
+    #[arg(long, requires = "file")]
+    ids_out: Option<PathBuf>,
     /// Print rejected lines beyond the first 20 too.
     #[arg(long)]
     all_errors: bool,
@@ -82,14 +91,29 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn one(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
-    let mut input = match (&args.job, &args.body) {
+    let body = match (&args.body, &args.body_file) {
+        (Some(b), _) if b == "-" => Some((
+            std::io::read_to_string(std::io::stdin()).context("read the body from stdin")?,
+            "the body on stdin",
+        )),
+        (Some(b), _) => Some((b.clone(), "--body")),
+        (None, Some(path)) => Some((
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--body-file {}", path.display()))?,
+            "--body-file",
+        )),
+        (None, None) => None,
+    };
+    let mut input = match (&args.job, body) {
         (Some(text), _) => JobInput::parse(text).context("--job")?,
-        (None, Some(body)) => {
+        (None, Some((body, from))) => {
             let body: serde_json::Value =
-                serde_json::from_str(body).context("--body is not JSON")?;
+                serde_json::from_str(&body).with_context(|| format!("{from} is not JSON"))?;
             JobInput::parse("{}")?.with_body(body)
         }
-        (None, None) => bail!("give --body, --job or --file (see sluice enqueue --help)"),
+        (None, None) => {
+            bail!("give --body, --body-file, --job or --file (see sluice enqueue --help)")
+        }
     };
     if args.dedupe_key.is_some() {
         input.dedupe_key = args.dedupe_key.clone();
@@ -133,9 +157,15 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
     let bar = progress_bar(total);
     let chunk_size = ctx.config.producer.batch_size * 4;
     let defaults = args.defaults(ctx);
+    let mut ids = match &args.ids_out {
+        Some(out) => Some(IdsFile::load(out)?),
+        None => None,
+    };
+    let known = ids.as_ref().map(IdsFile::known).unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<anyhow::Result<Chunk>>(2);
     // Reading and parsing run on a blocking thread, overlapping the round trips to Redis.
-    let reader = tokio::task::spawn_blocking(move || read_lines(path, defaults, chunk_size, tx));
+    let reader =
+        tokio::task::spawn_blocking(move || read_lines(path, defaults, known, chunk_size, tx));
 
     let started = Instant::now();
     let (mut enqueued, mut duplicates, mut processed) = (0u64, 0u64, 0u64);
@@ -152,13 +182,26 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
                     lines.push(line);
                     jobs.push(job);
                 }
-                Err(why) => rejected.push((line, why)),
+                Err(why) => {
+                    if let Some(ids) = &mut ids {
+                        ids.record(line, "", &format!("rejected: {why}"));
+                    }
+                    rejected.push((line, why))
+                }
             }
         }
         for (line, result) in lines
             .into_iter()
             .zip(ctx.producer.enqueue_batch(jobs).await)
         {
+            if let (Some(ids), Ok(e)) = (&mut ids, &result) {
+                let outcome = match (e.created, e.conflict) {
+                    (true, _) => "created",
+                    (false, false) => "duplicate",
+                    (false, true) => "conflict",
+                };
+                ids.record(line, &e.id, outcome);
+            }
             match result {
                 Ok(e) if e.created => enqueued += 1,
                 Ok(e) => {
@@ -169,17 +212,28 @@ async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode>
                 }
                 Err(ProducerError::Store(e)) if is_connection_error(&e) => {
                     bar.abandon();
+                    if let (Some(ids), Some(out)) = (&ids, &args.ids_out) {
+                        ids.save(out)?;
+                    }
                     return Err(e).context(format!(
                         "stopped at line {line}: {enqueued} enqueued before"
                     ));
                 }
-                Err(e) => rejected.push((line, e.to_string())),
+                Err(e) => {
+                    if let Some(ids) = &mut ids {
+                        ids.record(line, "", &format!("rejected: {e}"));
+                    }
+                    rejected.push((line, e.to_string()))
+                }
             }
         }
         bar.set_position(processed);
     }
     reader.await.context("reader thread")??;
     bar.finish_and_clear();
+    if let (Some(ids), Some(out)) = (&ids, &args.ids_out) {
+        ids.save(out)?;
+    }
     let elapsed = started.elapsed();
     let accepted = enqueued + duplicates;
     println!(
@@ -270,6 +324,7 @@ fn count_lines(path: &PathBuf) -> std::io::Result<u64> {
 fn read_lines(
     path: PathBuf,
     defaults: Defaults,
+    known: HashMap<u64, String>,
     chunk_size: usize,
     tx: mpsc::Sender<anyhow::Result<Chunk>>,
 ) -> anyhow::Result<()> {
@@ -290,6 +345,16 @@ fn read_lines(
         let parsed = std::str::from_utf8(&line)
             .map_err(|_| "not UTF-8".to_string())
             .and_then(|text| JobInput::parse(text).map_err(|e| e.to_string()))
+            .map(|mut input| {
+                // The id an earlier run gave this line (--ids-out): enqueueing it again is a
+                // duplicate, not a second job.
+                if input.id.is_none()
+                    && let Some(id) = known.get(&number)
+                {
+                    input.id = Some(id.clone());
+                }
+                input
+            })
             .and_then(|input| input.into_job(&defaults).map_err(|e| e.to_string()));
         chunk.push((number, parsed));
         if chunk.len() >= chunk_size {
@@ -303,4 +368,68 @@ fn read_lines(
         let _ = tx.blocking_send(Ok(chunk));
     }
     Ok(())
+}
+
+/// The `--ids-out` file: each line's id and outcome, by line number. Loaded first (the ids an
+/// earlier run gave), saved at the end (or when the run stops on a lost connection), written
+/// whole to a temporary file and renamed, so it is never half-written.
+#[derive(Default)]
+struct IdsFile {
+    lines: BTreeMap<u64, (String, String)>,
+}
+
+impl IdsFile {
+    fn load(path: &std::path::Path) -> anyhow::Result<IdsFile> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IdsFile::default()),
+            Err(e) => return Err(e).with_context(|| format!("--ids-out {}", path.display())),
+        };
+        let mut lines = BTreeMap::new();
+        for (i, row) in text.lines().enumerate() {
+            let mut cols = row.splitn(3, '\t');
+            let (Some(line), Some(id), Some(outcome)) = (cols.next(), cols.next(), cols.next())
+            else {
+                bail!(
+                    "--ids-out {} line {}: not line<TAB>id<TAB>outcome",
+                    path.display(),
+                    i + 1
+                );
+            };
+            let line: u64 = line.parse().with_context(|| {
+                format!(
+                    "--ids-out {} line {}: {line:?} is not a line number",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            lines.insert(line, (id.to_string(), outcome.to_string()));
+        }
+        Ok(IdsFile { lines })
+    }
+
+    /// Line number → id, for the lines an earlier run enqueued.
+    fn known(&self) -> HashMap<u64, String> {
+        self.lines
+            .iter()
+            .filter(|(_, (id, _))| !id.is_empty())
+            .map(|(line, (id, _))| (*line, id.clone()))
+            .collect()
+    }
+
+    fn record(&mut self, line: u64, id: &str, outcome: &str) {
+        let outcome = outcome.replace(['\t', '\n'], " ");
+        self.lines.insert(line, (id.to_string(), outcome));
+    }
+
+    fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for (line, (id, outcome)) in &self.lines {
+            text.push_str(&format!("{line}\t{id}\t{outcome}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("write --ids-out {}", path.display()))
+    }
 }

@@ -1,10 +1,8 @@
-//! `sluice status | wait | cancel | stats | pause | resume`.
+//! `sluice status | cancel | stats | pause | resume`.
 
-use std::process::ExitCode;
-use std::time::Duration;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 use sluice_producer::{CancelOutcome, JobState, JobStatus};
+use std::process::ExitCode;
 
 use crate::Ctx;
 use crate::show;
@@ -13,24 +11,15 @@ use crate::show;
 pub struct StatusArgs {
     /// Job id.
     id: String,
-    /// Queue of the job (default: producer.default_queue).
+    /// Queue of the job (default: every queue `sluice stats` knows, and producer.default_queue).
     #[arg(long, short)]
     queue: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(clap::Args)]
-pub struct WaitArgs {
-    id: String,
-    #[arg(long, short)]
-    queue: Option<String>,
-    /// Give up after this many seconds (exit 1).
-    #[arg(long, default_value_t = 60.0)]
-    timeout: f64,
-    #[arg(long)]
-    json: bool,
+    /// Print only the upstream's answer body (JSON, for `jq`); exit 1 if the job has none yet.
+    #[arg(long, conflicts_with = "json")]
+    result: bool,
 }
 
 #[derive(clap::Args)]
@@ -53,7 +42,7 @@ pub struct QueueArg {
     queue: String,
 }
 
-fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
+pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
@@ -113,29 +102,50 @@ fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let queue = ctx.queue(&args.queue);
-    match ctx.producer.status(&queue, &args.id).await? {
-        Some(s) => {
-            print_status(&s, args.json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        None => bail!("no job {} in queue {queue}", args.id),
+    let s = match &args.queue {
+        Some(queue) => match ctx.producer.status(queue, &args.id).await? {
+            Some(s) => s,
+            None => bail!("no job {} in queue {queue}", args.id),
+        },
+        None => find(ctx, &args.id).await?,
+    };
+    if args.result {
+        return match (&s.result, s.state) {
+            (Some(body), JobState::Completed) => {
+                println!("{body}");
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => bail!("job {} is {}: it has no result", s.id, s.state),
+        };
     }
+    print_status(&s, args.json)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-pub async fn wait(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<ExitCode> {
-    let queue = ctx.queue(&args.queue);
-    let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
-    match ctx.producer.wait(&queue, &args.id, timeout).await {
-        Ok(s) => {
-            print_status(&s, args.json)?;
-            Ok(if s.state == JobState::Completed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+/// The job with this id in whichever queue holds it (the queues `sluice stats` knows, and the
+/// configured default queue); an error names the queues when several hold one.
+pub async fn find(ctx: &Ctx, id: &str) -> anyhow::Result<JobStatus> {
+    let store = ctx.producer.store();
+    let mut found = store.find_job(id).await?;
+    let default = &ctx.config.producer.default_queue;
+    if !found
+        .iter()
+        .any(|s| sluice_common::keys::base_queue(&s.queue) == default)
+        && let Some(s) = ctx.producer.status(default, id).await?
+    {
+        found.push(s);
+    }
+    match found.len() {
+        0 => bail!("no job {id} in any queue (give --queue if its queue is not in `sluice stats`)"),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let queues: Vec<&str> = found.iter().map(|s| s.queue.as_str()).collect();
+            bail!(
+                "job id {id} is in {} queues ({}): say which with --queue",
+                queues.len(),
+                queues.join(", ")
+            )
         }
-        Err(e) => Err(e.into()),
     }
 }
 

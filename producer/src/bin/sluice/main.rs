@@ -1,13 +1,17 @@
-//! `sluice`: the operator's command line. Enqueue from flags, JSON or a JSONL file (with a
-//! progress bar), look a job up, wait for it, cancel it, read queue stats, list / re-drive /
-//! purge the dead-letter stream, pause and resume a queue.
+//! `sluice`: the operator's command line. Load the function library (`init`), enqueue from
+//! flags, JSON or a JSONL file (with a progress bar), list a queue's jobs, look a job up, wait for
+//! it (or a whole queue), cancel it, read queue stats, list / re-drive / purge the dead-letter
+//! stream, pause and resume a queue.
 //!
-//! Exit codes: 0 done, 1 an error (one line naming the cause), 2 a usage error.
+//! Exit codes: 0 done, 1 an error (one line naming the cause), 2 a usage error, 3 a dedupe
+//! conflict under `--on-conflict error`; `wait`: 4 dead, 5 cancelled, 6 timed out.
 
 mod dlq;
 mod enqueue;
 mod inspect;
+mod jobs;
 mod show;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,12 +38,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Load (or update) the function library in Redis, so producers in any language can call it.
+    Init(InitArgs),
     /// Enqueue one job from flags or JSON, or many from a JSONL file or stdin.
     Enqueue(enqueue::Args),
-    /// Show a job's state, attempts, last error and result.
+    /// List a queue's jobs, a page at a time (optionally of one state).
+    Jobs(jobs::Args),
+    /// Show a job's state, attempts, last error and result (any queue unless --queue).
     Status(inspect::StatusArgs),
-    /// Wait until a job is completed, dead or cancelled.
-    Wait(inspect::WaitArgs),
+    /// Wait until a job (or, with --all, every job of a queue) is completed, dead or cancelled.
+    Wait(wait::Args),
     /// Cancel a job that has not started (queued, scheduled or retrying).
     Cancel(inspect::CancelArgs),
     /// Queue numbers: ready, pending, delayed, dead, counts by state.
@@ -50,6 +58,13 @@ enum Command {
     Pause(inspect::QueueArg),
     /// Let workers fetch from a paused queue again.
     Resume(inspect::QueueArg),
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// Print the library's source (as loaded, version included) instead of loading it.
+    #[arg(long)]
+    print_library: bool,
 }
 
 /// What every command needs: the config and a connected producer.
@@ -101,6 +116,13 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Init(InitArgs {
+        print_library: true,
+    }) = cli.command
+    {
+        print!("{}", sluice_common::Store::library_source());
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(url) = cli.redis {
         config.redis.url = url;
@@ -108,9 +130,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let producer = Producer::from_config(&config).await?;
     let ctx = Ctx { config, producer };
     match cli.command {
+        Command::Init(_) => {
+            // Connecting loaded the library where Redis lacked this version.
+            println!(
+                "sluice library {} loaded in {}",
+                sluice_common::Store::library_version(),
+                ctx.producer.store().url()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs(args) => jobs::run(&ctx, args).await,
         Command::Enqueue(args) => enqueue::run(&ctx, args).await,
         Command::Status(args) => inspect::status(&ctx, args).await,
-        Command::Wait(args) => inspect::wait(&ctx, args).await,
+        Command::Wait(args) => wait::run(&ctx, args).await,
         Command::Cancel(args) => inspect::cancel(&ctx, args).await,
         Command::Stats(args) => inspect::stats(&ctx, args).await,
         Command::Dlq(args) => dlq::run(&ctx, args).await,
