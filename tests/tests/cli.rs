@@ -137,6 +137,11 @@ async fn a_single_job_can_be_enqueued_looked_up_and_cancelled() {
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(
         stderr(&missing).trim(),
+        "sluice: no job nope in any queue (give --queue if its queue is not in `sluice stats`)"
+    );
+    let missing = run(&redis.url(), &["status", "nope", "-q", "default"]);
+    assert_eq!(
+        stderr(&missing).trim(),
         "sluice: no job nope in queue default"
     );
 

@@ -347,3 +347,48 @@ async fn sluice_init_loads_the_library_for_a_client_that_sends_an_empty_id() {
     let o = run(&redis.url(), &["status", &reply[1]]);
     assert!(out(&o).contains("queued"), "{}{}", out(&o), err(&o));
 }
+
+#[tokio::test]
+async fn dlq_list_pages_through_every_dead_letter_once() {
+    let redis = RedisServer::start().await;
+    let store = sluice_common::Store::connect(&redis.url(), Default::default())
+        .await
+        .expect("store");
+    store.create_group("q").await.expect("group");
+    let n = 250;
+    for i in 0..n {
+        store
+            .dead_letter("q", "", "", "malformed", "garbage", None, &format!("n={i}"))
+            .await
+            .expect("dead letter");
+    }
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["dlq", "list", "-q", "q", "--limit", "100", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let o = run(&redis.url(), &args);
+        assert!(o.status.success(), "{}", err(&o));
+        let page: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON");
+        pages += 1;
+        for e in &page {
+            assert!(
+                seen.insert(e["entry"].as_str().expect("entry").to_string()),
+                "listed twice: {e}"
+            );
+        }
+        cursor = err(&o)
+            .lines()
+            .find_map(|l| l.strip_prefix("more: --cursor "))
+            .map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages < 10, "the cursor never ends");
+    }
+    assert_eq!(seen.len(), n, "in {pages} pages");
+    assert_eq!(pages, 3);
+}

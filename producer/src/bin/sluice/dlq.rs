@@ -27,9 +27,12 @@ enum Command {
     List {
         #[arg(long, short)]
         queue: Option<String>,
-        /// Most entries to show.
+        /// Most entries to show (a page); the next page's cursor goes to stderr.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Where to start: the cursor the previous page printed (`more: --cursor C`).
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -86,7 +89,21 @@ impl Select {
 
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::List { queue, limit, json } => list(ctx, &ctx.queue(&queue), limit, json).await,
+        Command::List {
+            queue,
+            limit,
+            cursor,
+            json,
+        } => {
+            list(
+                ctx,
+                &ctx.queue(&queue),
+                limit.max(1),
+                cursor.as_deref(),
+                json,
+            )
+            .await
+        }
         Command::Redrive(sel) => {
             let queue = ctx.queue(&sel.queue);
             let parts = ctx.producer.store().partitions_of(&queue);
@@ -151,17 +168,45 @@ async fn selected(ctx: &Ctx, queue: &str, sel: &Select) -> anyhow::Result<Vec<Ve
     Ok(pages)
 }
 
-async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+/// A dead-letter page's cursor: the partition's index and the last entry shown in it.
+fn parse_cursor(c: &str) -> anyhow::Result<(usize, String)> {
+    let bad = || anyhow::anyhow!("--cursor {c:?} is not a cursor this listing printed");
+    let (part, entry) = c.split_once('/').ok_or_else(bad)?;
+    Ok((part.parse().map_err(|_| bad())?, entry.to_string()))
+}
+
+async fn list(
+    ctx: &Ctx,
+    queue: &str,
+    limit: usize,
+    cursor: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let parts = ctx.producer.store().partitions_of(queue);
+    let (first, mut after) = match cursor {
+        Some(c) => {
+            let (i, entry) = parse_cursor(c)?;
+            (i, Some(entry))
+        }
+        None => (0, None),
+    };
     let mut entries = Vec::new();
-    for part in &parts {
-        if entries.len() < limit {
-            let got = ctx
-                .producer
-                .store()
-                .dead_list(part, None, limit - entries.len())
-                .await?;
-            entries.extend(got.into_iter().map(|e| (part.clone(), e)));
+    let mut next = None;
+    for (i, part) in parts.iter().enumerate().skip(first) {
+        let want = limit - entries.len();
+        let got = ctx
+            .producer
+            .store()
+            .dead_list(part, after.take().as_deref(), want)
+            .await?;
+        let full = got.len() == want;
+        if let (true, Some(last)) = (full, got.last()) {
+            // The page is full: the next one goes on after its last entry.
+            next = Some(format!("{i}/{}", last.entry));
+        }
+        entries.extend(got.into_iter().map(|e| (part.clone(), e)));
+        if full {
+            break;
         }
     }
     if json {
@@ -177,6 +222,7 @@ async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Resul
             .map(|(queue, entry)| Row { queue, entry })
             .collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
+        more(next.as_deref());
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
@@ -200,5 +246,13 @@ async fn list(ctx: &Ctx, queue: &str, limit: usize, json: bool) -> anyhow::Resul
             show::excerpt(error, 100)
         );
     }
+    more(next.as_deref());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next page's cursor, on stderr after the page (stdout stays entries for a pipe).
+fn more(next: Option<&str>) {
+    if let Some(next) = next {
+        eprintln!("more: --cursor {next}");
+    }
 }
