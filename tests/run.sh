@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite on a fresh Debian machine with Rust:
-# installs what is missing (redis-server, promtool, redis-py), checks formatting and lints, then runs every
+# installs what is missing (redis-server, promtool, a venv with the Python client), checks formatting and lints, then runs every
 # test of the workspace, then fuzzes the decoders of untrusted input for a short while
 # (tests/fuzz.sh: cargo-fuzz on nightly, 20 s per target). Each test starts its own redis-server
 # on a free port; nothing needs to be running beforehand. Set SLUICE_SKIP_LINT=1 to skip fmt and
@@ -26,12 +26,19 @@ if ! command -v openssl >/dev/null 2>&1; then
     || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null; }
 fi
 
-PY="${SLUICE_PYTHON:-python3}"
-if ! "$PY" -c 'import redis' 2>/dev/null; then
-  echo "== installing redis-py for the Python protocol client"
-  "$PY" -m pip install --quiet --disable-pip-version-check redis 2>/dev/null \
-    || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-redis >/dev/null \
-    || "$PY" -m pip install --quiet --break-system-packages redis
+# The shipped Python client (producer/python) goes into a venv of the test run's own, never into
+# the system Python; tests/tests/python_client.rs runs it with that venv's interpreter.
+VENV="${SLUICE_VENV:-target/py-venv}"
+if [ -z "${SLUICE_PYTHON:-}" ]; then
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    echo "== installing python3-venv"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+      || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+    python3 -m venv "$VENV"
+  fi
+  echo "== pip install producer/python into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check ./producer/python
+  export SLUICE_PYTHON="$PWD/$VENV/bin/python"
 fi
 
 if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then

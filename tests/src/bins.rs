@@ -85,7 +85,7 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     path
 }
 
-/// The workspace root (for files such as tests/clients/ and config/).
+/// The workspace root (for files such as producer/python/ and config/).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -1,5 +1,7 @@
-//! A non-Rust service can use Sluice: the redis-py client in tests/clients/python enqueues with
-//! dedupe and reads state back through docs/PROTOCOL.md alone; the Rust side runs the job.
+//! A non-Rust service can use Sluice: the shipped Python package (producer/python, `sluice-client`,
+//! installed by tests/run.sh into its venv; else imported from its source with the system's
+//! redis-py) enqueues with dedupe, conflicts and generated ids, cancels, gets errors as
+//! exceptions and waits for the result; the Rust side runs the job.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,11 +13,11 @@ use sluice_tests::bins::workspace_root;
 
 fn python(args: &[&str]) -> serde_json::Value {
     let interpreter = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let dir = workspace_root().join("tests/clients/python");
+    let package = workspace_root().join("producer/python");
     let out = Command::new(&interpreter)
-        .arg(dir.join("check_protocol.py"))
+        .arg(package.join("tests/check_protocol.py"))
         .args(args)
-        .current_dir(&dir)
+        .env("PYTHONPATH", package.join("src"))
         .output()
         .unwrap_or_else(|e| panic!("run {interpreter}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -103,6 +105,6 @@ async fn a_python_service_enqueues_with_dedupe_and_reads_the_result() {
 
     let done = waiter.await.expect("join");
     assert_eq!(done["state"], "completed");
-    assert_eq!(done["result"], "{\"choices\":[]}");
-    assert_eq!(done["status"], "200");
+    assert_eq!(done["result"], serde_json::json!({"choices": []}));
+    assert_eq!(done["status"], 200);
 }

@@ -41,7 +41,9 @@ pub async fn run(ctx: Arc<Ctx>, job: Job, slot: OwnedSemaphorePermit) {
         "job",
         queue = %job.queue,
         id = %job.id,
+        // Attempts spend the job's budget; waits (rate limited, quota) do not: logged apart.
         attempt = job.attempt,
+        waits = job.waits,
         upstream = tracing::field::Empty,
     );
     match process(&ctx, &job, slot).instrument(span).await {
