@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use sluice_common::store::DeadLetter;
 use sluice_tests::RedisServer;
 use sluice_tests::bins::cargo_bin;
 
@@ -316,7 +317,17 @@ async fn a_reader_that_stops_early_ends_the_cli_quietly() {
         let store = store.clone();
         async move {
             store
-                .dead_letter("q", "", "", "malformed", "garbage", None, &format!("n={i}"))
+                .dead_letter(
+                    "q",
+                    &DeadLetter {
+                        id: "",
+                        entry: "",
+                        reason: "malformed",
+                        error: "garbage",
+                        http_status: None,
+                        raw: &format!("n={i}"),
+                    },
+                )
                 .await
         }
     });

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use sluice_common::store::DeadLetter;
 use sluice_common::{NewJob, Schedule};
 use sluice_tests::bins::cargo_bin;
 use sluice_tests::events::Events;
@@ -358,7 +359,17 @@ async fn dlq_list_pages_through_every_dead_letter_once() {
     let n = 250;
     for i in 0..n {
         store
-            .dead_letter("q", "", "", "malformed", "garbage", None, &format!("n={i}"))
+            .dead_letter(
+                "q",
+                &DeadLetter {
+                    id: "",
+                    entry: "",
+                    reason: "malformed",
+                    error: "garbage",
+                    http_status: None,
+                    raw: &format!("n={i}"),
+                },
+            )
             .await
             .expect("dead letter");
     }

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use redis::AsyncCommands;
 use serde_json::json;
 use sluice_common::store::{CancelOutcome, Spend, Started, Transition};
+use sluice_common::store::{DeadLetter, Sleep};
 use sluice_common::{JobSpec, JobState, NewJob, Schedule};
 use sluice_producer::{Producer, ProducerError};
 use sluice_tests::RedisServer;
@@ -320,13 +321,15 @@ async fn cancel_works_only_from_queued_scheduled_or_retrying() {
     let t = store
         .retry(
             "q",
-            &b.id,
-            &entry_b,
-            Duration::from_secs(60),
-            "transient",
-            "503",
-            Some(503),
-            Spend::Attempt,
+            &Sleep {
+                id: &b.id,
+                entry: &entry_b,
+                delay: Duration::from_secs(60),
+                class: "transient",
+                error: "503",
+                http_status: Some(503),
+                spend: Spend::Attempt,
+            },
         )
         .await
         .expect("retry");
@@ -410,13 +413,15 @@ async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
     store
         .retry(
             "q",
-            &e.id,
-            &entry,
-            Duration::ZERO,
-            "transient",
-            "HTTP 503",
-            Some(503),
-            Spend::Attempt,
+            &Sleep {
+                id: &e.id,
+                entry: &entry,
+                delay: Duration::ZERO,
+                class: "transient",
+                error: "HTTP 503",
+                http_status: Some(503),
+                spend: Spend::Attempt,
+            },
         )
         .await
         .expect("retry");
@@ -426,24 +431,28 @@ async fn redrive_puts_dead_jobs_back_with_attempts_reset_and_history_kept() {
     store
         .dead_letter(
             "q",
-            &e.id,
-            &entry,
-            "invalid",
-            "HTTP 400: context_length_exceeded",
-            Some(400),
-            "",
+            &DeadLetter {
+                id: &e.id,
+                entry: &entry,
+                reason: "invalid",
+                error: "HTTP 400: context_length_exceeded",
+                http_status: Some(400),
+                raw: "",
+            },
         )
         .await
         .expect("dead");
     store
         .dead_letter(
             "q",
-            &other.id,
-            &entry2,
-            "exhausted",
-            "HTTP 503",
-            Some(503),
-            "",
+            &DeadLetter {
+                id: &other.id,
+                entry: &entry2,
+                reason: "exhausted",
+                error: "HTTP 503",
+                http_status: Some(503),
+                raw: "",
+            },
         )
         .await
         .expect("dead");
@@ -500,12 +509,14 @@ async fn redrive_never_removes_a_dead_letter_it_cannot_redrive() {
     store
         .dead_letter(
             "q",
-            "",
-            "",
-            "malformed",
-            "stream entry is not {id}",
-            None,
-            "foo=bar",
+            &DeadLetter {
+                id: "",
+                entry: "",
+                reason: "malformed",
+                error: "stream entry is not {id}",
+                http_status: None,
+                raw: "foo=bar",
+            },
         )
         .await
         .expect("dead");

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use redis::aio::MultiplexedConnection;
 use sluice_common::keys::GROUP;
+use sluice_common::store::DeadLetter;
 use sluice_common::{NewJob, Schedule, Store};
 use sluice_tests::RedisServer;
 
@@ -276,7 +277,17 @@ async fn populate(store: &Store, conn: &mut MultiplexedConnection) {
     let started = store.fetch("pa", "c", 3).await.expect("fetch");
     if let Some(sluice_common::store::Started::Run { id, entry, .. }) = started.first() {
         store
-            .dead_letter("pa", id, entry, "invalid", "bad", Some(400), "")
+            .dead_letter(
+                "pa",
+                &DeadLetter {
+                    id,
+                    entry,
+                    reason: "invalid",
+                    error: "bad",
+                    http_status: Some(400),
+                    raw: "",
+                },
+            )
             .await
             .expect("dead");
     }

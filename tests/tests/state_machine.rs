@@ -18,6 +18,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use redis::AsyncCommands;
 use sluice_common::keys::{GROUP, QueueKeys};
+use sluice_common::store::{DeadLetter, Sleep};
 use sluice_common::store::{Spend, Started, Transition};
 use sluice_common::{JobState, NewJob, Schedule, Store};
 use sluice_tests::RedisServer;
@@ -156,13 +157,15 @@ impl Model {
                     self.store
                         .retry(
                             &q,
-                            &h.id,
-                            &h.entry,
-                            Duration::ZERO,
-                            "transient",
-                            "503",
-                            Some(503),
-                            Spend::Attempt,
+                            &Sleep {
+                                id: &h.id,
+                                entry: &h.entry,
+                                delay: Duration::ZERO,
+                                class: "transient",
+                                error: "503",
+                                http_status: Some(503),
+                                spend: Spend::Attempt,
+                            },
                         )
                         .await
                         .expect("retry");
@@ -171,7 +174,17 @@ impl Model {
             Op::Dead { pick } => {
                 if let Some(h) = self.take_held(*pick) {
                     self.store
-                        .dead_letter(&q, &h.id, &h.entry, "invalid", "400", Some(400), "")
+                        .dead_letter(
+                            &q,
+                            &DeadLetter {
+                                id: &h.id,
+                                entry: &h.entry,
+                                reason: "invalid",
+                                error: "400",
+                                http_status: Some(400),
+                                raw: "",
+                            },
+                        )
                         .await
                         .expect("dead");
                 }

@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::processor::{self, Job};
 use crate::worker::Ctx;
 use crate::{metrics, outage, reclaim};
+use sluice_common::store::DeadLetter;
 
 /// Most entries one read asks for.
 const MAX_BATCH: usize = 256;
@@ -279,11 +280,15 @@ async fn dead_letter_entry(
     why: &str,
 ) {
     let raw: String = raw.chars().take(RAW_EXCERPT).collect();
-    let r = outage::with_retries(|| {
-        ctx.store
-            .dead_letter(queue, "", entry, reason, why, None, &raw)
-    })
-    .await;
+    let letter = DeadLetter {
+        id: "",
+        entry,
+        reason,
+        error: why,
+        http_status: None,
+        raw: &raw,
+    };
+    let r = outage::with_retries(|| ctx.store.dead_letter(queue, &letter)).await;
     match r {
         Ok(_) => {
             ctx.metrics.dead.with_label_values(&[queue, reason]).inc();

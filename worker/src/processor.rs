@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_common::store::{Completion, Spend, Transition};
+use sluice_common::store::{Completion, DeadLetter, Sleep, Spend, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -138,19 +138,16 @@ async fn process(
             Some(Gate::Defer { wait, class }) => {
                 // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
                 let why = format!("deferred before the call: {class}");
-                let t = with_retries(|| {
-                    ctx.store.retry(
-                        &job.queue,
-                        &job.id,
-                        &job.entry,
-                        wait,
-                        class,
-                        &why,
-                        None,
-                        Spend::Neither,
-                    )
-                })
-                .await?;
+                let sleep = Sleep {
+                    id: &job.id,
+                    entry: &job.entry,
+                    delay: wait,
+                    class,
+                    error: &why,
+                    http_status: None,
+                    spend: Spend::Neither,
+                };
+                let t = with_retries(|| ctx.store.retry(&job.queue, &sleep)).await?;
                 if t == Transition::Done {
                     ctx.metrics
                         .deferred
@@ -251,17 +248,17 @@ async fn process(
             } else {
                 Spend::Wait
             };
+            let sleep = Sleep {
+                id: &job.id,
+                entry: &job.entry,
+                delay,
+                class: outcome.class.as_str(),
+                error: &detail,
+                http_status: outcome.status,
+                spend,
+            };
             let t = until_written(&ctx.shutdown.abandon, || {
-                ctx.store.retry(
-                    &job.queue,
-                    &job.id,
-                    &job.entry,
-                    delay,
-                    outcome.class.as_str(),
-                    &detail,
-                    outcome.status,
-                    spend,
-                )
+                ctx.store.retry(&job.queue, &sleep)
             })
             .await?;
             if t == Transition::Done {
@@ -393,9 +390,16 @@ async fn dead(
 ) -> Result<(), StoreError> {
     let error = ctx.upstreams.redact(error);
     let status = outcome.and_then(|o| o.status);
+    let letter = DeadLetter {
+        id: &job.id,
+        entry: &job.entry,
+        reason,
+        error: &error,
+        http_status: status,
+        raw: "",
+    };
     let t = until_written(&ctx.shutdown.abandon, || {
-        ctx.store
-            .dead_letter(&job.queue, &job.id, &job.entry, reason, &error, status, "")
+        ctx.store.dead_letter(&job.queue, &letter)
     })
     .await?;
     if t == Transition::Done {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::fetch;
 use crate::outage;
 use crate::worker::Ctx;
+use sluice_common::store::DeadLetter;
 
 /// When the intake loop of one queue should next reclaim and tidy.
 pub struct ReclaimClock {
@@ -139,11 +140,15 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
         if deliveries > u64::from(ctx.poison_deliveries) {
             let id = delivered.fields.get("id").cloned().unwrap_or_default();
             let why = format!("delivered {deliveries} times without finishing");
-            let r = outage::with_retries(|| {
-                ctx.store
-                    .dead_letter(queue, &id, &delivered.entry, "poison", &why, None, "")
-            })
-            .await;
+            let letter = DeadLetter {
+                id: &id,
+                entry: &delivered.entry,
+                reason: "poison",
+                error: &why,
+                http_status: None,
+                raw: "",
+            };
+            let r = outage::with_retries(|| ctx.store.dead_letter(queue, &letter)).await;
             match r {
                 Ok(sluice_common::store::Transition::Done) => {
                     ctx.metrics.dead.with_label_values(&[queue, "poison"]).inc();

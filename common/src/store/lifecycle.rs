@@ -92,6 +92,35 @@ pub struct Completion {
     pub fields: Vec<(String, String)>,
 }
 
+/// A running job's sleep in the delayed ZSET (`sluice_retry`): a backoff, a provider's wait, or a
+/// deferral before the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Sleep<'a> {
+    pub id: &'a str,
+    /// The stream entry the job runs under.
+    pub entry: &'a str,
+    pub delay: Duration,
+    /// The failure class (`transient`, `rate_limited`, …) or why the call was deferred.
+    pub class: &'a str,
+    pub error: &'a str,
+    pub http_status: Option<u16>,
+    /// What the sleep spends: an attempt, a wait, or neither.
+    pub spend: Spend,
+}
+
+/// A dead letter (`sluice_dead`): a job's, or with an empty `id` a raw stream entry's that names
+/// no runnable job (`raw` keeps an excerpt of what it held).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadLetter<'a> {
+    pub id: &'a str,
+    pub entry: &'a str,
+    /// `exhausted`, `invalid`, `malformed`, `poison`, …
+    pub reason: &'a str,
+    pub error: &'a str,
+    pub http_status: Option<u16>,
+    pub raw: &'a str,
+}
+
 impl Store {
     /// Reads up to `count` new entries of the queue for `consumer` without blocking and starts
     /// them, in one round trip (empty when there are none).
@@ -197,57 +226,45 @@ impl Store {
             .collect())
     }
 
-    /// Puts a running job to sleep in the delayed ZSET for `delay`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn retry(
-        &self,
-        queue: &str,
-        id: &str,
-        entry: &str,
-        delay: Duration,
-        class: &str,
-        error: &str,
-        http_status: Option<u16>,
-        spend: Spend,
-    ) -> Result<Transition, StoreError> {
+    /// Puts a running job to sleep in the delayed ZSET for `sleep.delay`.
+    pub async fn retry(&self, queue: &str, sleep: &Sleep<'_>) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_retry", &keys);
         cmd.arg(keys::GROUP)
-            .arg(id)
-            .arg(entry)
-            .arg(delay.as_millis() as u64)
-            .arg(class)
-            .arg(error)
-            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
-            .arg(spend.wire())
+            .arg(sleep.id)
+            .arg(sleep.entry)
+            .arg(sleep.delay.as_millis() as u64)
+            .arg(sleep.class)
+            .arg(sleep.error)
+            .arg(sleep.http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(sleep.spend.wire())
             .arg(self.settings.events_maxlen);
         self.transition(cmd, "sluice_retry").await
     }
 
     /// Dead-letters a job (or, with an empty or unknown id, a raw stream entry).
-    #[allow(clippy::too_many_arguments)]
     pub async fn dead_letter(
         &self,
         queue: &str,
-        id: &str,
-        entry: &str,
-        reason: &str,
-        error: &str,
-        http_status: Option<u16>,
-        raw: &str,
+        letter: &DeadLetter<'_>,
     ) -> Result<Transition, StoreError> {
         let keys = keys_for(queue)?;
         let mut cmd = Self::fcall("sluice_dead", &keys);
         cmd.arg(keys::GROUP)
-            .arg(id)
-            .arg(entry)
-            .arg(reason)
-            .arg(error)
-            .arg(http_status.map(|s| s.to_string()).unwrap_or_default())
+            .arg(letter.id)
+            .arg(letter.entry)
+            .arg(letter.reason)
+            .arg(letter.error)
+            .arg(
+                letter
+                    .http_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(self.settings.dead_retention.as_millis() as u64)
             .arg(self.settings.dead_maxlen)
             .arg(self.settings.events_maxlen)
-            .arg(raw);
+            .arg(letter.raw);
         self.transition(cmd, "sluice_dead").await
     }
 
