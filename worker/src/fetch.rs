@@ -14,21 +14,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_common::store::{Delivered, Started};
+use sluice_common::store::Delivered;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::processor::{self, Job};
-use crate::worker::Ctx;
-use crate::{metrics, outage, reclaim};
-use sluice_common::store::DeadLetter;
+use crate::ctx::Ctx;
+use crate::dispatch::{dispatch, run_started};
+use crate::reclaim;
 
 /// Most entries one read asks for.
 const MAX_BATCH: usize = 256;
 /// Longest a blocking read waits for entries; also bounded by the reclaim period, since reclaim
 /// runs between reads, and it is how long a stop may wait for a read in progress.
 const MAX_BLOCK: Duration = Duration::from_millis(1000);
-/// Bytes of a malformed entry's fields kept in its dead-letter entry.
-const RAW_EXCERPT: usize = 512;
 
 /// The intake of one queue until shutdown: reclaims a dead worker's entries when due, then reads
 /// new ones. A read in progress is never cut off (an entry delivered to a dropped read would sit
@@ -52,13 +49,7 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
         };
-        let mut slots = vec![first];
-        while slots.len() < MAX_BATCH {
-            match ctx.slots.clone().try_acquire_owned() {
-                Ok(p) => slots.push(p),
-                Err(_) => break,
-            }
-        }
+        let slots = ctx.take_slots(Some(first), MAX_BATCH);
         // A busy queue: read and start in one round trip, without blocking.
         match ctx.store.fetch(&queue, &ctx.consumer, slots.len()).await {
             Ok(started) if !started.is_empty() => {
@@ -144,158 +135,5 @@ async fn backoff(stop: &tokio_util::sync::CancellationToken, failures: u32) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => {}
-    }
-}
-
-/// Starts delivered entries (one server-side call for the batch) and spawns a processor for each
-/// job to run, each with one of `slots`. Entries that are not jobs are dead-lettered as
-/// `malformed`. Used for fresh reads and for reclaimed entries alike.
-pub async fn dispatch(
-    ctx: &Arc<Ctx>,
-    queue: &str,
-    entries: Vec<Delivered>,
-    slots: Vec<OwnedSemaphorePermit>,
-) {
-    let mut pairs = Vec::with_capacity(entries.len());
-    for d in entries {
-        match d.fields.get("id") {
-            // Only the job's current entry can start it (the start function checks), so extra
-            // fields or a stale copy can never run a job twice.
-            Some(id) if sluice_common::validate::job_id(id).is_ok() => {
-                pairs.push((d.entry, id.clone()))
-            }
-            _ => malformed(ctx, queue, &d, "stream entry is not {id: <job id>}").await,
-        }
-    }
-    if pairs.is_empty() {
-        return;
-    }
-    let started = match outage::with_retries(|| ctx.store.start(queue, &ctx.consumer, &pairs)).await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            // Left pending: the lease brings these entries back to a worker.
-            tracing::error!(queue, error = %e, "start failed");
-            return;
-        }
-    };
-    run_started(ctx, queue, started, slots).await;
-}
-
-/// Spawns a processor, each with one of `slots`, for every job `start` or `fetch` said to run;
-/// dead-letters what names no job.
-async fn run_started(
-    ctx: &Arc<Ctx>,
-    queue: &str,
-    started: Vec<Started>,
-    mut slots: Vec<OwnedSemaphorePermit>,
-) {
-    for s in started {
-        match s {
-            Started::Run {
-                entry,
-                id,
-                spec,
-                attempt,
-                waits,
-                ready_ms,
-            } => {
-                let Some(slot) = slots.pop() else {
-                    tracing::error!(queue, "more jobs than slots; leaving the rest to reclaim");
-                    break;
-                };
-                ctx.metrics.started.with_label_values(&[queue]).inc();
-                if attempt == 1
-                    && waits == 0
-                    && let Some(s) = metrics::secs_since(ready_ms)
-                {
-                    ctx.metrics
-                        .queue_wait
-                        .with_label_values(&[queue])
-                        .observe(s);
-                }
-                let job = Job {
-                    queue: queue.to_string(),
-                    entry,
-                    id,
-                    spec,
-                    attempt,
-                    waits,
-                    ready_ms,
-                };
-                ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
-            }
-            Started::Paused { entry, id } => {
-                // Paused since the watcher last looked: stop reading now, not at its next look.
-                ctx.mark_paused(queue);
-                tracing::debug!(queue, %entry, %id, "not started: the queue is paused");
-            }
-            Started::Skip { entry, id } => {
-                ctx.metrics.skipped.with_label_values(&[queue]).inc();
-                tracing::debug!(queue, %entry, %id, "skipped: terminal, cancelled or stale");
-            }
-            Started::Missing { entry, id } => {
-                let d = Delivered {
-                    entry,
-                    fields: [("id".to_string(), id)].into_iter().collect(),
-                };
-                malformed(ctx, queue, &d, "no job hash for this id").await;
-            }
-            Started::Malformed { entry, raw } => {
-                let why = "stream entry is not {id: <job id>}";
-                dead_letter_entry(ctx, queue, &entry, &raw, "malformed", why).await;
-            }
-            Started::Corrupt { entry, id, error } => {
-                let raw = format!("id={id}");
-                let why = format!("the job's key is not a job hash: {error}");
-                dead_letter_entry(ctx, queue, &entry, &raw, "corrupt", &why).await;
-            }
-        }
-    }
-}
-
-/// Dead-letters a stream entry that is not a runnable job, keeping an excerpt of what it held.
-async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
-    let mut raw = String::new();
-    let mut fields: Vec<_> = d.fields.iter().collect();
-    fields.sort();
-    for (k, v) in fields {
-        if raw.len() >= RAW_EXCERPT {
-            break;
-        }
-        raw.push_str(&format!("{k}={v} "));
-    }
-    dead_letter_entry(ctx, queue, &d.entry, &raw, "malformed", why).await;
-}
-
-/// Dead-letters stream entry `entry` as `reason`, keeping `raw`. No job id: an entry that is
-/// not a runnable job must never touch the key its `id` may name. If Redis refuses, the entry
-/// stays pending (never dropped) and comes back through reclaim.
-async fn dead_letter_entry(
-    ctx: &Ctx,
-    queue: &str,
-    entry: &str,
-    raw: &str,
-    reason: &str,
-    why: &str,
-) {
-    let raw: String = raw.chars().take(RAW_EXCERPT).collect();
-    let letter = DeadLetter {
-        id: "",
-        entry,
-        reason,
-        error: why,
-        http_status: None,
-        raw: &raw,
-    };
-    let r = outage::with_retries(|| ctx.store.dead_letter(queue, &letter)).await;
-    match r {
-        Ok(_) => {
-            ctx.metrics.dead.with_label_values(&[queue, reason]).inc();
-            tracing::warn!(queue, entry, reason, why, "stream entry dead-lettered")
-        }
-        Err(e) => {
-            tracing::error!(queue, entry, reason, error = %e, "could not dead-letter a stream entry; it stays pending")
-        }
     }
 }

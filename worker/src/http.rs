@@ -15,8 +15,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::ctx::Ctx;
 use crate::metrics::Metrics;
-use crate::worker::Ctx;
 
 /// What the server answers from. The worker's context is there once it has started.
 pub struct Served {

@@ -10,6 +10,8 @@
 //! together.
 
 pub mod completer;
+pub mod ctx;
+pub mod dispatch;
 pub mod fetch;
 /// The header parsers live in sluice-common (so the fuzz targets build without this crate).
 pub use sluice_common::hints;

@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::hints;
-use crate::outage::with_retries;
+use crate::outage::ride_out;
 use crate::outcome::{Class, Outcome};
 
 /// Longest wait a caller sleeps in memory for a reserved slot; beyond it the job is deferred.
@@ -393,7 +393,7 @@ impl Limiter {
         };
         for _ in 0..8 {
             // Redis away for a moment (a restart): asked again rather than failing the job.
-            let admitted = with_retries(|| self.store.admit(upstream, &request)).await?;
+            let admitted = ride_out(|| self.store.admit(upstream, &request)).await?;
             let (wait, defer_class) = match admitted {
                 Admission::Reserved(_) if !paced => {
                     self.set_clear(upstream, true);

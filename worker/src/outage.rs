@@ -1,10 +1,10 @@
 //! Redis out of reach: how the worker's writes ride it out.
 //!
-//! One loop, [`retry_transient`], retries a call while its error is transient (Redis unreachable,
+//! One loop, [`persist`], tries a call again while its error is transient (Redis unreachable,
 //! loading, failing over), with a doubling delay, a warning at the first failure and then every
 //! 30 s; a refusal or a permanent error (WRONGTYPE) is returned at once. Three patience levels
 //! use it:
-//! - [`with_retries`] carries a call through a short outage (a restart, a failover: about 11 s,
+//! - [`ride_out`] carries a call through a short outage (a restart, a failover: about 11 s,
 //!   50 ms doubling to 5 s) and then gives up: what it guarded comes back another way (the lease,
 //!   the next round);
 //! - [`until_written`] is for an outcome this worker holds — a finished call's result, its retry
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sluice_common::StoreError;
 use tokio_util::sync::CancellationToken;
 
-/// How patiently [`retry_transient`] retries.
+/// How patiently [`persist`] tries again.
 #[derive(Debug, Clone, Copy)]
 pub struct Patience {
     pub first_delay: Duration,
@@ -29,9 +29,9 @@ pub struct Patience {
     pub doing: &'static str,
 }
 
-/// Retries `f` while it fails transiently, as `patience` says, until `cancel` is cancelled (then
+/// Tries `f` again while it fails transiently, as `patience` says, until `cancel` is cancelled (then
 /// the last error is returned).
-pub async fn retry_transient<T, F, Fut>(
+pub async fn persist<T, F, Fut>(
     patience: Patience,
     cancel: &CancellationToken,
     mut f: F,
@@ -72,7 +72,7 @@ where
 
 /// Retries a state write through a short Redis outage (a finished call is worth recording),
 /// then gives up and lets the lease bring the job back.
-pub async fn with_retries<T, F, Fut>(f: F) -> Result<T, StoreError>
+pub async fn ride_out<T, F, Fut>(f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -83,7 +83,7 @@ where
         max_retries: Some(8),
         doing: "retrying the write",
     };
-    retry_transient(patience, &CancellationToken::new(), f).await
+    persist(patience, &CancellationToken::new(), f).await
 }
 
 /// Retries a write of an outcome this worker holds until Redis takes it, however long Redis is
@@ -100,7 +100,7 @@ where
         max_retries: None,
         doing: "holding the outcome until it is back",
     };
-    retry_transient(patience, abandon, f).await
+    persist(patience, abandon, f).await
 }
 
 /// The worker's start-up calls: retried while Redis is unreachable (half a second doubling to
@@ -116,5 +116,5 @@ where
         max_retries: None,
         doing: "the worker starts once it answers",
     };
-    retry_transient(patience, stop, f).await
+    persist(patience, stop, f).await
 }

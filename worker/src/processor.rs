@@ -7,18 +7,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_common::store::{Completion, DeadLetter, Sleep, Spend, Transition};
+use sluice_common::store::{Completion, DeadLetter, Sleep, Spend, Started, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::ctx::{Ctx, Hold};
 use crate::limiter::{Gate, Ticket};
 use crate::metrics::{now_ms, secs_since, status_class};
-use crate::outage::{until_written, with_retries};
-use crate::outcome::{self, Class, Outcome};
+use crate::outage::{ride_out, until_written};
+use crate::outcome::{self, Outcome};
 use crate::retry::{Budget, Decision};
 use crate::upstream::{CallError, Upstream, Upstreams};
-use crate::worker::Ctx;
 
 /// A job the start function handed us.
 #[derive(Debug, Clone)]
@@ -31,6 +31,32 @@ pub struct Job {
     pub waits: u32,
     /// When the job became runnable (Unix ms; 0 if unknown), for the end-to-end histogram.
     pub ready_ms: u64,
+}
+
+impl Job {
+    /// The job `start` or `fetch` said to run (`Started::Run`) on `queue`; anything else is
+    /// given back.
+    pub fn started(queue: &str, s: Started) -> Result<Job, Started> {
+        match s {
+            Started::Run {
+                entry,
+                id,
+                spec,
+                attempt,
+                waits,
+                ready_ms,
+            } => Ok(Job {
+                queue: queue.to_string(),
+                entry,
+                id,
+                spec,
+                attempt,
+                waits,
+                ready_ms,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
@@ -147,13 +173,13 @@ async fn process(
                     http_status: None,
                     spend: Spend::Neither,
                 };
-                let t = with_retries(|| ctx.store.retry(&job.queue, &sleep)).await?;
+                let t = ride_out(|| ctx.store.retry(&job.queue, &sleep)).await?;
                 if t == Transition::Done {
                     ctx.metrics
                         .deferred
                         .with_label_values(&[job.queue.as_str(), class])
                         .inc();
-                    ctx.hints.due_in(&job.queue, wait);
+                    ctx.wakeups.due_in(&job.queue, wait);
                     tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
                 }
                 return Ok(Some(()));
@@ -266,7 +292,7 @@ async fn process(
                     .retried
                     .with_label_values(&[job.queue.as_str(), outcome.class.as_str()])
                     .inc();
-                ctx.hints.due_in(&job.queue, delay);
+                ctx.wakeups.due_in(&job.queue, delay);
                 tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
             }
         }
@@ -389,27 +415,20 @@ async fn dead(
     outcome: Option<&Outcome>,
 ) -> Result<(), StoreError> {
     let error = ctx.upstreams.redact(error);
-    let status = outcome.and_then(|o| o.status);
     let letter = DeadLetter {
         id: &job.id,
         entry: &job.entry,
         reason,
         error: &error,
-        http_status: status,
+        http_status: outcome.and_then(|o| o.status),
         raw: "",
     };
-    let t = until_written(&ctx.shutdown.abandon, || {
-        ctx.store.dead_letter(&job.queue, &letter)
-    })
-    .await?;
-    if t == Transition::Done {
-        ctx.metrics
-            .dead
-            .with_label_values(&[job.queue.as_str(), reason])
-            .inc();
+    if ctx
+        .dead_letter(&job.queue, &letter, Hold::UntilWritten)
+        .await?
+        == Transition::Done
+    {
         record_end(ctx, job, "dead");
-        let class = outcome.map(|o| o.class).unwrap_or(Class::Invalid);
-        tracing::warn!(queue = %job.queue, id = %job.id, reason, %class, error = %error, "dead-lettered");
     }
     Ok(())
 }

@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::fetch;
-use crate::outage;
-use crate::worker::Ctx;
 use sluice_common::store::DeadLetter;
+
+use crate::ctx::{Ctx, Hold};
+use crate::dispatch::dispatch;
 
 /// When the intake loop of one queue should next reclaim and tidy.
 pub struct ReclaimClock {
@@ -94,13 +94,7 @@ pub async fn maybe_reclaim(ctx: &Arc<Ctx>, queue: &str, clock: &mut ReclaimClock
 }
 
 async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
-    let mut slots = Vec::with_capacity(free);
-    while slots.len() < free {
-        match ctx.slots.clone().try_acquire_owned() {
-            Ok(p) => slots.push(p),
-            Err(_) => break,
-        }
-    }
+    let slots = ctx.take_slots(None, free);
     if slots.is_empty() {
         return;
     }
@@ -148,20 +142,8 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
                 http_status: None,
                 raw: "",
             };
-            let r = outage::with_retries(|| ctx.store.dead_letter(queue, &letter)).await;
-            match r {
-                Ok(sluice_common::store::Transition::Done) => {
-                    ctx.metrics.dead.with_label_values(&[queue, "poison"]).inc();
-                    tracing::warn!(queue, %id, deliveries, "poison job dead-lettered")
-                }
-                // A stale entry of a job that has moved on: acknowledged, the job left alone.
-                Ok(sluice_common::store::Transition::Refused(state)) => {
-                    tracing::info!(queue, %id, %state, "stale pending entry dropped")
-                }
-                Err(e) => {
-                    tracing::error!(queue, %id, error = %e, "could not dead-letter a poison job")
-                }
-            }
+            // Logged and counted there; a stale entry (the job moved on) is acknowledged.
+            let _ = ctx.dead_letter(queue, &letter, Hold::Briefly).await;
         } else {
             runnable.push(delivered);
         }
@@ -190,7 +172,7 @@ async fn reclaim_once(ctx: &Arc<Ctx>, queue: &str, free: usize, how: Claim) {
                 "reclaimed entries idle longer than the lease"
             ),
         }
-        fetch::dispatch(ctx, queue, runnable, slots).await;
+        dispatch(ctx, queue, runnable, slots).await;
     }
 }
 

@@ -29,11 +29,11 @@ struct Wake {
 
 /// Lets processors tell the schedulers about retries they just scheduled.
 #[derive(Clone, Default)]
-pub struct Hints {
+pub struct Wakeups {
     queues: Arc<Mutex<HashMap<String, Arc<Wake>>>>,
 }
 
-impl Hints {
+impl Wakeups {
     fn wake(&self, queue: &str) -> Arc<Wake> {
         self.queues
             .lock()
@@ -58,8 +58,8 @@ impl Hints {
 }
 
 /// Promotes due jobs of one queue until `stop`.
-pub async fn run(store: Store, queue: String, hints: Hints, stop: CancellationToken) {
-    let wake = hints.wake(&queue);
+pub async fn run(store: Store, queue: String, wakeups: Wakeups, stop: CancellationToken) {
+    let wake = wakeups.wake(&queue);
     let mut failures = 0u32;
     let mut trimmed: Option<Instant> = None;
     while !stop.is_cancelled() {

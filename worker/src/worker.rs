@@ -2,9 +2,8 @@
 //! reclaimer, plus one heartbeat; then shuts down in order (stop fetching, let in-flight calls
 //! finish within the grace period, hand back what is left).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use sluice_common::{Config, Store};
@@ -12,57 +11,15 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::completer::Completer;
+use crate::ctx::{Ctx, watch_paused};
 use crate::inflight::Inflight;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::scheduler::{self, Hints};
+use crate::scheduler::{self, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
 use crate::{fetch, http, outage, reclaim};
-
-/// Everything the worker's tasks share.
-pub struct Ctx {
-    pub store: Store,
-    pub upstreams: Upstreams,
-    /// Records completions in batches.
-    pub completer: Completer,
-    pub limiter: Limiter,
-    pub policy: RetryPolicy,
-    pub consumer: String,
-    pub queues: Vec<String>,
-    /// One permit per job this worker may run at once.
-    pub slots: Arc<Semaphore>,
-    pub inflight: Inflight,
-    pub hints: Hints,
-    pub shutdown: Shutdown,
-    /// Processor tasks, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    pub lease: Duration,
-    /// How often this worker beats on each queue (three missed beats: taken for dead).
-    pub heartbeat: Duration,
-    pub poison_deliveries: u32,
-    pub metrics: Arc<Metrics>,
-    /// The configured upstreams' names.
-    pub upstream_names: Vec<String>,
-    /// Paused flags per queue, refreshed in the background.
-    paused: HashMap<String, AtomicBool>,
-}
-
-impl Ctx {
-    /// Takes `queue` as paused until the watcher's next look says otherwise (the library said so).
-    pub fn mark_paused(&self, queue: &str) {
-        if let Some(p) = self.paused.get(queue) {
-            p.store(true, Ordering::Relaxed);
-        }
-    }
-
-    pub fn is_paused(&self, queue: &str) -> bool {
-        self.paused
-            .get(queue)
-            .is_some_and(|p| p.load(Ordering::Relaxed))
-    }
-}
 
 /// The default consumer name: `<hostname>-<pid>`.
 pub fn default_consumer() -> String {
@@ -129,7 +86,7 @@ pub async fn run_with_metrics(
         consumer,
         slots: Arc::new(Semaphore::new(concurrency)),
         inflight: Inflight::default(),
-        hints: Hints::default(),
+        wakeups: Wakeups::default(),
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         lease: Duration::from_millis(config.worker.lease_ms),
@@ -162,7 +119,7 @@ pub async fn run_with_metrics(
         loops.spawn(scheduler::run(
             ctx.store.clone(),
             q.clone(),
-            ctx.hints.clone(),
+            ctx.wakeups.clone(),
             shutdown.stop.clone(),
         ));
     }
@@ -251,20 +208,4 @@ async fn prepare(
         );
     }
     Ok(store)
-}
-
-/// Refreshes the paused flags of this worker's queues every half second.
-async fn watch_paused(ctx: Arc<Ctx>) {
-    let stop = ctx.shutdown.stop.clone();
-    loop {
-        for q in &ctx.queues {
-            if let (Ok(p), Some(flag)) = (ctx.store.is_paused(q).await, ctx.paused.get(q)) {
-                flag.store(p, Ordering::Relaxed);
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.cancelled() => break,
-        }
-    }
 }
