@@ -128,9 +128,8 @@ impl Producer {
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
                     for i in chunk {
-                        results[i] = Some(Err(ProducerError::Store(StoreError::Pool(msg.clone()))));
+                        results[i] = Some(Err(ProducerError::Store(e.clone())));
                     }
                 }
             }

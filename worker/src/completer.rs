@@ -51,10 +51,10 @@ impl Completer {
                 completion,
                 reply,
             })
-            .map_err(|_| StoreError::Pool("the completer has stopped".into()))?;
+            .map_err(|_| StoreError::Stopping("the completer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Pool("the completer has stopped".into()))?
+            .map_err(|_| StoreError::Stopping("the completer has stopped"))?
     }
 }
 
@@ -75,9 +75,8 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, abandon: Ca
                     }
                 }
                 Err(e) => {
-                    let why = e.to_string();
                     for reply in replies {
-                        let _ = reply.send(Err(StoreError::Pool(why.clone())));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_common::store::Delivered;
+use sluice_common::store::{Delivered, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::ctx::Ctx;
@@ -61,7 +61,7 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             Err(e) => {
                 failures += 1;
                 tracing::warn!(queue, error = %e, "fetch failed");
-                if e.to_string().contains("NOGROUP") {
+                if matches!(e, StoreError::NoGroup(_)) {
                     let _ = ctx.store.create_group(&queue).await;
                 }
                 backoff(&stop, failures).await;
@@ -98,7 +98,7 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
                 failures += 1;
                 tracing::warn!(queue, error = %e, "XREADGROUP failed; reconnecting");
                 conn = None;
-                if e.to_string().contains("NOGROUP") {
+                if matches!(e, StoreError::NoGroup(_)) {
                     let _ = ctx.store.create_group(&queue).await;
                 }
                 backoff(&stop, failures).await;

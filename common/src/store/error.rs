@@ -11,7 +11,17 @@ pub enum StoreError {
         source: redis::RedisError,
     },
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// The queue's consumer group does not exist (`NOGROUP`: the stream was deleted, or a
+    /// fresh Redis): create it and read again.
+    #[error("no consumer group: {0}")]
+    NoGroup(String),
+    /// A Lua runtime error inside the function library (`SLUICE_BUG`): a defect to report.
+    #[error("the sluice library failed (SLUICE_BUG): {0}")]
+    LibraryBug(String),
+    /// This process is stopping and no longer takes the call (the completer after shutdown).
+    #[error("the worker is stopping: {0}")]
+    Stopping(&'static str),
     /// The function library refused the call (`SLUICE_INVALID`).
     #[error("refused by the sluice library in Redis (SLUICE_INVALID): {0}")]
     Invalid(String),
@@ -91,12 +101,23 @@ impl StoreError {
         }
     }
 
+    /// Sorts a Redis error by its code (the first word of an error reply): the library's
+    /// `SLUICE_*` refusals, `NOPERM`, `NOGROUP`; anything else stays a Redis error.
     pub(super) fn from_redis(e: redis::RedisError) -> Self {
+        let detail = || e.detail().unwrap_or("").to_string();
         match e.code() {
-            Some("SLUICE_INVALID") => StoreError::Invalid(e.detail().unwrap_or("").to_string()),
-            Some("SLUICE_TOO_LARGE") => StoreError::TooLarge(e.detail().unwrap_or("").to_string()),
+            Some("SLUICE_INVALID") => StoreError::Invalid(detail()),
+            Some("SLUICE_TOO_LARGE") => StoreError::TooLarge(detail()),
+            Some("SLUICE_BUG") => StoreError::LibraryBug(detail()),
             Some("SLUICE_DENIED") | Some("NOPERM") => StoreError::Denied(e.to_string()),
+            Some("NOGROUP") => StoreError::NoGroup(detail()),
             _ => StoreError::Redis(e),
         }
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::from_redis(e)
     }
 }
