@@ -13,6 +13,11 @@ use crate::store::{StoreSettings, TlsFiles};
 use crate::validate;
 
 /// The built-in defaults: the same file operators read in `config/`.
+/// The built-in defaults: the one source of every setting's default value outside `[upstreams]`
+/// (config.rs declares no serde defaults for them; `StoreSettings::default()` is built from it,
+/// and a test holds the function library's `DEFAULT_*` constants to it). An upstream's own
+/// defaults (auth header, timeout, circuit) are the `default_*` functions below, listed in the
+/// file's commented example.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Why the configuration could not be used.
@@ -56,20 +61,7 @@ pub struct RedisConfig {
     /// Replicas that must confirm an enqueue (WAIT) before it is acknowledged; 0: none.
     #[serde(default)]
     pub wait_replicas: u32,
-    #[serde(default = "default_wait_timeout_ms")]
     pub wait_timeout_ms: u64,
-}
-
-fn default_wait_timeout_ms() -> u64 {
-    1000
-}
-
-fn default_heartbeat_ms() -> u64 {
-    1000
-}
-
-fn default_max_delay_secs() -> u64 {
-    365 * 24 * 3600
 }
 
 /// Settings that apply to every queue.
@@ -79,7 +71,6 @@ pub struct QueuesConfig {
     pub max_job_bytes: usize,
     pub dedupe_window_secs: u64,
     /// Furthest ahead a job may be scheduled (at most the library's 366 days).
-    #[serde(default = "default_max_delay_secs")]
     pub max_delay_secs: u64,
     pub retention_secs: u64,
     pub dead_retention_secs: u64,
@@ -106,7 +97,6 @@ pub struct WorkerConfig {
     pub lease_ms: u64,
     /// How often a worker beats on each of its queues; a worker silent for three beats is taken
     /// for dead and its entries are taken over.
-    #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     pub grace_ms: u64,
     /// Address of /metrics, /healthz and /readyz; empty disables the server.
@@ -144,12 +134,7 @@ pub struct RetryConfig {
     pub quota_wait_ms: u64,
     /// Spread added to a wait the server asked for, as a fraction of it (at most 250 ms), so
     /// a fleet told "retry after 1 s" does not come back in one instant. 0 honours it exactly.
-    #[serde(default = "default_server_wait_spread")]
     pub server_wait_spread: f64,
-}
-
-fn default_server_wait_spread() -> f64 {
-    0.05
 }
 
 /// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;
@@ -514,6 +499,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The function library's defaults (used when a caller leaves an argument empty) are the
+    /// built-in config's: one source, config/default.toml.
+    #[test]
+    fn the_library_defaults_agree_with_config_default_toml() {
+        let lua = include_str!("lua/sluice.lua");
+        let constant = |name: &str| -> u64 {
+            let line = lua
+                .lines()
+                .find(|l| l.starts_with(&format!("local {name} = ")))
+                .unwrap_or_else(|| panic!("{name} not in sluice.lua"));
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"))
+        };
+        let c = Config::defaults();
+        assert_eq!(constant("DEFAULT_EVENTS_MAXLEN"), c.queues.events_maxlen);
+        assert_eq!(constant("DEFAULT_MAX_BYTES"), c.queues.max_job_bytes as u64);
+        assert_eq!(
+            constant("DEFAULT_RETENTION_MS"),
+            c.queues.retention_secs * 1000
+        );
+        assert_eq!(constant("DEFAULT_DEAD_MAXLEN"), c.queues.dead_maxlen);
+        // And the store's defaults are the config's by construction.
+        assert_eq!(crate::StoreSettings::default(), c.store_settings());
+    }
 
     #[test]
     fn built_in_defaults_load() {

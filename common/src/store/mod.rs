@@ -290,7 +290,9 @@ impl Run for redis::Cmd {
 /// Whether Redis said the called function does not exist. Redis gives this no code of its own
 /// (`ERR Function not found`): the one place the text is read.
 fn missing_library(e: &redis::RedisError) -> bool {
-    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("Function not found"))
+    e.code() == Some("ERR")
+        && e.detail()
+            .is_some_and(|d| d.starts_with("Function not found"))
 }
 
 /// With more than one rustls provider compiled in (ring through a dependency, say), rustls cannot

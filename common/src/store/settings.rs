@@ -71,19 +71,9 @@ impl TlsFiles {
 }
 
 impl Default for StoreSettings {
+    /// The built-in defaults (`config/default.toml`), as a worker or producer without a config
+    /// file has them.
     fn default() -> Self {
-        StoreSettings {
-            events_maxlen: 10_000,
-            dead_maxlen: 100_000,
-            retention: Duration::from_secs(24 * 3600),
-            dead_retention: Duration::from_secs(14 * 24 * 3600),
-            max_job_bytes: 1024 * 1024,
-            command_timeout: Duration::from_secs(10),
-            tls: TlsFiles::default(),
-            partitions: BTreeMap::new(),
-            wait_replicas: 0,
-            wait_timeout: Duration::from_secs(1),
-            heartbeat: Duration::from_secs(1),
-        }
+        crate::Config::defaults().store_settings()
     }
 }
