@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::job::Limits;
+use crate::job::JobLimits;
 use crate::store::{StoreSettings, TlsFiles};
 use crate::validate;
 
@@ -208,7 +208,7 @@ pub struct UpstreamConfig {
     pub probe_path: String,
 }
 
-/// Limits of one model of an upstream.
+/// Rate limits of one model of an upstream.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelLimits {
@@ -466,8 +466,8 @@ impl Config {
     }
 
     /// What a producer may enqueue.
-    pub fn limits(&self) -> Limits {
-        Limits {
+    pub fn job_limits(&self) -> JobLimits {
+        JobLimits {
             max_job_bytes: self.queues.max_job_bytes,
             dedupe_window: Duration::from_secs(self.queues.dedupe_window_secs),
             max_delay: Duration::from_secs(self.queues.max_delay_secs),

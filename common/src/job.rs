@@ -1,6 +1,6 @@
 //! The job model: what a producer asks for and what a worker runs.
 //!
-//! A producer builds a [`NewJob`]; [`NewJob::prepare`] validates it against the [`Limits`] and
+//! A producer builds a [`NewJob`]; [`NewJob::prepare`] validates it against the [`JobLimits`] and
 //! turns it into a [`PreparedJob`], the only thing the store will enqueue. So a job that reached
 //! Redis through Sluice's own code has always passed validation, and the spec a worker reads back
 //! is the same JSON ([`JobSpec`]) that was checked.
@@ -154,7 +154,7 @@ impl NewJob {
     }
 
     /// Validates the job and encodes its spec once; the result is what the store enqueues.
-    pub fn prepare(&self, limits: &Limits) -> Result<PreparedJob, InvalidJob> {
+    pub fn prepare(&self, limits: &JobLimits) -> Result<PreparedJob, InvalidJob> {
         validate::job(self, limits)?;
         let spec_json = serde_json::to_string(&self.spec).map_err(|e| InvalidJob::Field {
             field: "spec",
@@ -218,7 +218,7 @@ impl fmt::Display for JobId {
 
 /// Bounds on what a producer may enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct JobLimits {
     /// Largest encoded spec accepted, in bytes.
     pub max_job_bytes: usize,
     /// Dedupe window used when a job gives none.
@@ -227,12 +227,9 @@ pub struct Limits {
     pub max_delay: Duration,
 }
 
-impl Default for Limits {
+impl Default for JobLimits {
+    /// The built-in defaults (`config/default.toml`).
     fn default() -> Self {
-        Limits {
-            max_job_bytes: 1024 * 1024,
-            dedupe_window: Duration::from_secs(3600),
-            max_delay: Duration::from_secs(365 * 24 * 3600),
-        }
+        crate::Config::defaults().job_limits()
     }
 }

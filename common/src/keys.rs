@@ -97,6 +97,41 @@ pub fn upstream_prefix(upstream: &str) -> String {
     format!("sluice:{{u:{upstream}}}:")
 }
 
+/// The keys of one upstream's fleet-wide limiter that are read outside the library (`sluice
+/// stats`): its circuit hash, its provider hold and its adaptive rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamKeys {
+    prefix: String,
+}
+
+impl UpstreamKeys {
+    pub fn new(upstream: &str) -> Self {
+        UpstreamKeys {
+            prefix: upstream_prefix(upstream),
+        }
+    }
+
+    /// `sluice:{u:NAME}:` — the one key the limiter's functions name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hash of the circuit: state, until, reason, opens.
+    pub fn circuit(&self) -> String {
+        format!("{}circuit", self.prefix)
+    }
+
+    /// The provider's hold (Unix ms until which nobody calls), with a TTL.
+    pub fn hold(&self) -> String {
+        format!("{}hold", self.prefix)
+    }
+
+    /// Hash of the adaptive rate (an adaptive upstream's current requests per minute).
+    pub fn adaptive(&self) -> String {
+        format!("{}adaptive", self.prefix)
+    }
+}
+
 /// The name of partition `i` of queue `queue`: `queue#i`. Each partition is a queue of its own
 /// with its own hash tag, so a cluster spreads a partitioned queue's slots over its masters.
 pub fn partition(queue: &str, i: u32) -> String {

@@ -20,7 +20,7 @@ pub mod store;
 pub mod validate;
 
 pub use config::Config;
-pub use job::{JobId, JobSpec, Limits, Method, NewJob, PreparedJob, Request, Schedule};
+pub use job::{JobId, JobLimits, JobSpec, Method, NewJob, PreparedJob, Request, Schedule};
 pub use state::{JobState, JobStatus};
 pub use store::{Enqueued, Store, StoreError, StoreSettings};
 pub use validate::InvalidJob;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::job::{JobSpec, Limits, NewJob, Schedule};
+use crate::job::{JobLimits, JobSpec, NewJob, Schedule};
 
 /// Why a job was refused. Every variant names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +47,7 @@ const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Checks a whole job (everything but its encoded size, which `NewJob::prepare` checks).
-pub fn job(job: &NewJob, limits: &Limits) -> Result<(), InvalidJob> {
+pub fn job(job: &NewJob, limits: &JobLimits) -> Result<(), InvalidJob> {
     queue_name(&job.queue)?;
     if let Some(id) = &job.id {
         job_id(id)?;

@@ -23,7 +23,7 @@ use futures::stream::{self, StreamExt};
 
 pub use sluice_common::store::{CancelOutcome, Enqueued, Waited};
 pub use sluice_common::{Config, InvalidJob, JobState, JobStatus, NewJob, Schedule, Store};
-use sluice_common::{Limits, StoreError};
+use sluice_common::{JobLimits, StoreError};
 
 /// Why a producer call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum ProducerError {
 #[derive(Clone)]
 pub struct Producer {
     store: Store,
-    limits: Limits,
+    limits: JobLimits,
     batch_size: usize,
     /// Batches of one `enqueue_batch` call in flight at once.
     batches_in_flight: usize,
@@ -67,7 +67,7 @@ impl Producer {
         let coalescer = coalesce::Coalescer::start(store.clone());
         Ok(Producer {
             store,
-            limits: config.limits(),
+            limits: config.job_limits(),
             batch_size: config.producer.batch_size,
             batches_in_flight: 4,
             blocking,
@@ -80,7 +80,7 @@ impl Producer {
         &self.store
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &JobLimits {
         &self.limits
     }
 

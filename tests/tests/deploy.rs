@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 use sluice_common::keys::{GROUP, QueueKeys};
-use sluice_common::{Config, Limits};
+use sluice_common::{Config, JobLimits};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -200,7 +200,7 @@ fn compose_stack_and_its_files_hold_together() {
         upstream: None,
         path: "/v1/chat/completions".into(),
     };
-    let limits = Limits::default();
+    let limits = JobLimits::default();
     let mut n = 0;
     for line in read("deploy/compose/jobs/sample.jsonl").lines() {
         let job = sluice_producer::input::JobInput::parse(line)

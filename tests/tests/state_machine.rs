@@ -128,7 +128,7 @@ impl Model {
                     job = job.with_schedule(Schedule::After(Duration::from_secs(3600)));
                 }
                 let prepared = job
-                    .prepare(&sluice_common::Limits::default())
+                    .prepare(&sluice_common::JobLimits::default())
                     .expect("valid");
                 let e = self.store.enqueue(&prepared).await.expect("enqueue");
                 if e.created {

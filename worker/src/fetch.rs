@@ -25,15 +25,15 @@ use crate::reclaim;
 const MAX_BATCH: usize = 256;
 /// Longest a blocking read waits for entries; also bounded by the reclaim period, since reclaim
 /// runs between reads, and it is how long a stop may wait for a read in progress.
-const MAX_BLOCK: Duration = Duration::from_millis(1000);
+const READ_BLOCK: Duration = Duration::from_millis(1000);
 
 /// The intake of one queue until shutdown: reclaims a dead worker's entries when due, then reads
 /// new ones. A read in progress is never cut off (an entry delivered to a dropped read would sit
-/// in the pending list until the lease): stopping waits for it, at most `MAX_BLOCK`.
+/// in the pending list until the lease): stopping waits for it, at most `READ_BLOCK`.
 pub async fn run(ctx: Arc<Ctx>, queue: String) {
     let stop = ctx.shutdown.stop.clone();
     let mut clock = reclaim::ReclaimClock::new(ctx.lease, ctx.heartbeat);
-    let block_ms = MAX_BLOCK.min(clock.period()).as_millis().max(1) as u64;
+    let block_ms = READ_BLOCK.min(clock.period()).as_millis().max(1) as u64;
     let mut conn = None;
     let mut failures = 0u32;
     while !stop.is_cancelled() {

@@ -38,7 +38,7 @@ const HORIZON: Duration = Duration::from_millis(2000);
 const SHORT_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Default)]
-struct Limits {
+struct RateLimits {
     rpm: u64,
     tpm: u64,
     adaptive: bool,
@@ -52,7 +52,7 @@ struct Limits {
     probe_ms: u64,
 }
 
-impl Limits {
+impl RateLimits {
     fn any(&self) -> bool {
         self.rpm > 0 || self.tpm > 0 || !self.models.is_empty()
     }
@@ -133,7 +133,7 @@ struct Learned {
 /// The limiter of every upstream of this worker.
 pub struct Limiter {
     store: Store,
-    limits: HashMap<String, Limits>,
+    limits: HashMap<String, RateLimits>,
     local: HashMap<String, Arc<Semaphore>>,
     /// Per upstream: whether this worker saw a transient failure since its last success, and its
     /// successes not yet counted in the fleet's failure-rate window.
@@ -197,7 +197,7 @@ impl Limiter {
         for (name, u) in &config.upstreams {
             limits.insert(
                 name.clone(),
-                Limits {
+                RateLimits {
                     rpm: u.rpm,
                     tpm: u.tpm,
                     adaptive: u.adaptive,
@@ -239,7 +239,7 @@ impl Limiter {
 
     /// Requests and tokens per minute to pace `upstream` by: the config's, else what its answers
     /// stated (0: none).
-    fn rates(&self, upstream: &str, limits: &Limits) -> (u64, u64) {
+    fn rates(&self, upstream: &str, limits: &RateLimits) -> (u64, u64) {
         let learned = self.learned.get(upstream);
         let pick = |configured: u64, learned: Option<&AtomicU64>| {
             if configured > 0 {
@@ -256,7 +256,7 @@ impl Limiter {
 
     /// Keeps the limits an answer states for an upstream whose config sets none, so the
     /// fleet-wide GCRA paces it (every worker learns the same numbers from its own answers).
-    fn learn(&self, upstream: &str, limits: &Limits, headers: &reqwest::header::HeaderMap) {
+    fn learn(&self, upstream: &str, limits: &RateLimits, headers: &reqwest::header::HeaderMap) {
         let Some(learned) = self.learned.get(upstream) else {
             return;
         };
@@ -285,7 +285,7 @@ impl Limiter {
     fn next_allowed(
         &self,
         upstream: &str,
-        limits: &Limits,
+        limits: &RateLimits,
         ticket: &Ticket,
         headers: &reqwest::header::HeaderMap,
         reset: Duration,
@@ -345,7 +345,7 @@ impl Limiter {
             },
             None => None,
         };
-        let default = Limits::default();
+        let default = RateLimits::default();
         let limits = self.limits.get(upstream).unwrap_or(&default);
         let (rpm, tpm) = self.rates(upstream, limits);
         let paced = rpm > 0 || tpm > 0 || !limits.models.is_empty();
@@ -442,7 +442,7 @@ impl Limiter {
         headers: Option<&reqwest::header::HeaderMap>,
         used_tokens: Option<u64>,
     ) -> Result<Reported, StoreError> {
-        let default = Limits::default();
+        let default = RateLimits::default();
         let limits = self.limits.get(upstream).unwrap_or(&default);
         let failing = self.failing.get(upstream);
         let verdict = match outcome.class {

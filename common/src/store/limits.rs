@@ -212,16 +212,16 @@ impl Store {
         let mut conn = self.conn.clone();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let p = keys::upstream_prefix(name);
+            let k = keys::UpstreamKeys::new(name);
             type Reply = (HashMap<String, String>, i64, (u64, u64), Option<String>);
             let (circuit, hold_ttl, now, rate): Reply = redis::pipe()
                 .cmd("HGETALL")
-                .arg(format!("{p}circuit"))
+                .arg(k.circuit())
                 .cmd("PTTL")
-                .arg(format!("{p}hold"))
+                .arg(k.hold())
                 .cmd("TIME")
                 .cmd("HGET")
-                .arg(format!("{p}adaptive"))
+                .arg(k.adaptive())
                 .arg("rate")
                 .query_async(&mut conn)
                 .await?;

@@ -142,7 +142,7 @@ impl Store {
             if now >= deadline {
                 return Ok(Waited::TimedOut);
             }
-            let block_ms = (deadline - now).min(MAX_BLOCK).as_millis().max(1) as u64;
+            let block_ms = (deadline - now).min(LONGEST_BLOCK).as_millis().max(1) as u64;
             let reply: Value = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(READ_COUNT)

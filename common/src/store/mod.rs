@@ -62,7 +62,7 @@ pub use settings::*;
 const LIBRARY: &str = include_str!("../lua/sluice.lua");
 
 /// The longest a blocking read (XREAD/XREADGROUP BLOCK) through [`Store::blocking_pool`] may block.
-pub const MAX_BLOCK: Duration = Duration::from_secs(5);
+pub const LONGEST_BLOCK: Duration = Duration::from_secs(5);
 
 /// Handle on Redis for one Sluice process. Cheap to clone.
 #[derive(Clone)]
@@ -194,7 +194,7 @@ impl Store {
         self.conn.clone()
     }
 
-    /// A pool of dedicated connections for blocking reads (which block at most `MAX_BLOCK`):
+    /// A pool of dedicated connections for blocking reads (which block at most `LONGEST_BLOCK`):
     /// their response timeout is that block plus the command timeout, so a link that went
     /// silent (a black-holed connection) is given up instead of waited on forever. On a cluster
     /// each is a cluster connection, so a read goes to the node that owns the queue.
@@ -204,7 +204,7 @@ impl Store {
                 size,
                 Timeouts {
                     connect: Duration::from_secs(5),
-                    response: MAX_BLOCK + self.settings.command_timeout,
+                    response: LONGEST_BLOCK + self.settings.command_timeout,
                 },
             )
             .map_err(StoreError::Pool)
@@ -216,7 +216,7 @@ impl Store {
     pub async fn reader(&self, queue: &str) -> Result<conn::BlockingConn, StoreError> {
         let timeouts = Timeouts {
             connect: Duration::from_secs(5),
-            response: MAX_BLOCK + self.settings.command_timeout,
+            response: LONGEST_BLOCK + self.settings.command_timeout,
         };
         let node = match &self.target {
             Target::Single(_) => None,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice_common::store::{decode_delivered, decode_started};
-use sluice_common::{JobSpec, Limits, NewJob, hints, reply, validate};
+use sluice_common::{JobLimits, JobSpec, NewJob, hints, reply, validate};
 
 /// A job spec as stored in a job hash (a foreign producer may have written anything).
 pub fn job_spec(data: &[u8]) {
@@ -20,7 +20,7 @@ pub fn job_spec(data: &[u8]) {
         // What passes validation can be prepared for enqueue and re-encoded.
         let mut job = NewJob::post("q", "u", "/", serde_json::json!({"a": 1}));
         job.spec = spec;
-        let _ = job.prepare(&Limits::default());
+        let _ = job.prepare(&JobLimits::default());
     }
 }
 

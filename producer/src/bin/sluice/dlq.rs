@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use sluice_common::store::{DeadEntry, Redriven};
 
-use crate::Ctx;
+use crate::Session;
 use crate::show;
 
 const PAGE: usize = 500;
@@ -87,7 +87,7 @@ impl Select {
     }
 }
 
-pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Session, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::List {
             queue,
@@ -142,7 +142,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The selected entry ids, in pages.
-async fn selected(ctx: &Ctx, queue: &str, sel: &Select) -> anyhow::Result<Vec<Vec<String>>> {
+async fn selected(ctx: &Session, queue: &str, sel: &Select) -> anyhow::Result<Vec<Vec<String>>> {
     let mut pages = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -176,7 +176,7 @@ fn parse_cursor(c: &str) -> anyhow::Result<(usize, String)> {
 }
 
 async fn list(
-    ctx: &Ctx,
+    ctx: &Session,
     queue: &str,
     limit: usize,
     cursor: Option<&str>,

@@ -14,7 +14,7 @@ use sluice_producer::input::{Defaults, JobInput};
 use sluice_producer::{NewJob, ProducerError};
 use tokio::sync::mpsc;
 
-use crate::Ctx;
+use crate::Session;
 use crate::show;
 
 #[derive(clap::Args)]
@@ -74,7 +74,7 @@ enum OnConflict {
 const CONFLICT_EXIT: u8 = 3;
 
 impl Args {
-    fn defaults(&self, ctx: &Ctx) -> Defaults {
+    fn defaults(&self, ctx: &Session) -> Defaults {
         Defaults {
             queue: ctx.queue(&self.queue),
             upstream: self.upstream.clone(),
@@ -83,14 +83,14 @@ impl Args {
     }
 }
 
-pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Session, args: Args) -> anyhow::Result<ExitCode> {
     match args.file.clone() {
         Some(path) => many(ctx, &args, path).await,
         None => one(ctx, &args).await,
     }
 }
 
-async fn one(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
+async fn one(ctx: &Session, args: &Args) -> anyhow::Result<ExitCode> {
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) if b == "-" => Some((
             std::io::read_to_string(std::io::stdin()).context("read the body from stdin")?,
@@ -147,7 +147,7 @@ async fn one(ctx: &Ctx, args: &Args) -> anyhow::Result<ExitCode> {
 /// A chunk of parsed lines on its way to Redis: (line number, job or why it was refused).
 type Chunk = Vec<(u64, Result<NewJob, String>)>;
 
-async fn many(ctx: &Ctx, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode> {
+async fn many(ctx: &Session, args: &Args, path: PathBuf) -> anyhow::Result<ExitCode> {
     let stdin = path.as_os_str() == "-";
     let total = if stdin {
         None

@@ -4,7 +4,7 @@ use anyhow::bail;
 use sluice_producer::{CancelOutcome, JobState, JobStatus};
 use std::process::ExitCode;
 
-use crate::Ctx;
+use crate::Session;
 use crate::show;
 
 #[derive(clap::Args)]
@@ -101,7 +101,7 @@ pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn status(ctx: &Session, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let s = match &args.queue {
         Some(queue) => match ctx.producer.status(queue, &args.id).await? {
             Some(s) => s,
@@ -124,7 +124,7 @@ pub async fn status(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// The job with this id in whichever queue holds it (the queues `sluice stats` knows, and the
 /// configured default queue); an error names the queues when several hold one.
-pub async fn find(ctx: &Ctx, id: &str) -> anyhow::Result<JobStatus> {
+pub async fn find(ctx: &Session, id: &str) -> anyhow::Result<JobStatus> {
     let store = ctx.producer.store();
     let mut found = store.find_job(id).await?;
     let default = &ctx.config.producer.default_queue;
@@ -149,7 +149,7 @@ pub async fn find(ctx: &Ctx, id: &str) -> anyhow::Result<JobStatus> {
     }
 }
 
-pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> anyhow::Result<ExitCode> {
+pub async fn cancel(ctx: &Session, args: CancelArgs) -> anyhow::Result<ExitCode> {
     let queue = ctx.queue(&args.queue);
     match ctx.producer.cancel(&queue, &args.id).await? {
         CancelOutcome::Cancelled(from) => {
@@ -166,7 +166,7 @@ pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
+pub async fn stats(ctx: &Session, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.producer.store();
     let queues = match args.queue {
         Some(q) => vec![q],
@@ -255,7 +255,7 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn pause(ctx: &Ctx, q: QueueArg, paused: bool) -> anyhow::Result<ExitCode> {
+pub async fn pause(ctx: &Session, q: QueueArg, paused: bool) -> anyhow::Result<ExitCode> {
     sluice_common::validate::queue_name(&q.queue)?;
     ctx.producer.store().set_paused(&q.queue, paused).await?;
     println!("{} {}", if paused { "paused" } else { "resumed" }, q.queue);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sluice_common::store::{JobRow, ListCursor};
 use sluice_producer::JobState;
 
-use crate::Ctx;
+use crate::Session;
 use crate::show;
 
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Session, args: Args) -> anyhow::Result<ExitCode> {
     let queue = ctx.queue(&args.queue);
     sluice_common::validate::queue_name(sluice_common::keys::base_queue(&queue))?;
     let page = ctx

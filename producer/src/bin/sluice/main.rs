@@ -68,12 +68,12 @@ struct InitArgs {
 }
 
 /// What every command needs: the config and a connected producer.
-pub struct Ctx {
+pub struct Session {
     pub config: Config,
     pub producer: Producer,
 }
 
-impl Ctx {
+impl Session {
     /// The queue named on the command line, or the configured default.
     pub fn queue(&self, given: &Option<String>) -> String {
         given
@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         config.redis.url = url;
     }
     let producer = Producer::from_config(&config).await?;
-    let ctx = Ctx { config, producer };
+    let ctx = Session { config, producer };
     match cli.command {
         Command::Init(_) => {
             // Connecting loaded the library where Redis lacked this version.

@@ -13,7 +13,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_producer::{JobState, ProducerError};
 
-use crate::Ctx;
+use crate::Session;
 use crate::inspect::{find, print_status};
 use crate::show;
 
@@ -39,7 +39,7 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Session, args: Args) -> anyhow::Result<ExitCode> {
     let timeout = match args.timeout {
         Some(t) => Some(Duration::try_from_secs_f64(t).context("--timeout")?),
         None if args.all => None,
@@ -60,7 +60,7 @@ fn code_of(state: JobState) -> ExitCode {
     }
 }
 
-async fn one(ctx: &Ctx, args: &Args, id: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn one(ctx: &Session, args: &Args, id: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
     let queue = match &args.queue {
         Some(q) => q.clone(),
         None => find(ctx, id).await?.queue,
@@ -93,7 +93,7 @@ struct Tally {
     cancelled: u64,
 }
 
-async fn tally(ctx: &Ctx, queue: &str) -> anyhow::Result<Tally> {
+async fn tally(ctx: &Session, queue: &str) -> anyhow::Result<Tally> {
     let s = ctx.producer.store().stats(queue).await?;
     let c = |k: &str| s.counts.get(k).copied().unwrap_or(0).max(0) as u64;
     Ok(Tally {
@@ -104,7 +104,7 @@ async fn tally(ctx: &Ctx, queue: &str) -> anyhow::Result<Tally> {
     })
 }
 
-async fn all(ctx: &Ctx, queue: &str, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn all(ctx: &Session, queue: &str, timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
     sluice_common::validate::queue_name(queue)?;
     let started = Instant::now();
     let first = tally(ctx, queue).await?;
