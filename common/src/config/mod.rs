@@ -3,7 +3,7 @@
 //! start-up with the key named.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,13 +12,16 @@ use crate::job::JobLimits;
 use crate::store::{StoreSettings, TlsFiles};
 use crate::validate;
 
-/// The built-in defaults: the same file operators read in `config/`.
+mod upstream;
+
+pub use upstream::{ModelLimits, UpstreamConfig};
+
 /// The built-in defaults: the one source of every setting's default value outside `[upstreams]`
 /// (config.rs declares no serde defaults for them; `StoreSettings::default()` is built from it,
 /// and a test holds the function library's `DEFAULT_*` constants to it). An upstream's own
-/// defaults (auth header, timeout, circuit) are the `default_*` functions below, listed in the
-/// file's commented example.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+/// defaults (auth header, timeout, circuit) are the `default_*` functions in `upstream.rs`,
+/// listed in the file's commented example.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -135,131 +138,6 @@ pub struct RetryConfig {
     /// Spread added to a wait the server asked for, as a fraction of it (at most 250 ms), so
     /// a fleet told "retry after 1 s" does not come back in one instant. 0 honours it exactly.
     pub server_wait_spread: f64,
-}
-
-/// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;
-/// it never appears in config dumps, jobs, Redis or logs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    pub base_url: String,
-    #[serde(default)]
-    pub auth_env: Option<String>,
-    #[serde(default)]
-    pub auth_file: Option<PathBuf>,
-    #[serde(default = "default_auth_header")]
-    pub auth_header: String,
-    #[serde(default = "default_auth_scheme")]
-    pub auth_scheme: String,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_idempotency_header")]
-    pub idempotency_header: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Response headers stored with a result (besides `x-request-id` and the rate-limit family).
-    #[serde(default)]
-    pub keep_headers: Vec<String>,
-    /// Requests per minute for the whole fleet (0: no limit).
-    #[serde(default)]
-    pub rpm: u64,
-    /// Follow a quota nobody wrote down: `rpm` becomes the ceiling and the fleet's rate backs off
-    /// on 429s and probes upward while answers are clean (AIMD).
-    #[serde(default)]
-    pub adaptive: bool,
-    /// Tokens per minute for the whole fleet (0: no limit); a job's estimate is its `tokens`, else
-    /// prompt characters ÷ 4 + `max_tokens`, corrected from the answer's `usage.total_tokens`.
-    #[serde(default)]
-    pub tpm: u64,
-    /// Calls in flight to this upstream per worker process (0: only `worker.concurrency`).
-    #[serde(default)]
-    pub max_concurrency: usize,
-    /// Burst window: no window of this many ms carries more than its share of the rate plus one
-    /// window's worth; 50 ms keeps every second within 105% of rpm ÷ 60.
-    #[serde(default = "default_burst_ms")]
-    pub burst_ms: u64,
-    /// Burst window of the token buckets: the provider's own window for tokens (the mock's and
-    /// OpenAI's are about a second). Refunds of unused `max_tokens` are banked only within it,
-    /// as the provider banks them; a window much smaller than the provider's lets unused-token
-    /// refunds pile up that the provider has already thrown away, and 429s follow.
-    #[serde(default = "default_token_burst_ms")]
-    pub token_burst_ms: u64,
-    /// Per-model limits (providers limit each model separately), by the body's `model`.
-    #[serde(default)]
-    pub models: BTreeMap<String, ModelLimits>,
-    /// How long the circuit stays open before a half-open probe.
-    #[serde(default = "default_cooloff_ms")]
-    pub circuit_cooloff_ms: u64,
-    /// Calls the fleet must have made in the window before the failure rate can open the
-    /// circuit (`circuit_failures` is the old name, still read).
-    #[serde(default = "default_circuit_min_calls", alias = "circuit_failures")]
-    pub circuit_min_calls: u64,
-    /// Share of the window's calls (0 < rate <= 1) that failed transiently (5xx, timeouts,
-    /// resets) at which the circuit opens.
-    #[serde(default = "default_circuit_failure_rate")]
-    pub circuit_failure_rate: f64,
-    /// The window the failure rate is counted in.
-    #[serde(default = "default_circuit_window_ms")]
-    pub circuit_window_ms: u64,
-    /// After a 401/403 opened the circuit, its probe is `GET {base_url}{probe_path}`, which
-    /// spends no tokens; a job's own request follows only once it succeeded. Empty: probe with
-    /// a job's request.
-    #[serde(default = "default_probe_path")]
-    pub probe_path: String,
-}
-
-/// Rate limits of one model of an upstream.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelLimits {
-    #[serde(default)]
-    pub rpm: u64,
-    #[serde(default)]
-    pub tpm: u64,
-}
-
-fn default_burst_ms() -> u64 {
-    50
-}
-
-fn default_token_burst_ms() -> u64 {
-    1000
-}
-
-fn default_cooloff_ms() -> u64 {
-    30_000
-}
-
-fn default_probe_path() -> String {
-    "/v1/models".into()
-}
-
-fn default_circuit_min_calls() -> u64 {
-    20
-}
-
-fn default_circuit_failure_rate() -> f64 {
-    0.5
-}
-
-fn default_circuit_window_ms() -> u64 {
-    10_000
-}
-
-fn default_auth_header() -> String {
-    "authorization".into()
-}
-
-fn default_auth_scheme() -> String {
-    "Bearer".into()
-}
-
-fn default_timeout_ms() -> u64 {
-    60_000
-}
-
-fn default_idempotency_header() -> String {
-    "Idempotency-Key".into()
 }
 
 impl Config {
@@ -504,7 +382,7 @@ mod tests {
     /// built-in config's: one source, config/default.toml.
     #[test]
     fn the_library_defaults_agree_with_config_default_toml() {
-        let lua = include_str!("lua/sluice.lua");
+        let lua = include_str!("../lua/sluice.lua");
         let constant = |name: &str| -> u64 {
             let line = lua
                 .lines()

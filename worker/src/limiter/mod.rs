@@ -16,10 +16,13 @@
 //! calls cost no Redis work; a hold or an opened circuit reaches every worker within that time.
 //!
 //! In process, a per-upstream semaphore caps calls in flight (`max_concurrency`).
+//!
+//! Beside this file: `tokens.rs` (a job's token estimate and model) and `learned.rs` (the limits
+//! an upstream's answers state, and this worker's own successes and failures for the window).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_common::config::Config;
@@ -29,8 +32,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::hints;
+
+mod learned;
+mod tokens;
+
 use crate::outage::ride_out;
 use crate::outcome::{Class, Outcome};
+use learned::{Failing, Learned};
+pub use tokens::estimate_tokens;
+use tokens::model_of;
 
 /// Longest wait a caller sleeps in memory for a reserved slot; beyond it the job is deferred.
 const HORIZON: Duration = Duration::from_millis(2000);
@@ -93,43 +103,6 @@ pub struct Reported {
     pub held: bool,
 }
 
-/// One upstream's recent calls as this worker saw them, for the fleet's failure-rate window.
-#[derive(Default)]
-struct Failing {
-    /// A transient failure since this worker's last success.
-    failed: AtomicBool,
-    /// Successes not yet reported, and since when they are counted (successes older than the
-    /// window are forgotten, not reported into a later window).
-    oks: std::sync::Mutex<(u64, Option<Instant>)>,
-}
-
-impl Failing {
-    fn success(&self, window_ms: u64) {
-        let mut g = self.oks.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if g.1
-            .is_none_or(|t| now.duration_since(t) > Duration::from_millis(window_ms))
-        {
-            *g = (0, Some(now));
-        }
-        g.0 += 1;
-    }
-
-    /// The successes to report now (and counts afresh).
-    fn take(&self) -> u64 {
-        let mut g = self.oks.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *g).0
-    }
-}
-
-/// Limits an upstream's answers stated (`x-ratelimit-limit-*`), kept for an upstream whose config
-/// sets none; 0 while unknown.
-#[derive(Default)]
-struct Learned {
-    rpm: AtomicU64,
-    tpm: AtomicU64,
-}
-
 /// The limiter of every upstream of this worker.
 pub struct Limiter {
     store: Store,
@@ -149,44 +122,6 @@ pub struct Limiter {
 /// How long an upstream without rate limits is taken to stay clear (no hold, circuit closed)
 /// after Redis said so: a hold or an opened circuit reaches this worker within this time.
 const CLEAR_FOR: Duration = Duration::from_millis(100);
-
-/// The job's token estimate: its `tokens`, else prompt characters ÷ 4 plus the answer's cap.
-pub fn estimate_tokens(spec: &JobSpec) -> u64 {
-    if let Some(t) = spec.tokens {
-        return u64::from(t);
-    }
-    let Some(body) = &spec.request.body else {
-        return 1;
-    };
-    fn chars(v: &serde_json::Value) -> usize {
-        match v {
-            serde_json::Value::String(s) => s.chars().count(),
-            serde_json::Value::Array(a) => a.iter().map(chars).sum(),
-            serde_json::Value::Object(o) => o.values().map(chars).sum(),
-            _ => 0,
-        }
-    }
-    let prompt: usize = ["messages", "input", "prompt", "system"]
-        .iter()
-        .filter_map(|k| body.get(*k))
-        .map(chars)
-        .sum();
-    let cap = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(|v| v.as_u64()))
-        .unwrap_or(0);
-    (prompt as u64).div_ceil(4).max(1) + cap
-}
-
-fn model_of(spec: &JobSpec) -> String {
-    spec.request
-        .body
-        .as_ref()
-        .and_then(|b| b.get("model"))
-        .and_then(|m| m.as_str())
-        .unwrap_or("")
-        .to_string()
-}
 
 impl Limiter {
     pub fn from_config(store: Store, config: &Config) -> Limiter {
@@ -234,47 +169,6 @@ impl Limiter {
             learned,
             clear_until,
             epoch: Instant::now(),
-        }
-    }
-
-    /// Requests and tokens per minute to pace `upstream` by: the config's, else what its answers
-    /// stated (0: none).
-    fn rates(&self, upstream: &str, limits: &RateLimits) -> (u64, u64) {
-        let learned = self.learned.get(upstream);
-        let pick = |configured: u64, learned: Option<&AtomicU64>| {
-            if configured > 0 {
-                configured
-            } else {
-                learned.map(|l| l.load(Ordering::Relaxed)).unwrap_or(0)
-            }
-        };
-        (
-            pick(limits.rpm, learned.map(|l| &l.rpm)),
-            pick(limits.tpm, learned.map(|l| &l.tpm)),
-        )
-    }
-
-    /// Keeps the limits an answer states for an upstream whose config sets none, so the
-    /// fleet-wide GCRA paces it (every worker learns the same numbers from its own answers).
-    fn learn(&self, upstream: &str, limits: &RateLimits, headers: &reqwest::header::HeaderMap) {
-        let Some(learned) = self.learned.get(upstream) else {
-            return;
-        };
-        let stated = hints::stated_limits(headers);
-        for (configured, stated, slot, what) in [
-            (limits.rpm, stated.requests, &learned.rpm, "rpm"),
-            (limits.tpm, stated.tokens, &learned.tpm, "tpm"),
-        ] {
-            if let (0, Some(n)) = (configured, stated)
-                && slot.swap(n, Ordering::Relaxed) != n
-            {
-                tracing::info!(
-                    upstream,
-                    limit = what,
-                    per_minute = n,
-                    "pacing by the limit the upstream states"
-                );
-            }
         }
     }
 
@@ -533,34 +427,5 @@ impl Limiter {
             circuit: (!changed.is_empty()).then_some(changed),
             held: hold.is_some_and(|h| !h.is_zero()),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn spec(body: serde_json::Value, tokens: Option<u32>) -> JobSpec {
-        let mut job = sluice_common::NewJob::post("q", "u", "/v1/chat/completions", body);
-        job.spec.tokens = tokens;
-        job.spec
-    }
-
-    #[test]
-    fn tokens_are_estimated_from_the_prompt_and_the_answer_cap() {
-        let s = spec(
-            json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(400)}], "max_tokens": 50}),
-            None,
-        );
-        // 400 content chars + "user" (4) = 404 → 101 tokens, plus 50.
-        assert_eq!(estimate_tokens(&s), 151);
-        let s = spec(
-            json!({"model": "m", "input": "abcd", "max_completion_tokens": 7}),
-            None,
-        );
-        assert_eq!(estimate_tokens(&s), 8);
-        let s = spec(json!({"model": "m"}), Some(1234));
-        assert_eq!(estimate_tokens(&s), 1234);
     }
 }

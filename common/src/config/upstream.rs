@@ -1,0 +1,132 @@
+//! One upstream's configuration (`[upstreams.NAME]`): where it is, how to authenticate, its
+//! limits and circuit settings — with the defaults of the fields an upstream may leave out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;
+/// it never appears in config dumps, jobs, Redis or logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    #[serde(default)]
+    pub auth_env: Option<String>,
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+    #[serde(default = "default_auth_header")]
+    pub auth_header: String,
+    #[serde(default = "default_auth_scheme")]
+    pub auth_scheme: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response headers stored with a result (besides `x-request-id` and the rate-limit family).
+    #[serde(default)]
+    pub keep_headers: Vec<String>,
+    /// Requests per minute for the whole fleet (0: no limit).
+    #[serde(default)]
+    pub rpm: u64,
+    /// Follow a quota nobody wrote down: `rpm` becomes the ceiling and the fleet's rate backs off
+    /// on 429s and probes upward while answers are clean (AIMD).
+    #[serde(default)]
+    pub adaptive: bool,
+    /// Tokens per minute for the whole fleet (0: no limit); a job's estimate is its `tokens`, else
+    /// prompt characters ÷ 4 + `max_tokens`, corrected from the answer's `usage.total_tokens`.
+    #[serde(default)]
+    pub tpm: u64,
+    /// Calls in flight to this upstream per worker process (0: only `worker.concurrency`).
+    #[serde(default)]
+    pub max_concurrency: usize,
+    /// Burst window: no window of this many ms carries more than its share of the rate plus one
+    /// window's worth; 50 ms keeps every second within 105% of rpm ÷ 60.
+    #[serde(default = "default_burst_ms")]
+    pub burst_ms: u64,
+    /// Burst window of the token buckets: the provider's own window for tokens (the mock's and
+    /// OpenAI's are about a second). Refunds of unused `max_tokens` are banked only within it,
+    /// as the provider banks them; a window much smaller than the provider's lets unused-token
+    /// refunds pile up that the provider has already thrown away, and 429s follow.
+    #[serde(default = "default_token_burst_ms")]
+    pub token_burst_ms: u64,
+    /// Per-model limits (providers limit each model separately), by the body's `model`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelLimits>,
+    /// How long the circuit stays open before a half-open probe.
+    #[serde(default = "default_cooloff_ms")]
+    pub circuit_cooloff_ms: u64,
+    /// Calls the fleet must have made in the window before the failure rate can open the
+    /// circuit (`circuit_failures` is the old name, still read).
+    #[serde(default = "default_circuit_min_calls", alias = "circuit_failures")]
+    pub circuit_min_calls: u64,
+    /// Share of the window's calls (0 < rate <= 1) that failed transiently (5xx, timeouts,
+    /// resets) at which the circuit opens.
+    #[serde(default = "default_circuit_failure_rate")]
+    pub circuit_failure_rate: f64,
+    /// The window the failure rate is counted in.
+    #[serde(default = "default_circuit_window_ms")]
+    pub circuit_window_ms: u64,
+    /// After a 401/403 opened the circuit, its probe is `GET {base_url}{probe_path}`, which
+    /// spends no tokens; a job's own request follows only once it succeeded. Empty: probe with
+    /// a job's request.
+    #[serde(default = "default_probe_path")]
+    pub probe_path: String,
+}
+
+/// Rate limits of one model of an upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimits {
+    #[serde(default)]
+    pub rpm: u64,
+    #[serde(default)]
+    pub tpm: u64,
+}
+
+fn default_burst_ms() -> u64 {
+    50
+}
+
+fn default_token_burst_ms() -> u64 {
+    1000
+}
+
+fn default_cooloff_ms() -> u64 {
+    30_000
+}
+
+fn default_probe_path() -> String {
+    "/v1/models".into()
+}
+
+fn default_circuit_min_calls() -> u64 {
+    20
+}
+
+fn default_circuit_failure_rate() -> f64 {
+    0.5
+}
+
+fn default_circuit_window_ms() -> u64 {
+    10_000
+}
+
+fn default_auth_header() -> String {
+    "authorization".into()
+}
+
+fn default_auth_scheme() -> String {
+    "Bearer".into()
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
