@@ -1,5 +1,6 @@
 //! sluice-tests: the harness the integration tests, the benchmark and the demo stand on.
 //!
+//! - [`rig`]: one test's Redis, mock and producer, its workers, and the shared helpers (`BOUND`);
 //! - [`redis_server`]: a real `redis-server` per test on a free port with its own data dir
 //!   (or testcontainers' Redis with `SLUICE_TEST_REDIS=docker`), torn down on drop;
 //! - [`redis_cluster`]: a real three-master Redis Cluster (with replicas) per test;
@@ -25,6 +26,7 @@ pub mod mock;
 pub mod proxy;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod rig;
 pub mod scrape;
 pub mod soak;
 pub mod worker_process;

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::events::Events;
-use crate::mock::{MockConfig, MockServer};
+use crate::mock::MockConfig;
 use crate::proxy::FaultProxy;
 use crate::worker_process::{WorkerOptions, WorkerProcess};
-use crate::{RedisServer, chat_job};
+use crate::chat_job;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -81,10 +81,9 @@ fn the_menu() -> MockConfig {
 
 /// Runs the soak and prints its summary; an error when a goal was missed.
 pub async fn run(opts: SoakOptions) -> anyhow::Result<()> {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(the_menu()).await;
+    let rig = crate::rig::Rig::start(the_menu()).await;
+    let (redis, mock, producer) = (&rig.redis, &rig.mock, rig.producer.clone());
     let link = FaultProxy::start(format!("127.0.0.1:{}", redis.port()).parse()?).await;
-    let producer = crate::test_producer(&redis.url()).await;
     let mut options = WorkerOptions::new(&format!("redis://{}", link.addr()), &mock.url());
     options.concurrency = 200;
     options.lease_ms = 10_000;

@@ -8,11 +8,10 @@ use sluice_common::{NewJob, StoreError};
 use sluice_tests::certs::acl_file;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::rig::BOUND;
 use sluice_tests::scrape::Scrape;
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, enqueue_all, scripted_job};
-
-const BOUND: Duration = Duration::from_secs(120);
 
 async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

@@ -12,11 +12,11 @@ use sluice_common::store::DeadLetter;
 use sluice_common::{NewJob, Schedule};
 use sluice_tests::bins::cargo_bin;
 use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
-use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::BOUND;
+use sluice_tests::rig::Rig;
+use sluice_tests::worker_process::WorkerProcess;
 use sluice_tests::{RedisServer, enqueue_all, scripted_job};
-
-const BOUND: Duration = Duration::from_secs(120);
 
 fn run(url: &str, args: &[&str]) -> Output {
     run_with_stdin(url, args, "")
@@ -123,66 +123,77 @@ async fn jobs_pages_over_100k_jobs_listing_each_once_and_filters_by_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_finds_the_queue_result_pipes_json_and_wait_exit_codes_say_how_jobs_ended() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut options = rig.options();
     options.queues = vec!["q".into(), "other".into()];
     options.max_attempts = 1;
     let _w = WorkerProcess::spawn("w", &options);
-    let mut events = Events::new(&redis.url(), "other").await;
+    let mut events = Events::new(&rig.redis.url(), "other").await;
     let mut ok = scripted_job(1, &[200]);
     ok.queue = "other".into();
     let mut bad = scripted_job(2, &[400]);
     bad.queue = "other".into();
-    let ids = enqueue_all(&p, vec![ok, bad]).await;
+    let ids = rig.enqueue(vec![ok, bad]).await;
     assert!(events.until(BOUND, |s| s.terminal_jobs() >= 2).await);
 
     // No --queue: found in `other`.
-    let o = run(&redis.url(), &["status", &ids[0], "--json"]);
+    let o = run(&rig.redis.url(), &["status", &ids[0], "--json"]);
     assert!(o.status.success(), "{}", err(&o));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(s["queue"], "other");
     assert_eq!(s["status"], 200, "the HTTP status is a number: {s}");
     // --result: the upstream's body alone, valid JSON.
-    let o = run(&redis.url(), &["status", &ids[0], "--result"]);
+    let o = run(&rig.redis.url(), &["status", &ids[0], "--result"]);
     assert!(o.status.success(), "{}", err(&o));
     let body: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the body is JSON");
     assert!(body["choices"].is_array(), "{body}");
-    let o = run(&redis.url(), &["status", &ids[1], "--result"]);
+    let o = run(&rig.redis.url(), &["status", &ids[1], "--result"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("is dead: it has no result"), "{}", err(&o));
-    let o = run(&redis.url(), &["status", "nope"]);
+    let o = run(&rig.redis.url(), &["status", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("no job nope in any queue"), "{}", err(&o));
 
     // wait: 0 completed, 4 dead, 5 cancelled, 6 timed out.
-    assert_eq!(run(&redis.url(), &["wait", &ids[0]]).status.code(), Some(0));
-    assert_eq!(run(&redis.url(), &["wait", &ids[1]]).status.code(), Some(4));
+    assert_eq!(
+        run(&rig.redis.url(), &["wait", &ids[0]]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&rig.redis.url(), &["wait", &ids[1]]).status.code(),
+        Some(4)
+    );
     let mut later =
         scripted_job(3, &[200]).with_schedule(Schedule::After(Duration::from_secs(3600)));
     later.queue = "other".into();
     let mut cancel_me =
         scripted_job(4, &[200]).with_schedule(Schedule::After(Duration::from_secs(3600)));
     cancel_me.queue = "other".into();
-    let later = enqueue_all(&p, vec![later, cancel_me]).await;
-    let o = run(&redis.url(), &["wait", &later[0], "--timeout", "0.3"]);
+    let later = rig.enqueue(vec![later, cancel_me]).await;
+    let o = run(&rig.redis.url(), &["wait", &later[0], "--timeout", "0.3"]);
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
     assert!(err(&o).contains("not finished"), "{}", err(&o));
-    p.cancel("other", &later[1]).await.expect("cancel");
+    rig.producer
+        .cancel("other", &later[1])
+        .await
+        .expect("cancel");
     assert_eq!(
-        run(&redis.url(), &["wait", &later[1]]).status.code(),
+        run(&rig.redis.url(), &["wait", &later[1]]).status.code(),
         Some(5)
     );
 
     // wait --all: a batch of 200 on `q`, one of them dead: exit 4 once nothing is left. The
     // queue is paused until the wait has taken its first count, so every job ends under it.
-    p.store().set_paused("q", true).await.expect("pause");
+    rig.producer
+        .store()
+        .set_paused("q", true)
+        .await
+        .expect("pause");
     let mut batch: Vec<NewJob> = (10..209).map(|i| scripted_job(i, &[200])).collect();
     batch.push(scripted_job(209, &[400]));
-    enqueue_all(&p, batch).await;
+    rig.enqueue(batch).await;
     let mut child = Command::new(cargo_bin("sluice-producer", "sluice"))
-        .args(["--redis", &redis.url(), "wait", "--all", "-q", "q"])
+        .args(["--rig.redis", &rig.redis.url(), "wait", "--all", "-q", "q"])
         .env_remove("SLUICE_REDIS_URL")
         .env_remove("SLUICE_CONFIG")
         .stdout(Stdio::piped())
@@ -198,7 +209,11 @@ async fn status_finds_the_queue_result_pipes_json_and_wait_exit_codes_say_how_jo
     .expect("join")
     .expect("read stderr");
     assert!(first.starts_with("following 200 job(s) of q"), "{first}");
-    p.store().set_paused("q", false).await.expect("resume");
+    rig.producer
+        .store()
+        .set_paused("q", false)
+        .await
+        .expect("resume");
     let o = child.wait_with_output().expect("wait --all");
     assert_eq!(o.status.code(), Some(4), "{}", out(&o));
     assert!(

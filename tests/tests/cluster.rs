@@ -11,11 +11,10 @@ use sluice_producer::Producer;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::redis_cluster::RedisCluster;
+use sluice_tests::rig::BOUND;
 use sluice_tests::scrape::Scrape;
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{chat_job, scripted_job};
-
-const BOUND: Duration = Duration::from_secs(120);
 
 fn config(url: &str, partitions: &[(&str, u32)], wait_replicas: u32) -> Config {
     let mut config = Config::defaults();

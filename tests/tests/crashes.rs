@@ -6,35 +6,25 @@
 //! before (a live worker's job is never taken over: leases and heartbeats hold).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::RngExt;
 use sluice_common::JobState;
-use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::chat_job;
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::Rig;
+use sluice_tests::rig::{LONG_BOUND as BOUND, now_ms};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, chat_job, enqueue_all};
-
-const BOUND: Duration = Duration::from_secs(240);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_twice() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 20,
         spread_ms: 20,
         ..MockConfig::default()
     })
     .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 60;
     options.lease_ms = 1_500;
     let mut spawned = 0;
@@ -45,8 +35,8 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
     let mut workers: Vec<WorkerProcess> = (0..4).map(|_| spawn(&options)).collect();
 
     let n = 20_000;
-    let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
-    let mut events = Events::new(&redis.url(), "q").await;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
+    let mut events = rig.events().await;
     let deadline = tokio::time::Instant::now() + BOUND;
     let mut kills: Vec<u64> = Vec::new();
     let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -72,14 +62,14 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
     assert!(kills.len() >= 3, "only {} kills happened", kills.len());
 
     // Every job completed, exactly once, in the events and in its hash.
-    let stats = producer.store().stats("q").await.expect("stats");
+    let stats = rig.producer.store().stats("q").await.expect("stats");
     let c: HashMap<String, i64> = stats.counts.into_iter().collect();
     let count = |k: &str| c.get(k).copied().unwrap_or(0);
     assert_eq!(count("completed"), n as i64, "{c:?}");
     for live in ["queued", "running", "retrying", "scheduled", "dead"] {
         assert_eq!(count(live), 0, "{live}: {c:?}");
     }
-    let record = mock.stats(true).jobs.expect("per-job calls");
+    let record = rig.mock.stats(true).jobs.expect("per-job calls");
     let mut duplicate_calls = 0usize;
     let mut jobs_called_twice = 0usize;
     for id in &ids {
@@ -102,7 +92,8 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
             );
         }
     }
-    let status = producer
+    let status = rig
+        .producer
         .status("q", &ids[n - 1])
         .await
         .expect("status")
@@ -122,29 +113,27 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_jobs_run_again_when_its_heartbeat_lapses_not_after_the_lease() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 400,
         ..MockConfig::default()
     })
     .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 20;
     // The lease is a minute: only the heartbeat can bring the jobs back sooner.
     options.lease_ms = 60_000;
     let mut a = WorkerProcess::spawn("a", &options);
     let n = 20;
-    let ids = enqueue_all(&producer, (0..n).map(chat_job).collect()).await;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
     // All 20 calls are out at worker a when it is killed.
     assert!(
-        mock.until_in_flight(n as u64, BOUND).await,
+        rig.mock.until_in_flight(n as u64, BOUND).await,
         "a never ran 20 calls"
     );
     a.kill9();
     let killed_ms = now_ms();
     let _b = WorkerProcess::spawn("b", &options);
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     assert!(
         events
             .until(BOUND, |s| s.count("completed") >= n as u64)
@@ -152,10 +141,11 @@ async fn a_killed_workers_jobs_run_again_when_its_heartbeat_lapses_not_after_the
         "only {} of {n} completed",
         events.seen.count("completed")
     );
-    let jobs = mock.stats(true).jobs.expect("per-job calls");
+    let jobs = rig.mock.stats(true).jobs.expect("per-job calls");
     let mut delays = Vec::new();
     for id in &ids {
-        let s = producer
+        let s = rig
+            .producer
             .status("q", id)
             .await
             .expect("status")

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_common::{JobState, NewJob};
-use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer, Stats};
-use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, enqueue_all, eventually};
-
-const BOUND: Duration = Duration::from_secs(120);
+use sluice_tests::mock::{MockConfig, Stats};
+use sluice_tests::rig::BOUND;
+use sluice_tests::rig::Rig;
+use sluice_tests::worker_process::WorkerProcess;
+use sluice_tests::{RedisServer, eventually};
 
 fn job(i: usize, script: Option<&[u16]>) -> NewJob {
     let mut body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("job {i}")}], "max_tokens": 16});
@@ -38,15 +37,13 @@ async fn circuit_opens_of(store: &sluice_common::Store, u: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5,
         rpm: Some(3000),
         ..MockConfig::default()
     })
     .await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 50;
     options.extra = "rpm = 3000\n".into();
     let _workers: Vec<_> = ["a", "b", "c"]
@@ -54,8 +51,8 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
         .map(|n| WorkerProcess::spawn(n, &options))
         .collect();
     let n = 1500;
-    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
-    let mut events = Events::new(&redis.url(), "q").await;
+    let ids = rig.enqueue((0..n).map(|i| job(i, None)).collect()).await;
+    let mut events = rig.events().await;
     let done = events
         .until(BOUND, |s| s.count("completed") >= n as u64)
         .await;
@@ -63,7 +60,7 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
     for id in &ids {
         assert_eq!(events.seen.job(id, "completed"), 1);
     }
-    let stats = mock.stats(true);
+    let stats = rig.mock.stats(true);
     let share = stats.rate_limited as f64 / stats.calls as f64;
     // The busiest 1-second window of answered calls, against the quota's 50 per second.
     let times = stats.call_times(0);
@@ -81,33 +78,29 @@ async fn three_workers_share_a_3000_rpm_quota_with_almost_no_429s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_a_2s_reset_holds_every_worker() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5,
         rate_limit_reset_ms: 2000,
         ..MockConfig::default()
     })
     .await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 20;
     let _workers: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|n| WorkerProcess::spawn(n, &options))
         .collect();
-    let mut events = Events::new(&redis.url(), "q").await;
-    let first = enqueue_all(&p, vec![job(0, Some(&[429, 200]))])
-        .await
-        .remove(0);
+    let mut events = rig.events().await;
+    let first = rig.enqueue(vec![job(0, Some(&[429, 200]))]).await.remove(0);
     let limited = events
         .until(BOUND, |s| s.job(&first, "retrying") == 1)
         .await;
     assert!(limited, "the first job was never rate limited");
-    let ids = enqueue_all(&p, (1..=60).map(|i| job(i, None)).collect()).await;
+    let ids = rig.enqueue((1..=60).map(|i| job(i, None)).collect()).await;
     let done = events.until(BOUND, |s| s.count("completed") >= 61).await;
     assert!(done, "only {} completed", events.seen.count("completed"));
 
-    let jobs = mock.stats(true).jobs.expect("jobs");
+    let jobs = rig.mock.stats(true).jobs.expect("jobs");
     let limited_at = jobs[&first][0].t_ms;
     let earliest = ids.iter().map(|id| jobs[id][0].t_ms).min().expect("calls");
     let held = earliest - limited_at;
@@ -128,23 +121,21 @@ async fn a_429_with_a_2s_reset_holds_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_after() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5,
         force_status: Some(401),
         ..MockConfig::default()
     })
     .await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 20;
     options.quota_wait_ms = 300;
     options.extra = "circuit_cooloff_ms = 300\n".into();
     let _a = WorkerProcess::spawn("a", &options);
     let _b = WorkerProcess::spawn("b", &options);
     let n = 100;
-    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
-    let store = p.store().clone();
+    let ids = rig.enqueue((0..n).map(|i| job(i, None)).collect()).await;
+    let store = rig.producer.store().clone();
     let opens = || circuit_opens(store.clone());
     assert!(
         eventually(BOUND, || async { opens().await >= 1 }).await,
@@ -159,13 +150,13 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
         "no first probe"
     );
     let opens_at_start = opens().await;
-    let at_open = mock.stats(false);
+    let at_open = rig.mock.stats(false);
     assert!(
         eventually(BOUND, || async { opens().await >= opens_at_start + 4 }).await,
         "no probes"
     );
     let probes = opens().await - opens_at_start;
-    let now = mock.stats(false);
+    let now = rig.mock.stats(false);
     let calls_while_open = now.calls - at_open.calls;
     let models_while_open = now.models_calls - at_open.models_calls;
     println!(
@@ -181,48 +172,56 @@ async fn a_401_opens_the_circuit_only_probes_reach_the_mock_and_jobs_complete_af
         models_while_open + 1 >= probes,
         "{models_while_open} cheap probes for {probes} failed probes"
     );
-    let stats = p.store().stats("q").await.expect("stats");
+    let stats = rig.producer.store().stats("q").await.expect("stats");
     assert_eq!(
         stats.counts.get("dead").copied().unwrap_or(0),
         0,
         "an auth outage dead-letters nothing"
     );
 
-    mock.set_config(MockConfig {
+    rig.mock.set_config(MockConfig {
         latency_ms: 5,
         ..MockConfig::default()
     });
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     let done = events
         .until(BOUND, |s| s.count("completed") >= n as u64)
         .await;
     assert!(done, "only {} completed", events.seen.count("completed"));
     for id in &ids {
-        let s = p.status("q", id).await.expect("s").expect("job");
+        let s = rig.producer.status("q", id).await.expect("s").expect("job");
         assert_eq!(s.state, JobState::Completed);
     }
-    let states = p.store().upstream_states().await.expect("states");
+    let states = rig
+        .producer
+        .store()
+        .upstream_states()
+        .await
+        .expect("states");
     assert_eq!(states[0].circuit, "closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut options = rig.options();
     options.extra = "tpm = 10000\n".into();
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     let _worker = WorkerProcess::spawn("w1", &options);
     let mut huge = job(0, None);
     huge.spec.tokens = Some(20_000);
     let mut jobs = vec![huge];
     jobs.extend((1..6).map(|i| job(i, None)));
-    let ids = enqueue_all(&p, jobs).await;
+    let ids = rig.enqueue(jobs).await;
     assert!(events.until(BOUND, |s| s.terminal_jobs() >= 6).await);
     assert_eq!(events.seen.job(&ids[0], "dead"), 1);
     assert_eq!(events.seen.count("completed"), 5);
-    let status = p.status("q", &ids[0]).await.expect("status").expect("job");
+    let status = rig
+        .producer
+        .status("q", &ids[0])
+        .await
+        .expect("status")
+        .expect("job");
     assert_eq!(status.dead_reason.as_deref(), Some("over_limit"));
     assert!(
         status
@@ -232,9 +231,9 @@ async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
         "{status:?}"
     );
     assert_eq!(
-        mock.stats(false).calls,
+        rig.mock.stats(false).calls,
         5,
-        "the huge job never reached the mock"
+        "the huge job never reached the rig.mock"
     );
 }
 
@@ -332,15 +331,13 @@ async fn late_401s_of_calls_admitted_before_the_circuit_opened_are_one_opening()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5,
         force_status: Some(503),
         ..MockConfig::default()
     })
     .await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     // One call at a time: no call admitted before the circuit opened can fail after it, so
     // every call while it is open is a probe.
     options.concurrency = 1;
@@ -348,19 +345,19 @@ async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
     options.extra = "circuit_cooloff_ms = 300\ncircuit_min_calls = 5\n".into();
     let _a = WorkerProcess::spawn("a", &options);
     let n = 20;
-    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
-    let store = p.store().clone();
+    let ids = rig.enqueue((0..n).map(|i| job(i, None)).collect()).await;
+    let store = rig.producer.store().clone();
     let opens = || circuit_opens(store.clone());
     // Five 503s of five calls open it.
     assert!(
         eventually(BOUND, || async { opens().await >= 1 }).await,
         "the circuit never opened"
     );
-    let calls_at_open = mock.stats(false).calls;
+    let calls_at_open = rig.mock.stats(false).calls;
     // Three probes answered 503 ...
     assert!(
         eventually(BOUND, || async {
-            mock.stats(false).calls >= calls_at_open + 3
+            rig.mock.stats(false).calls >= calls_at_open + 3
         })
         .await,
         "no probes"
@@ -374,30 +371,29 @@ async fn a_failed_probe_opens_the_circuit_again_for_a_whole_cool_off() {
         opens().await
     );
 
-    mock.set_config(MockConfig {
+    rig.mock.set_config(MockConfig {
         latency_ms: 5,
         ..MockConfig::default()
     });
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     assert!(
         events.until(BOUND, |s| s.terminal_jobs() >= n).await,
         "only {} ended",
         events.seen.terminal_jobs()
     );
     for id in &ids {
-        let s = p.status("q", id).await.expect("s").expect("job");
+        let s = rig.producer.status("q", id).await.expect("s").expect("job");
         assert_eq!(s.state, JobState::Completed);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_rpm_configured_the_fleet_paces_by_the_limit_the_upstream_states() {
-    let redis = RedisServer::start().await;
     // Like OpenAI: limit/remaining/reset headers on every answer (reset: until the bucket is
     // full), 429s with retry-after-ms; 600 requests a minute in a 10 s bucket (OpenAI's is a
     // minute: the same shape, a sixth of the test's run time).
     let rpm = 600;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5,
         rpm: Some(rpm),
         burst_secs: 10.0,
@@ -405,8 +401,7 @@ async fn with_no_rpm_configured_the_fleet_paces_by_the_limit_the_upstream_states
         ..MockConfig::default()
     })
     .await;
-    let p = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.concurrency = 50;
     options.max_attempts = 100;
     // No rpm in the config: the workers learn it from x-ratelimit-limit-requests.
@@ -416,8 +411,8 @@ async fn with_no_rpm_configured_the_fleet_paces_by_the_limit_the_upstream_states
         .collect();
     // 100 in the bucket, then 300 paced: about 30 s.
     let n = 400;
-    let ids = enqueue_all(&p, (0..n).map(|i| job(i, None)).collect()).await;
-    let mut events = Events::new(&redis.url(), "q").await;
+    let ids = rig.enqueue((0..n).map(|i| job(i, None)).collect()).await;
+    let mut events = rig.events().await;
     let bound = Duration::from_secs(300);
     assert!(
         events
@@ -429,7 +424,7 @@ async fn with_no_rpm_configured_the_fleet_paces_by_the_limit_the_upstream_states
     for id in &ids {
         assert_eq!(events.seen.job(id, "completed"), 1);
     }
-    let stats = mock.stats(true);
+    let stats = rig.mock.stats(true);
     let times = stats.call_times(0);
     let span_s =
         (times.last().copied().unwrap_or(0) - times.first().copied().unwrap_or(0)) as f64 / 1000.0;

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_common::NewJob;
-use sluice_tests::RedisServer;
-use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer, Stats};
-use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+use sluice_tests::mock::{MockConfig, Stats};
+use sluice_tests::rig::Rig;
+use sluice_tests::worker_process::WorkerProcess;
 
 struct Figures {
     calls: u64,
@@ -57,22 +56,20 @@ async fn run(
     jobs: Vec<NewJob>,
     until: Duration,
 ) -> Stats {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(mock).await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let rig = Rig::start(mock).await;
+    let mut options = rig.options();
     options.concurrency = 100;
     options.extra = upstream_toml.to_string();
     let n = jobs.len() as u64;
-    for r in producer.enqueue_batch(jobs).await {
+    for r in rig.producer.enqueue_batch(jobs).await {
         r.expect("enqueue");
     }
     let _workers: Vec<_> = (0..workers)
         .map(|i| WorkerProcess::spawn(&format!("w{i}"), &options))
         .collect();
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     events.until(until, |s| s.count("completed") >= n).await;
-    mock.stats(true)
+    rig.mock.stats(true)
 }
 
 fn chat(i: usize, chars: usize, max_tokens: u64) -> NewJob {

@@ -9,26 +9,25 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::mock::MockConfig;
 use sluice_tests::proxy::FaultProxy;
+use sluice_tests::rig::{LONG_BOUND as BOUND, Rig};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, chat_job, enqueue_all};
-
-const BOUND: Duration = Duration::from_secs(240);
+use sluice_tests::{chat_job, enqueue_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_stalls_and_refusals_on_both_links_lose_nothing_and_leave_nothing_running() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 20,
         spread_ms: 20,
         ..MockConfig::default()
     })
     .await;
+    let (redis, mock) = (&rig.redis, &rig.mock);
     let redis_link =
         FaultProxy::start(format!("127.0.0.1:{}", redis.port()).parse().expect("addr")).await;
     let mock_link = FaultProxy::start(mock.addr()).await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let producer = rig.producer.clone();
 
     let mut options = WorkerOptions::new(
         &format!("redis://{}", redis_link.addr()),
@@ -166,15 +165,15 @@ async fn resets_stalls_and_refusals_on_both_links_lose_nothing_and_leave_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_redis_longer_than_the_lease_writes_what_it_holds_and_calls_nothing_twice()
  {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 1_500,
         ..MockConfig::default()
     })
     .await;
+    let (redis, mock) = (&rig.redis, &rig.mock);
     let redis_link =
         FaultProxy::start(format!("127.0.0.1:{}", redis.port()).parse().expect("addr")).await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let producer = rig.producer.clone();
     let mut options = WorkerOptions::new(&format!("redis://{}", redis_link.addr()), &mock.url());
     options.concurrency = 20;
     options.lease_ms = 2_000;

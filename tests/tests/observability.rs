@@ -6,13 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sluice_common::{NewJob, Schedule};
-use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::BOUND;
+use sluice_tests::rig::Rig;
 use sluice_tests::scrape::{self, Scrape};
-use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, chat_job, enqueue_all, scripted_job};
-
-const BOUND: Duration = Duration::from_secs(120);
+use sluice_tests::worker_process::WorkerProcess;
+use sluice_tests::{chat_job, scripted_job};
 
 fn repo_file(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,17 +96,15 @@ fn alerts_fold_partitions_into_their_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
-    let redis = RedisServer::start().await;
     // Failures of each class the counters split: 503s retried, 400s dead-lettered.
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 2,
         fail_503: 0.05,
         bad_400: 0.01,
         ..MockConfig::default()
     })
     .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.log_json = true;
     options.log_filter = "info".into();
     let mut worker = WorkerProcess::spawn("w1", &options);
@@ -119,7 +116,7 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     let (ready, why) = scrape::get(addr, "/readyz").await;
     assert_eq!(ready, 200, "{why}");
 
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     // 1,000 jobs, 20 of which are sent twice under the same dedupe key, and 5 scheduled an hour
     // ahead and cancelled: enqueued 1,005, deduplicated 20.
     let mut jobs: Vec<NewJob> = (0..1000)
@@ -136,15 +133,15 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     let later: Vec<NewJob> = (0..5)
         .map(|i| chat_job(2000 + i).with_schedule(Schedule::After(Duration::from_secs(3600))))
         .collect();
-    let results = producer.enqueue_batch(jobs).await;
+    let results = rig.producer.enqueue_batch(jobs).await;
     let duplicates = results
         .iter()
         .filter(|r| !r.as_ref().expect("enqueue").created)
         .count();
     assert_eq!(duplicates, 20);
-    for r in producer.enqueue_batch(later).await {
+    for r in rig.producer.enqueue_batch(later).await {
         let id = r.expect("enqueue").id;
-        producer.cancel("q", &id).await.expect("cancel");
+        rig.producer.cancel("q", &id).await.expect("cancel");
     }
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 1005).await;
     assert!(done, "jobs did not all end: {:?}", events.seen.totals);
@@ -200,19 +197,19 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
         w_completed + w_dead + retried + deferred,
         "every start ends in one of complete, dead, retry or defer"
     );
-    let up = [("upstream", "mock")];
+    let up = [("upstream", "rig.mock")];
     let answers = m.sum("sluice_upstream_responses_total", &up);
     assert_eq!(
         m.sum(
             "sluice_upstream_responses_total",
-            &[("upstream", "mock"), ("status", "2xx")]
+            &[("upstream", "rig.mock"), ("status", "2xx")]
         ),
         completed
     );
     assert_eq!(
         m.sum(
             "sluice_upstream_responses_total",
-            &[("upstream", "mock"), ("status", "5xx")]
+            &[("upstream", "rig.mock"), ("status", "5xx")]
         ),
         m.sum(
             "sluice_jobs_retried_total",
@@ -264,21 +261,19 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     assert!(!lines.is_empty(), "job {id} is not in the log");
     for line in &lines {
         let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
-        assert_eq!(v["span"]["upstream"], "mock", "{line}");
+        assert_eq!(v["span"]["upstream"], "rig.mock", "{line}");
     }
     println!("log of job {id}:\n{}", lines.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readyz_fails_while_shutting_down_and_without_redis() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig {
+    let rig = Rig::start(MockConfig {
         hang_ms: 60_000,
         ..MockConfig::default()
     })
     .await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options.grace_ms = 60_000;
     options.timeout_ms = 60_000;
     let mut worker = WorkerProcess::spawn("w1", &options);
@@ -288,12 +283,12 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
         .unwrap_or_else(|| panic!("not ready:\n{}", worker.log()));
 
     // A call in flight keeps the worker in its grace period after SIGTERM.
-    producer
+    rig.producer
         .enqueue(scripted_job(1, &[0]))
         .await
         .expect("enqueue");
     let deadline = tokio::time::Instant::now() + BOUND;
-    while mock.stats(false).calls == 0 {
+    while rig.mock.stats(false).calls == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the call never came"
@@ -313,36 +308,34 @@ async fn readyz_fails_while_shutting_down_and_without_redis() {
     let worker = WorkerProcess::spawn("w2", &options);
     let mut worker = worker;
     let addr = worker.ready(BOUND).await.expect("ready");
-    let mut conn = redis.client().await;
+    let mut conn = rig.redis.client().await;
     let _: Result<(), _> = redis::cmd("SHUTDOWN")
         .arg("NOSAVE")
         .query_async(&mut conn)
         .await;
     let (status, body) = scrape::get(addr, "/readyz").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("redis"), "{body}");
+    assert!(body.contains("rig.redis"), "{body}");
     assert_eq!(scrape::get(addr, "/healthz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_secret_never_reaches_logs_metrics_or_redis() {
     let canary = format!("sk-canary-{}", uuid_like());
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut options = rig.options();
     options.log_json = true;
     // Everything, down to the HTTP client's own debug logs.
     options.log_filter = "debug".into();
     options.quota_wait_ms = 50;
     options.env = vec![("SLUICE_TEST_CANARY".into(), canary.clone())];
     options.extra = "auth_env = \"SLUICE_TEST_CANARY\"\ncircuit_cooloff_ms = 100\n".into();
-    let mut events = Events::new(&redis.url(), "q").await;
+    let mut events = rig.events().await;
     let mut worker = WorkerProcess::spawn("w1", &options);
     // A 401 whose body echoes the key, then a success; a 400; plain successes.
     let mut jobs = vec![scripted_job(0, &[401, 200]), scripted_job(1, &[400])];
     jobs.extend((2..6).map(chat_job));
-    let ids = enqueue_all(&producer, jobs).await;
+    let ids = rig.enqueue(jobs).await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 6).await;
     assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
     // Not in /metrics, /healthz or /readyz either.
@@ -361,7 +354,7 @@ async fn a_canary_secret_never_reaches_logs_metrics_or_redis() {
     worker.wait_exit(BOUND).await.expect("worker exits");
 
     // The 401 happened and its message (with the key redacted) was recorded.
-    let status = producer.status("q", &ids[0]).await.expect("status");
+    let status = rig.producer.status("q", &ids[0]).await.expect("status");
     let history = format!("{status:?}");
     assert!(
         history.contains("Incorrect API key provided: ***"),
@@ -375,7 +368,7 @@ async fn a_canary_secret_never_reaches_logs_metrics_or_redis() {
     assert!(!log.contains(&canary), "the canary is in the worker's log");
 
     // Every value of every key in Redis.
-    let mut conn = redis.client().await;
+    let mut conn = rig.redis.client().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut conn)
@@ -433,11 +426,9 @@ fn uuid_like() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_started_before_its_redis_waits_not_ready_and_starts_when_it_comes() {
-    let mut redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
-    redis.stop_hard();
-    let options = WorkerOptions::new(&redis.url(), &mock.url());
-    let mut worker = WorkerProcess::spawn("early", &options);
+    let mut rig = Rig::start(MockConfig::default()).await;
+    rig.redis.stop_hard();
+    let mut worker = rig.spawn("early");
     let addr = worker
         .http_addr(BOUND)
         .await
@@ -459,15 +450,14 @@ async fn a_worker_started_before_its_redis_waits_not_ready_and_starts_when_it_co
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    redis.start_again();
+    rig.redis.start_again();
     let ready = sluice_tests::eventually(BOUND, || async {
         scrape::get(addr, "/readyz").await.0 == 200
     })
     .await;
     assert!(ready, "never ready once Redis came: {}", worker.log());
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    let mut events = Events::new(&redis.url(), "q").await;
-    enqueue_all(&producer, vec![chat_job(1)]).await;
+    let mut events = rig.events().await;
+    rig.enqueue(vec![chat_job(1)]).await;
     assert!(
         events.until(BOUND, |s| s.count("completed") >= 1).await,
         "{}",

@@ -14,24 +14,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sluice_common::{JobState, reply};
 use sluice_producer::Producer;
 use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::{LONG_BOUND as BOUND, Rig, now_ms};
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, chat_job};
 
-const BOUND: Duration = Duration::from_secs(180);
 const BATCH: usize = 20;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn job_id(i: usize) -> String {
     format!("j{i:06}")
@@ -126,15 +119,13 @@ async fn first_completion_after(redis: &RedisServer, from_ms: u64) -> Option<u64
 }
 
 async fn counts(producer: &Producer) -> HashMap<String, i64> {
-    let stats = producer.store().stats("q").await.expect("stats");
-    stats.counts.into_iter().collect()
+    sluice_tests::rig::counts(producer.store(), "q").await
 }
 
-/// A run under way on `redis`: the mock, a producer feeding `total` jobs at a steady pace, three
-/// workers and a reader of the queue's events.
+/// A run under way on `redis`: the rig (the mock, a producer), a feed of `total` jobs at a steady
+/// pace, three workers and a reader of the queue's events.
 struct Run {
-    mock: MockServer,
-    producer: Producer,
+    rig: Rig,
     options: WorkerOptions,
     workers: Vec<WorkerProcess>,
     feed: Feed,
@@ -142,25 +133,24 @@ struct Run {
 }
 
 impl Run {
-    async fn start(redis: &RedisServer, total: usize) -> Run {
-        let mock = MockServer::start(MockConfig {
-            latency_ms: 10,
-            spread_ms: 10,
-            ..MockConfig::default()
-        })
+    async fn start(redis: RedisServer, total: usize) -> Run {
+        let rig = Rig::start_on(
+            redis,
+            MockConfig {
+                latency_ms: 10,
+                spread_ms: 10,
+                ..MockConfig::default()
+            },
+        )
         .await;
-        let producer = sluice_tests::test_producer(&redis.url()).await;
-        let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+        let mut options = rig.options();
         options.concurrency = 50;
         options.lease_ms = 2_000;
-        let workers = (0..3)
-            .map(|i| WorkerProcess::spawn(&format!("w{i}"), &options))
-            .collect();
-        let feed = Feed::start(producer.clone(), total, Duration::from_millis(5));
-        let events = Events::new(&redis.url(), "q").await;
+        let workers = rig.spawn_n(3, &options);
+        let feed = Feed::start(rig.producer.clone(), total, Duration::from_millis(5));
+        let events = rig.events().await;
         Run {
-            mock,
-            producer,
+            rig,
             options,
             workers,
             feed,
@@ -171,18 +161,20 @@ impl Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aof_always_kill_9_and_clean_shutdown_mid_run_lose_nothing_acknowledged() {
-    let mut redis =
-        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]).await;
     let total = 6_000;
     // Every field bound: what a pattern leaves out is dropped (the workers killed) at once.
     let Run {
-        mock: _mock,
-        producer,
+        rig: Rig {
+            mut redis,
+            mock: _mock,
+            producer,
+        },
         options: _options,
         workers,
         feed,
         mut events,
-    } = Run::start(&redis, total).await;
+    } = Run::start(redis, total).await;
 
     let mut recoveries = Vec::new();
     for (i, step) in ["kill -9", "clean shutdown"].into_iter().enumerate() {
@@ -275,7 +267,7 @@ fn restore_aof(from: &Path, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aof_everysec_losing_the_unsynced_second_loses_only_what_came_after_and_nothing_is_stuck() {
-    let mut redis = RedisServer::start_with(&[
+    let redis = RedisServer::start_with(&[
         "--appendonly",
         "yes",
         "--appendfsync",
@@ -286,13 +278,16 @@ async fn aof_everysec_losing_the_unsynced_second_loses_only_what_came_after_and_
     .await;
     let total = 4_000;
     let Run {
-        mock,
-        producer,
+        rig: Rig {
+            mut redis,
+            mock,
+            producer,
+        },
         options,
         workers: _workers,
         feed,
         mut events,
-    } = Run::start(&redis, total).await;
+    } = Run::start(redis, total).await;
     let going = events.until(BOUND, |s| s.count("completed") >= 1_000).await;
     assert!(going, "the run never got going");
 

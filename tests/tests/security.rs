@@ -15,10 +15,10 @@ use sluice_common::{Config, JobState, NewJob};
 use sluice_producer::Producer;
 use sluice_tests::certs;
 use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::rig::BOUND;
+use sluice_tests::rig::Rig;
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, chat_job, enqueue_all, scripted_job};
-
-const BOUND: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_redis_with_client_certificates_and_acl_users_runs_a_full_job_cycle() {
@@ -148,11 +148,9 @@ async fn inject(r: &mut redis::aio::MultiplexedConnection, id: &str, spec: &serd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let evil = MockServer::start(MockConfig::default()).await;
     let e = evil.addr();
-    let producer = sluice_tests::test_producer(&redis.url()).await;
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let paths = [
         format!("http://{e}/v1/chat/completions"),
@@ -172,16 +170,17 @@ async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
     ];
     let mut hostile = Vec::new();
     for p in &paths {
-        hostile.push(serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": p, "body": body}}));
+        hostile.push(serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": p, "body": body}}));
     }
     for (name, value) in &headers {
-        hostile.push(serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": body, "headers": {*name: value}}}));
+        hostile.push(serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": body, "headers": {*name: value}}}));
     }
     // The library refuses each of them at enqueue, naming the field...
     for spec in &hostile {
-        let mut job = NewJob::post("q", "mock", "/v1/chat/completions", body.clone());
+        let mut job = NewJob::post("q", "rig.mock", "/v1/chat/completions", body.clone());
         job.spec = serde_json::from_value(spec.clone()).expect("a JobSpec");
-        let refused = producer
+        let refused = rig
+            .producer
             .enqueue(job)
             .await
             .expect_err(&format!("enqueued {spec}"));
@@ -191,18 +190,22 @@ async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
         );
     }
     // ...and a writer that goes around it gets them dead-lettered, not called.
-    let mut r = redis.client().await;
+    let mut r = rig.redis.client().await;
     let ids: Vec<String> = (0..hostile.len()).map(|i| format!("hostile-{i}")).collect();
     for (id, spec) in ids.iter().zip(&hostile) {
         inject(&mut r, id, spec).await;
     }
-    let fine = enqueue_all(&producer, (0..5).map(chat_job).collect()).await;
-    let _w = WorkerProcess::spawn("w", &WorkerOptions::new(&redis.url(), &mock.url()));
+    let fine = rig.enqueue((0..5).map(chat_job).collect()).await;
+    let _w = WorkerProcess::spawn("w", &rig.options());
     for id in ids.iter().chain(&fine) {
-        producer.wait("q", id, BOUND).await.expect("the job ends");
+        rig.producer
+            .wait("q", id, BOUND)
+            .await
+            .expect("the job ends");
     }
     for id in &ids {
-        let s = producer
+        let s = rig
+            .producer
             .status("q", id)
             .await
             .expect("status")
@@ -211,11 +214,11 @@ async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
         assert_eq!(s.dead_reason.as_deref(), Some("invalid"), "{id}: {s:?}");
     }
     for id in &fine {
-        let s = producer.status("q", id).await.expect("s").expect("job");
+        let s = rig.producer.status("q", id).await.expect("s").expect("job");
         assert_eq!(s.state, JobState::Completed);
     }
     assert_eq!(evil.stats(false).calls, 0, "a job reached another host");
-    let calls = mock.stats(true).jobs.expect("calls");
+    let calls = rig.mock.stats(true).jobs.expect("calls");
     assert!(
         ids.iter().all(|id| !calls.contains_key(id)),
         "a hostile job was called"
@@ -225,10 +228,9 @@ async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_limit() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let mut config = Config::defaults();
-    config.redis.url = redis.url();
+    config.redis.url = rig.redis.url();
     config.queues.max_job_bytes = 10_000;
     let producer = Producer::from_config(&config).await.expect("producer");
 
@@ -237,7 +239,7 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
     let err = producer
         .enqueue(NewJob::post(
             "q",
-            "mock",
+            "rig.mock",
             "/v1/chat/completions",
             big.clone(),
         ))
@@ -245,8 +247,8 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
         .expect_err("an oversized job was enqueued");
     assert!(err.to_string().contains("10000"), "{err}");
     // A foreign producer calling the function with an oversized spec is refused by Redis.
-    let mut r = redis.client().await;
-    let spec = serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": big}}).to_string();
+    let mut r = rig.redis.client().await;
+    let spec = serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": big}}).to_string();
     let refused: redis::RedisResult<redis::Value> = redis::cmd("FCALL")
         .arg("sluice_enqueue")
         .arg(1)
@@ -267,16 +269,16 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
     assert!(keys.is_empty(), "nothing was written: {keys:?}");
 
     // An answer over worker.result_max_bytes is dead-lettered; the others complete.
-    let mut options = WorkerOptions::new(&redis.url(), &mock.url());
+    let mut options = rig.options();
     options
         .env
         .push(("SLUICE__WORKER__RESULT_MAX_BYTES".into(), "4096".into()));
     let _w = WorkerProcess::spawn("w", &options);
     let huge_answer = NewJob::post(
         "q",
-        "mock",
+        "rig.mock",
         "/v1/chat/completions",
-        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "mock": {"answer_bytes": 100_000}}),
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "rig.mock": {"answer_bytes": 100_000}}),
     );
     let mut jobs = vec![huge_answer];
     jobs.extend((0..3).map(chat_job));

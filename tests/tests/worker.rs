@@ -1,60 +1,14 @@
 //! The worker runtime end to end: real `sluice-worker` processes, a real Redis, and the mock
 //! model API over real HTTP.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use sluice_common::{JobState, NewJob};
-use sluice_producer::Producer;
-use sluice_tests::events::Events;
-use sluice_tests::mock::{MockConfig, MockServer};
-use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
-use sluice_tests::{RedisServer, chat_job, scripted_job};
-
-/// A generous bound for a test's awaited events; tests finish far sooner.
-const BOUND: Duration = Duration::from_secs(120);
-
-struct Rig {
-    redis: RedisServer,
-    mock: MockServer,
-    producer: Producer,
-}
-
-async fn rig(mock: MockConfig) -> Rig {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(mock).await;
-    let producer = sluice_tests::test_producer(&redis.url()).await;
-    Rig {
-        redis,
-        mock,
-        producer,
-    }
-}
-
-impl Rig {
-    fn options(&self) -> WorkerOptions {
-        WorkerOptions::new(&self.redis.url(), &self.mock.url())
-    }
-
-    async fn enqueue(&self, jobs: Vec<NewJob>) -> Vec<String> {
-        self.producer
-            .enqueue_batch(jobs)
-            .await
-            .into_iter()
-            .map(|r| r.expect("enqueue").id)
-            .collect()
-    }
-
-    async fn events(&self) -> Events {
-        Events::new(&self.redis.url(), "q").await
-    }
-
-    async fn counts(&self) -> HashMap<String, i64> {
-        let stats = self.producer.store().stats("q").await.expect("stats");
-        stats.counts.into_iter().collect()
-    }
-}
+use sluice_common::JobState;
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::{BOUND, Rig, count};
+use sluice_tests::worker_process::WorkerProcess;
+use sluice_tests::{chat_job, scripted_job};
 
 fn jobs_called(rig: &Rig, id: &str) -> bool {
     rig.mock
@@ -63,13 +17,9 @@ fn jobs_called(rig: &Rig, id: &str) -> bool {
         .is_some_and(|jobs| jobs.contains_key(id))
 }
 
-fn count(c: &HashMap<String, i64>, k: &str) -> i64 {
-    c.get(k).copied().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 1,
         spread_ms: 4,
         fail_503: 0.10,
@@ -150,7 +100,7 @@ async fn ten_thousand_jobs_through_faults_end_completed_or_dead_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_blindly() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let _w = WorkerProcess::spawn("w", &rig.options());
     let mut elsewhere = chat_job(3);
     elsewhere.spec.upstream = "not-configured".into();
@@ -228,7 +178,7 @@ async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_200_in_flight_a_second_worker_reclaims_them_and_none_completes_twice() {
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 3_000,
         ..MockConfig::default()
     })
@@ -267,7 +217,7 @@ async fn kill_9_with_200_in_flight_a_second_worker_reclaims_them_and_none_comple
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_longer_than_the_lease_is_not_reclaimed_while_its_worker_lives() {
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 5_000,
         ..MockConfig::default()
     })
@@ -286,7 +236,7 @@ async fn a_slow_call_longer_than_the_lease_is_not_reclaimed_while_its_worker_liv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_the_stream_is_dead_lettered_as_malformed_and_the_rest_run() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let mut r = rig.redis.client().await;
     let stream = "sluice:{q}:stream";
     let huge = "x".repeat(2 * 1024 * 1024);
@@ -358,7 +308,7 @@ async fn garbage_in_the_stream_is_dead_lettered_as_malformed_and_the_rest_run() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_0_and_hands_back_what_did_not_finish() {
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 200,
         spread_ms: 2_000,
         ..MockConfig::default()
@@ -416,7 +366,7 @@ async fn sigterm_under_load_exits_0_and_hands_back_what_did_not_finish() {
 async fn a_second_sigterm_hands_back_at_once_and_a_stopped_worker_leaves_stats() {
     // Calls that never answer, a grace period far past the test's bound: only the second
     // signal can end this worker in time.
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         hang: 1.0,
         hang_ms: 600_000,
         ..MockConfig::default()
@@ -471,7 +421,7 @@ async fn a_second_sigterm_hands_back_at_once_and_a_stopped_worker_leaves_stats()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_retries_across_three_workers_are_each_promoted_once() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let mut options = rig.options();
     options.concurrency = 100;
     options.base_ms = 1_000;
@@ -533,7 +483,7 @@ async fn in_flight_between(rig: &Rig, from: u64, to: u64) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_queue_holds_no_slots_a_busy_queue_of_the_same_worker_could_use() {
-    let rig = rig(MockConfig {
+    let rig = Rig::start(MockConfig {
         latency_ms: 100,
         ..MockConfig::default()
     })
@@ -581,7 +531,7 @@ async fn an_idle_queue_holds_no_slots_a_busy_queue_of_the_same_worker_could_use(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_key_of_the_wrong_type_is_dead_lettered_corrupt_and_the_queue_runs_on() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let ids = rig.enqueue((0..3).map(chat_job).collect()).await;
     // The first job's hash is replaced by a string (WRONGTYPE for every hash command).
     let mut r = rig.redis.client().await;
@@ -626,7 +576,7 @@ async fn a_job_key_of_the_wrong_type_is_dead_lettered_corrupt_and_the_queue_runs
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_over_the_workers_size_limit_is_dead_invalid_without_a_call() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let mut options = rig.options();
     options
         .env
@@ -660,7 +610,7 @@ async fn a_spec_over_the_workers_size_limit_is_dead_invalid_without_a_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_pause_returns_no_job_of_the_queue_starts() {
-    let rig = rig(MockConfig::default()).await;
+    let rig = Rig::start(MockConfig::default()).await;
     let _w = WorkerProcess::spawn("w", &rig.options());
     // The worker is up and idle, blocked in its read of q.
     let warm = rig.enqueue(vec![chat_job(0)]).await;

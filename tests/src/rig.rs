@@ -1,0 +1,115 @@
+//! One test rig: a real `redis-server` on a free port, the mock model API and a producer, with
+//! the workers a test spawns as real processes; and the helpers every integration test shares
+//! (`BOUND`, `now_ms`, `eventually`, `counts`). A test writes `let rig = Rig::start(mock).await`
+//! and never spells that set-up out again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sluice_common::NewJob;
+use sluice_producer::Producer;
+
+use crate::RedisServer;
+use crate::events::Events;
+use crate::mock::{MockConfig, MockServer};
+use crate::worker_process::{WorkerOptions, WorkerProcess};
+
+/// How long a test waits for something that should happen (a bound on a wait for an event,
+/// never a sleep); generous, so a slow CI machine does not fail a correct test.
+pub const BOUND: Duration = Duration::from_secs(120);
+
+/// The bound of the long fault runs (kill -9 loops, network faults, Redis restarts).
+pub const LONG_BOUND: Duration = Duration::from_secs(240);
+
+pub use crate::eventually;
+
+/// The Redis, the mock and a producer of one test (all torn down when dropped).
+pub struct Rig {
+    pub redis: RedisServer,
+    pub mock: MockServer,
+    pub producer: Producer,
+}
+
+impl Rig {
+    /// A fresh Redis, the mock configured as `mock`, and a producer keeping a long events stream.
+    pub async fn start(mock: MockConfig) -> Rig {
+        let redis = RedisServer::start().await;
+        let mock = MockServer::start(mock).await;
+        let producer = crate::test_producer(&redis.url()).await;
+        Rig {
+            redis,
+            mock,
+            producer,
+        }
+    }
+
+    /// The rig on a Redis the test started itself (with persistence flags, say, to restart it).
+    pub async fn start_on(redis: RedisServer, mock: MockConfig) -> Rig {
+        let mock = MockServer::start(mock).await;
+        let producer = crate::test_producer(&redis.url()).await;
+        Rig {
+            redis,
+            mock,
+            producer,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    pub fn store(&self) -> &sluice_common::Store {
+        self.producer.store()
+    }
+
+    /// Worker options for this Redis and this mock (queue `q`), to adjust before spawning.
+    pub fn options(&self) -> WorkerOptions {
+        WorkerOptions::new(&self.redis.url(), &self.mock.url())
+    }
+
+    /// A worker with the default options.
+    pub fn spawn(&self, name: &str) -> WorkerProcess {
+        WorkerProcess::spawn(name, &self.options())
+    }
+
+    /// `n` workers (`w0`, `w1`, …) with `options`.
+    pub fn spawn_n(&self, n: usize, options: &WorkerOptions) -> Vec<WorkerProcess> {
+        (0..n)
+            .map(|i| WorkerProcess::spawn(&format!("w{i}"), options))
+            .collect()
+    }
+
+    /// Enqueues `jobs` in one batch; their ids (the test fails on any refusal).
+    pub async fn enqueue(&self, jobs: Vec<NewJob>) -> Vec<String> {
+        crate::enqueue_all(&self.producer, jobs).await
+    }
+
+    /// A reader of queue `q`'s events from now on.
+    pub async fn events(&self) -> Events {
+        Events::new(&self.redis.url(), "q").await
+    }
+
+    /// Queue `q`'s counts by state (gauges and totals).
+    pub async fn counts(&self) -> HashMap<String, i64> {
+        counts(self.producer.store(), "q").await
+    }
+}
+
+/// `queue`'s counts by state (gauges and totals), as `sluice stats` reads them.
+pub async fn counts(store: &sluice_common::Store, queue: &str) -> HashMap<String, i64> {
+    let stats = store.stats(queue).await.expect("stats");
+    stats.counts.into_iter().collect()
+}
+
+/// A count from `counts`, 0 when absent.
+pub fn count(c: &HashMap<String, i64>, k: &str) -> i64 {
+    c.get(k).copied().unwrap_or(0)
+}
+
+/// Now, in Unix milliseconds (the test machine's clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
