@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::chat_job;
 use crate::events::Events;
 use crate::mock::MockConfig;
 use crate::proxy::FaultProxy;
 use crate::worker_process::{WorkerOptions, WorkerProcess};
-use crate::chat_job;
 
 /// What to run.
 #[derive(Debug, Clone)]

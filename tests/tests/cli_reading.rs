@@ -193,7 +193,7 @@ async fn status_finds_the_queue_result_pipes_json_and_wait_exit_codes_say_how_jo
     batch.push(scripted_job(209, &[400]));
     rig.enqueue(batch).await;
     let mut child = Command::new(cargo_bin("sluice-producer", "sluice"))
-        .args(["--rig.redis", &rig.redis.url(), "wait", "--all", "-q", "q"])
+        .args(["--redis", &rig.redis.url(), "wait", "--all", "-q", "q"])
         .env_remove("SLUICE_REDIS_URL")
         .env_remove("SLUICE_CONFIG")
         .stdout(Stdio::piped())

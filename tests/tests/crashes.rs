@@ -39,18 +39,20 @@ async fn kill_9_every_few_seconds_during_20k_jobs_loses_none_and_completes_none_
     let mut events = rig.events().await;
     let deadline = tokio::time::Instant::now() + BOUND;
     let mut kills: Vec<u64> = Vec::new();
-    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(500);
-    // A random worker is killed every 0.3–0.8 s until the jobs are all ended (the fleet drains
-    // 20k jobs in a few seconds: kills further apart would leave too few).
+    // A random worker is killed each time another ~1/12 of the jobs has ended (a random point
+    // in each twelfth), so the kills spread over the whole run however fast this machine
+    // drains it.
+    let step = n / 12;
+    let mut next_kill = rand::rng().random_range(step / 2..step) as u64;
     while events.seen.terminal_jobs() < n && tokio::time::Instant::now() < deadline {
         events.read(Duration::from_millis(200)).await;
-        if tokio::time::Instant::now() >= next_kill && events.seen.terminal_jobs() < n {
+        let ended = events.seen.terminal_jobs() as u64;
+        if ended >= next_kill && ended < n as u64 {
             let victim = rand::rng().random_range(0..workers.len());
             kills.push(now_ms());
             workers[victim].kill9();
             workers[victim] = spawn(&options);
-            next_kill = tokio::time::Instant::now()
-                + Duration::from_millis(rand::rng().random_range(300..800));
+            next_kill = ended + rand::rng().random_range(step / 2..step + step / 2) as u64;
         }
     }
     assert_eq!(

@@ -233,7 +233,7 @@ async fn a_job_over_a_whole_minutes_tokens_is_dead_lettered_and_the_rest_run() {
     assert_eq!(
         rig.mock.stats(false).calls,
         5,
-        "the huge job never reached the rig.mock"
+        "the huge job never reached the mock"
     );
 }
 

@@ -170,14 +170,14 @@ async fn jobs_written_around_the_library_cannot_reach_outside_their_upstream() {
     ];
     let mut hostile = Vec::new();
     for p in &paths {
-        hostile.push(serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": p, "body": body}}));
+        hostile.push(serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": p, "body": body}}));
     }
     for (name, value) in &headers {
-        hostile.push(serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": body, "headers": {*name: value}}}));
+        hostile.push(serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": body, "headers": {*name: value}}}));
     }
     // The library refuses each of them at enqueue, naming the field...
     for spec in &hostile {
-        let mut job = NewJob::post("q", "rig.mock", "/v1/chat/completions", body.clone());
+        let mut job = NewJob::post("q", "mock", "/v1/chat/completions", body.clone());
         job.spec = serde_json::from_value(spec.clone()).expect("a JobSpec");
         let refused = rig
             .producer
@@ -239,7 +239,7 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
     let err = producer
         .enqueue(NewJob::post(
             "q",
-            "rig.mock",
+            "mock",
             "/v1/chat/completions",
             big.clone(),
         ))
@@ -248,7 +248,7 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
     assert!(err.to_string().contains("10000"), "{err}");
     // A foreign producer calling the function with an oversized spec is refused by Redis.
     let mut r = rig.redis.client().await;
-    let spec = serde_json::json!({"upstream": "rig.mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": big}}).to_string();
+    let spec = serde_json::json!({"upstream": "mock", "request": {"method": "POST", "path": "/v1/chat/completions", "body": big}}).to_string();
     let refused: redis::RedisResult<redis::Value> = redis::cmd("FCALL")
         .arg("sluice_enqueue")
         .arg(1)
@@ -276,9 +276,9 @@ async fn oversized_requests_and_answers_are_refused_with_errors_that_name_the_li
     let _w = WorkerProcess::spawn("w", &options);
     let huge_answer = NewJob::post(
         "q",
-        "rig.mock",
+        "mock",
         "/v1/chat/completions",
-        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "rig.mock": {"answer_bytes": 100_000}}),
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "mock": {"answer_bytes": 100_000}}),
     );
     let mut jobs = vec![huge_answer];
     jobs.extend((0..3).map(chat_job));

@@ -58,14 +58,19 @@ impl Completer {
     }
 }
 
+/// What arrived, one group per queue (one `sluice_complete` each), in arrival order within it.
+fn by_queue(batch: impl Iterator<Item = Pending>) -> HashMap<String, Vec<Pending>> {
+    let mut groups: HashMap<String, Vec<Pending>> = HashMap::new();
+    for p in batch {
+        groups.entry(p.queue.clone()).or_default().push(p);
+    }
+    groups
+}
+
 async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, abandon: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
-        for p in batch.drain(..) {
-            by_queue.entry(p.queue.clone()).or_default().push(p);
-        }
-        for (queue, pending) in by_queue {
+        for (queue, pending) in by_queue(batch.drain(..)) {
             let (jobs, replies): (Vec<Completion>, Vec<_>) =
                 pending.into_iter().map(|p| (p.completion, p.reply)).unzip();
             match until_written(&abandon, || store.complete_many(&queue, &jobs)).await {
@@ -81,5 +86,34 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, abandon: Ca
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(queue: &str, id: &str) -> Pending {
+        let (reply, _) = oneshot::channel();
+        Pending {
+            queue: queue.to_string(),
+            completion: Completion {
+                id: id.to_string(),
+                ..Completion::default()
+            },
+            reply,
+        }
+    }
+
+    #[test]
+    fn completions_are_grouped_by_queue_in_arrival_order() {
+        let batch = vec![pending("a", "1"), pending("b", "2"), pending("a", "3")];
+        let groups = by_queue(batch.into_iter());
+        let ids = |q: &str| -> Vec<String> {
+            groups[q].iter().map(|p| p.completion.id.clone()).collect()
+        };
+        assert_eq!(groups.len(), 2);
+        assert_eq!(ids("a"), ["1", "3"]);
+        assert_eq!(ids("b"), ["2"]);
     }
 }

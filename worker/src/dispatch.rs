@@ -115,8 +115,15 @@ pub async fn run_started(
 
 /// Dead-letters a stream entry that is not a runnable job, keeping an excerpt of what it held.
 async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
+    let raw = raw_excerpt(&d.fields);
+    dead_letter_entry(ctx, queue, &d.entry, &raw, "malformed", why).await;
+}
+
+/// `k=v k=v …` of an entry's fields in key order, cut at about `RAW_EXCERPT` bytes (a field
+/// begun is kept whole; `dead_letter_entry` cuts the rest).
+fn raw_excerpt(fields: &std::collections::HashMap<String, String>) -> String {
     let mut raw = String::new();
-    let mut fields: Vec<_> = d.fields.iter().collect();
+    let mut fields: Vec<_> = fields.iter().collect();
     fields.sort();
     for (k, v) in fields {
         if raw.len() >= RAW_EXCERPT {
@@ -124,7 +131,7 @@ async fn malformed(ctx: &Ctx, queue: &str, d: &Delivered, why: &str) {
         }
         raw.push_str(&format!("{k}={v} "));
     }
-    dead_letter_entry(ctx, queue, &d.entry, &raw, "malformed", why).await;
+    raw
 }
 
 /// Dead-letters stream entry `entry` as `reason`, keeping `raw`. No job id: an entry that is
@@ -149,4 +156,28 @@ async fn dead_letter_entry(
     };
     // Logged and counted by `dead_letter`; an error leaves the entry pending.
     let _ = ctx.dead_letter(queue, &letter, Hold::Briefly).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_entry_keeps_a_sorted_bounded_excerpt_of_its_fields() {
+        let fields = [("b", "2"), ("a", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(raw_excerpt(&fields), "a=1 b=2 ");
+        let big = (0..100)
+            .map(|i| (format!("k{i:03}"), "x".repeat(20)))
+            .collect();
+        let raw = raw_excerpt(&big);
+        assert!(raw.starts_with("k000="), "{raw}");
+        assert!(
+            raw.len() >= RAW_EXCERPT && raw.len() < RAW_EXCERPT + 40,
+            "{}",
+            raw.len()
+        );
+    }
 }

@@ -130,10 +130,32 @@ async fn slot_for(
     slot
 }
 
+/// The pause after `failures` failed reads in a row: 100 ms doubling to 3.2 s.
+fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_millis(50u64 << failures.min(6))
+}
+
 async fn backoff(stop: &tokio_util::sync::CancellationToken, failures: u32) {
-    let delay = Duration::from_millis(50u64 << failures.min(6));
+    let delay = backoff_delay(failures);
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_reads_back_off_from_100_ms_doubling_to_3_2_s() {
+        let ms = |f| backoff_delay(f).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(6)], [100, 200, 400, 3200]);
+        assert_eq!(ms(7), 3200);
+        assert_eq!(ms(u32::MAX), 3200);
+        assert!(
+            READ_BLOCK <= Duration::from_secs(1),
+            "a stop waits at most this for a read"
+        );
     }
 }

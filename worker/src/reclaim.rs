@@ -48,6 +48,33 @@ impl ReclaimClock {
     pub fn period(&self) -> Duration {
         self.period.min(self.beat)
     }
+
+    /// What is due at `now` (and when each comes next): a takeover every beat, a lease reclaim
+    /// every period (the first at once), tidying every ten leases (at least ten minutes).
+    fn due(&mut self, now: tokio::time::Instant) -> Due {
+        let mut due = Due::default();
+        if now >= self.next_takeover {
+            self.next_takeover = now + self.beat;
+            due.takeover = true;
+        }
+        if now >= self.next {
+            self.next = now + self.period;
+            due.lease = true;
+            if now >= self.next_tidy {
+                self.next_tidy = now + self.tidy_every;
+                due.tidy = true;
+            }
+        }
+        due
+    }
+}
+
+/// What the intake loop should do before its next read.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Due {
+    takeover: bool,
+    lease: bool,
+    tidy: bool,
 }
 
 /// How entries of another worker are claimed.
@@ -67,24 +94,15 @@ fn dead_after(beat: Duration) -> Duration {
 /// Reclaims (and now and then tidies) one queue if it is time. Called by the queue's intake
 /// loop between reads, so reclaim and fetch share the free slots without starving each other.
 pub async fn maybe_reclaim(ctx: &Arc<Ctx>, queue: &str, clock: &mut ReclaimClock) {
-    let now = tokio::time::Instant::now();
-    if now >= clock.next_takeover {
-        clock.next_takeover = now + clock.beat;
-        let free = ctx.slots.available_permits().min(100);
-        if free > 0 {
-            reclaim_once(ctx, queue, free, Claim::Takeover).await;
-        }
+    let due = clock.due(tokio::time::Instant::now());
+    let free = || ctx.slots.available_permits().min(100);
+    if due.takeover && free() > 0 {
+        reclaim_once(ctx, queue, free(), Claim::Takeover).await;
     }
-    if now < clock.next {
-        return;
+    if due.lease && free() > 0 {
+        reclaim_once(ctx, queue, free(), Claim::Lease).await;
     }
-    clock.next = now + clock.period;
-    let free = ctx.slots.available_permits().min(100);
-    if free > 0 {
-        reclaim_once(ctx, queue, free, Claim::Lease).await;
-    }
-    if now >= clock.next_tidy {
-        clock.next_tidy = now + clock.tidy_every;
+    if due.tidy {
         match ctx.store.tidy_consumers(queue, clock.tidy_every).await {
             Ok(n) if n > 0 => tracing::info!(queue, removed = n, "removed idle consumers"),
             Ok(_) => {}
@@ -204,5 +222,71 @@ pub async fn heartbeat(ctx: Arc<Ctx>, until: tokio_util::sync::CancellationToken
                 tracing::warn!(queue, error = %e, "heartbeat failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_runs_takeover_each_beat_reclaim_each_quarter_lease_and_tidies_rarely() {
+        let (lease, beat) = (Duration::from_secs(60), Duration::from_secs(1));
+        let mut clock = ReclaimClock::new(lease, beat);
+        assert_eq!(clock.period(), beat, "reads block at most a beat");
+        assert_eq!(dead_after(beat), Duration::from_secs(3));
+        let t0 = tokio::time::Instant::now();
+        // The lease reclaim runs at once (entries left by a crash before this worker started).
+        assert_eq!(
+            clock.due(t0),
+            Due {
+                takeover: false,
+                lease: true,
+                tidy: false
+            }
+        );
+        assert_eq!(clock.due(t0 + Duration::from_millis(500)), Due::default());
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(
+            clock.due(at(1)),
+            Due {
+                takeover: true,
+                lease: false,
+                tidy: false
+            }
+        );
+        assert_eq!(
+            clock.due(at(2)),
+            Due {
+                takeover: true,
+                lease: false,
+                tidy: false
+            }
+        );
+        assert_eq!(
+            clock.due(at(15)),
+            Due {
+                takeover: true,
+                lease: true,
+                tidy: false
+            }
+        );
+        assert_eq!(
+            clock.due(at(16)),
+            Due {
+                takeover: true,
+                lease: false,
+                tidy: false
+            }
+        );
+        // Tidying: ten leases (600 s) after the start, with a lease reclaim.
+        assert!(clock.due(at(600)).tidy);
+        assert!(!clock.due(at(615)).tidy);
+    }
+
+    #[test]
+    fn a_short_lease_reclaims_every_quarter_of_it() {
+        let clock = ReclaimClock::new(Duration::from_millis(400), Duration::from_secs(1));
+        assert_eq!(clock.period(), Duration::from_millis(100));
     }
 }

@@ -57,6 +57,18 @@ impl Wakeups {
     }
 }
 
+/// How long to sleep after a promotion: not at all when the batch was full (more may be due),
+/// else until the next due time Redis reported (server clock), at most `MAX_SLEEP`.
+fn until_next(promoted: u64, next_due_ms: Option<u64>, now_ms: u64) -> Duration {
+    if promoted >= u64::from(BATCH) {
+        return Duration::ZERO;
+    }
+    match next_due_ms {
+        Some(due) => Duration::from_millis(due.saturating_sub(now_ms)).min(MAX_SLEEP),
+        None => MAX_SLEEP,
+    }
+}
+
 /// Promotes due jobs of one queue until `stop`.
 pub async fn run(store: Store, queue: String, wakeups: Wakeups, stop: CancellationToken) {
     let wake = wakeups.wake(&queue);
@@ -70,16 +82,12 @@ pub async fn run(store: Store, queue: String, wakeups: Wakeups, stop: Cancellati
             trimmed = Some(Instant::now());
         }
         let sleep = match store.promote_timed(&queue, BATCH, trim).await {
-            Ok(p) if p.promoted >= u64::from(BATCH) => Duration::ZERO,
             Ok(p) => {
                 failures = 0;
                 if p.promoted > 0 {
                     tracing::debug!(queue, promoted = p.promoted, "promoted due jobs");
                 }
-                match p.next_due_ms {
-                    Some(due) => Duration::from_millis(due.saturating_sub(p.now_ms)).min(MAX_SLEEP),
-                    None => MAX_SLEEP,
-                }
+                until_next(p.promoted, p.next_due_ms, p.now_ms)
             }
             Err(e) => {
                 failures += 1;
@@ -98,5 +106,48 @@ pub async fn run(store: Store, queue: String, wakeups: Wakeups, stop: Cancellati
             _ = stop.cancelled() => {}
         }
         *wake.planned.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheduler_sleeps_until_the_next_due_job_but_not_after_a_full_batch() {
+        let now = 1_000_000;
+        assert_eq!(
+            until_next(u64::from(BATCH), Some(now + 500), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            until_next(3, Some(now + 300), now),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            until_next(0, Some(now - 5), now),
+            Duration::ZERO,
+            "already due"
+        );
+        assert_eq!(until_next(0, Some(now + 3_600_000), now), MAX_SLEEP);
+        assert_eq!(until_next(0, None, now), MAX_SLEEP);
+    }
+
+    #[tokio::test]
+    async fn a_retry_due_sooner_than_the_planned_wake_wakes_the_scheduler() {
+        let wakeups = Wakeups::default();
+        let wake = wakeups.wake("q");
+        let woken = |wake: &Arc<Wake>| {
+            let notified = wake.notify.notified();
+            futures::FutureExt::now_or_never(notified).is_some()
+        };
+        *wake.planned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + Duration::from_secs(10));
+        wakeups.due_in("q", Duration::from_secs(30));
+        assert!(!woken(&wake), "due after the planned wake: no need to wake");
+        wakeups.due_in("q", Duration::from_millis(200));
+        assert!(woken(&wake), "due before the planned wake");
+        wakeups.due_in("other", Duration::ZERO);
+        assert!(!woken(&wake), "another queue's retry");
     }
 }

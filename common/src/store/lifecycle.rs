@@ -80,7 +80,7 @@ pub enum Transition {
 }
 
 /// A finished job to record as completed (see [`Store::complete_many`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Completion {
     pub id: String,
     /// The stream entry it was delivered as (acknowledged by the completion).
