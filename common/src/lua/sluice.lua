@@ -10,10 +10,14 @@ still agrees on when a delayed job is due.
 
 Errors are replied as `SLUICE_INVALID <why>`, `SLUICE_TOO_LARGE <why>` or `SLUICE_DENIED <why>`;
 nothing is written then: every function checks its key and every argument (counts, whole
-numbers and their ranges, ids, stream entry ids) before its first write.
+numbers and their ranges, ids, stream entry ids) before its first write. A Lua runtime error
+(a defect here) is replied as `SLUICE_BUG <message>`.
+
+The sections follow the Rust store's files (common/src/store/): shared helpers, then enqueue.rs,
+lookup.rs, listing.rs, lifecycle.rs, limits.rs, admin.rs, and the registration of every function.
 
 Commands a function runs are checked against the caller's ACL user. Functions that move a job
-through its life (all but enqueue and version) first check that the caller may XACK the queue's
+through its life (all but enqueue, jobs and version) first check that the caller may XACK the queue's
 stream, which the producer user of deploy/redis/users.acl may not: a producer can enqueue and
 read, never start, finish or cancel a job, even though it shares the commands enqueue needs.
 ]]
@@ -37,6 +41,8 @@ local MAX_BYTES_LIMIT = 512 * 1048576     -- the largest max_bytes a caller may 
 local MAX_LEN = 1000000000                -- stream lengths (maxlen)
 local MAX_COUNT = 100000                  -- entries or jobs one call may read or promote
 local MAX_TEXT = 65536                    -- bytes of an error text, class, reason or raw excerpt
+
+-- ==== helpers shared by the functions below ====
 
 -- A refusal: raised from any depth, replied by `guarded` as `<kind> <why>` (no script location).
 local function refuse(kind, why)
@@ -259,6 +265,8 @@ local function same_or_conflict(owner_key, sha, spec)
   return 'duplicate'
 end
 
+-- ==== store/enqueue.rs: enqueue, enqueue_many ====
+
 -- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
 -- -> {'created'|'duplicate'|'conflict', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
@@ -412,6 +420,77 @@ local function enqueue_many(keys, args)
   apply_tally(p, emax, tally)
   return out
 end
+
+-- ==== store/lookup.rs: cancel ====
+
+-- cancel: ARGV group, id, retention_ms, events_maxlen
+-- -> {'cancelled', previous} | {'refused', state} | {'missing', ''}
+local function cancel(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 4)
+  local group, id = name_arg(args[1], 'group'), args[2]
+  if not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
+  local retention = int(args[3], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
+  local emax = maxlen(args[4], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  local jk = p .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'state', 'entry')
+  local state = f[1]
+  if not state then return {'missing', ''} end
+  if state == 'queued' then
+    drop_entry(p, group, f[2])
+  elseif state == 'scheduled' or state == 'retrying' then
+    redis.call('ZREM', p .. 'delayed', id)
+  else
+    return {'refused', state}
+  end
+  local now = now_ms()
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished_ms', now, 'updated_ms', now)
+  redis.call('HDEL', jk, 'entry', 'run_at_ms')
+  redis.call('PEXPIRE', jk, retention)
+  move(p, state, 'cancelled')
+  event(p, emax, id, 'cancelled')
+  return {'cancelled', state}
+end
+
+-- ==== store/listing.rs: jobs ====
+
+-- jobs: ARGV cursor, limit, state ('' for any) -> {next_cursor, {{id, state, attempts, created_ms,
+-- updated_ms, upstream, last_error}, ...}}
+-- A page of the queue's jobs (SCAN over its job hashes, so it works on the node that holds the
+-- queue, cluster or not): about `limit` rows (a SCAN step may bring a few more), at most
+-- 10 × limit keys looked at per call; the caller pages with the returned cursor until it is '0'.
+-- SCAN's promise holds: a job present from the first page to the last is listed at least once
+-- (rarely twice, if Redis resized its table meanwhile).
+-- Errors are cut to 200 bytes.
+local LIST_STATES = {queued = true, scheduled = true, running = true, retrying = true,
+  completed = true, dead = true, cancelled = true}
+
+local function jobs(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 3)
+  local cursor = int(args[1], 'cursor', 0, 2 ^ 52, 0)
+  local limit = int(args[2], 'limit', 1, 10000, 100)
+  local want = args[3] or ''
+  if want ~= '' and not LIST_STATES[want] then invalid('state: ' .. shown(want) .. ' is not a state') end
+  local rows, looked = {}, 0
+  local pattern = p .. 'job:*'
+  repeat
+    local r = redis.call('SCAN', string.format('%d', cursor), 'MATCH', pattern, 'COUNT', limit, 'TYPE', 'hash')
+    cursor = tonumber(r[1])
+    for _, key in ipairs(r[2]) do
+      looked = looked + 1
+      local f = redis.call('HMGET', key, 'state', 'attempts', 'created_ms', 'updated_ms', 'upstream',
+        'last_error')
+      if f[1] and (want == '' or f[1] == want) then
+        rows[#rows + 1] = {string.sub(key, #p + 5), f[1], f[2] or '0', f[3] or '', f[4] or '',
+          f[5] or '', string.sub(f[6] or '', 1, 200)}
+      end
+    end
+  until cursor == 0 or #rows >= limit or looked >= 10 * limit
+  return {string.format('%d', cursor), rows}
+end
+
+-- ==== store/lifecycle.rs: start, fetch, complete, retry, dead, promote, release, beat, leave, takeover ====
 
 -- start: ARGV group, events_maxlen, consumer, then pairs (entry, id)
 -- -> per pair {entry, id, 'run', spec, attempts, waits, ready_ms} | {entry, id, 'skip', state} |
@@ -824,113 +903,7 @@ local function takeover(keys, args)
   return out
 end
 
--- cancel: ARGV group, id, retention_ms, events_maxlen
--- -> {'cancelled', previous} | {'refused', state} | {'missing', ''}
-local function cancel(keys, args)
-  local p = queue_key(keys)
-  at_most(args, 4)
-  local group, id = name_arg(args[1], 'group'), args[2]
-  if not valid_id(id) then invalid('id: ' .. shown(id) .. ' is not a job id') end
-  local retention = int(args[3], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
-  local emax = maxlen(args[4], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
-  local jk = p .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'entry')
-  local state = f[1]
-  if not state then return {'missing', ''} end
-  if state == 'queued' then
-    drop_entry(p, group, f[2])
-  elseif state == 'scheduled' or state == 'retrying' then
-    redis.call('ZREM', p .. 'delayed', id)
-  else
-    return {'refused', state}
-  end
-  local now = now_ms()
-  redis.call('HSET', jk, 'state', 'cancelled', 'finished_ms', now, 'updated_ms', now)
-  redis.call('HDEL', jk, 'entry', 'run_at_ms')
-  redis.call('PEXPIRE', jk, retention)
-  move(p, state, 'cancelled')
-  event(p, emax, id, 'cancelled')
-  return {'cancelled', state}
-end
-
--- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, kept, skipped}
--- Only re-driven entries leave the dead stream; the others stay until `purge`.
--- Attempts restart at 0; what happened before is kept in `history` and `total_attempts`.
-local function redrive(keys, args)
-  local p = queue_key(keys)
-  local emax = maxlen(args[1], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
-  for i = 2, #args do entry_id(args[i], 'dead entry') end
-  local now = now_ms()
-  local redriven, kept, skipped = 0, 0, 0
-  for i = 2, #args do
-    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
-    if #rows == 0 then
-      skipped = skipped + 1
-    else
-      local fields = {}
-      local kv = rows[1][2]
-      for j = 1, #kv, 2 do fields[kv[j]] = kv[j + 1] end
-      local id = fields['id'] or ''
-      local jk = p .. 'job:' .. id
-      local state = nil
-      if id ~= '' then state = redis.call('HGET', jk, 'state') end
-      if state == 'dead' then
-        local line = now .. ' redriven after ' .. (fields['attempts'] or '?') .. ' attempts, dead ('
-          .. (fields['reason'] or '') .. '): ' .. (fields['error'] or '') .. '\n'
-        local history = (redis.call('HGET', jk, 'history') or '') .. line
-        if #history > HISTORY_MAX then history = string.sub(history, #history - HISTORY_MAX + 1) end
-        redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'history', history, 'updated_ms', now)
-        redis.call('HINCRBY', jk, 'redrives', 1)
-        redis.call('HDEL', jk, 'finished_ms', 'dead_reason')
-        redis.call('PERSIST', jk)
-        push_ready(p, jk, id)
-        move(p, nil, 'queued')
-        redis.call('HINCRBY', p .. 'counts', 'redriven', 1)
-        event(p, emax, id, 'queued', 'redrive')
-        redriven = redriven + 1
-        redis.call('XDEL', p .. 'dead', args[i])
-      elseif state == nil then
-        -- No job hash (a raw dead letter, or one whose hash expired): nothing to re-drive, and
-        -- the dead letter is all that is left of it: kept until `purge`.
-        kept = kept + 1
-      else
-        -- The job lives on (re-driven already, or enqueued again): its dead letter is history.
-        skipped = skipped + 1
-      end
-    end
-  end
-  return {redriven, kept, skipped}
-end
-
--- purge: ARGV dead-stream entry ids -> removed
--- Removes the entries and the hashes of the jobs that are still dead.
-local function purge(keys, args)
-  local p = queue_key(keys)
-  for i = 1, #args do entry_id(args[i], 'dead entry') end
-  local removed = 0
-  for i = 1, #args do
-    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
-    if #rows > 0 then
-      local kv = rows[1][2]
-      for j = 1, #kv, 2 do
-        if kv[j] == 'id' and kv[j + 1] ~= '' then
-          local jk = p .. 'job:' .. kv[j + 1]
-          if redis.call('HGET', jk, 'state') == 'dead' then redis.call('DEL', jk) end
-        end
-      end
-      removed = removed + redis.call('XDEL', p .. 'dead', args[i])
-    end
-  end
-  return removed
-end
-
-
---[[ Upstream limits, fleet-wide. Each upstream's keys share the prefix `sluice:{u:NAME}:`:
-  `rpm` / `tpm` (and `m:<model>:rpm|tpm`): GCRA theoretical arrival times (ms);
-  `hold`: Unix ms until which the provider asked everyone to wait;
-  `circuit`: hash {state = open, until = ms} while the circuit is open; `probe`: the one
-  half-open call in flight; `window`: hash {calls, fails} of the current failure-rate window.
-]]
+-- ==== store/limits.rs: admit, report ====
 
 -- GCRA with reservation: the caller may start after `wait` ms; the bucket is charged `cost`
 -- intervals (charged after, so one large request never waits for more than the burst).
@@ -1145,41 +1118,88 @@ local function report(keys, args)
   return ''
 end
 
--- jobs: ARGV cursor, limit, state ('' for any) -> {next_cursor, {{id, state, attempts, created_ms,
--- updated_ms, upstream, last_error}, ...}}
--- A page of the queue's jobs (SCAN over its job hashes, so it works on the node that holds the
--- queue, cluster or not): about `limit` rows (a SCAN step may bring a few more), at most
--- 10 × limit keys looked at per call; the caller pages with the returned cursor until it is '0'.
--- SCAN's promise holds: a job present from the first page to the last is listed at least once
--- (rarely twice, if Redis resized its table meanwhile).
--- Errors are cut to 200 bytes.
-local LIST_STATES = {queued = true, scheduled = true, running = true, retrying = true,
-  completed = true, dead = true, cancelled = true}
+-- ==== store/admin.rs: redrive, purge ====
 
-local function jobs(keys, args)
+-- redrive: ARGV events_maxlen, then dead-stream entry ids -> {redriven, kept, skipped}
+-- Only re-driven entries leave the dead stream; the others stay until `purge`.
+-- Attempts restart at 0; what happened before is kept in `history` and `total_attempts`.
+local function redrive(keys, args)
   local p = queue_key(keys)
-  at_most(args, 3)
-  local cursor = int(args[1], 'cursor', 0, 2 ^ 52, 0)
-  local limit = int(args[2], 'limit', 1, 10000, 100)
-  local want = args[3] or ''
-  if want ~= '' and not LIST_STATES[want] then invalid('state: ' .. shown(want) .. ' is not a state') end
-  local rows, looked = {}, 0
-  local pattern = p .. 'job:*'
-  repeat
-    local r = redis.call('SCAN', string.format('%d', cursor), 'MATCH', pattern, 'COUNT', limit, 'TYPE', 'hash')
-    cursor = tonumber(r[1])
-    for _, key in ipairs(r[2]) do
-      looked = looked + 1
-      local f = redis.call('HMGET', key, 'state', 'attempts', 'created_ms', 'updated_ms', 'upstream',
-        'last_error')
-      if f[1] and (want == '' or f[1] == want) then
-        rows[#rows + 1] = {string.sub(key, #p + 5), f[1], f[2] or '0', f[3] or '', f[4] or '',
-          f[5] or '', string.sub(f[6] or '', 1, 200)}
+  local emax = maxlen(args[1], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
+  for i = 2, #args do entry_id(args[i], 'dead entry') end
+  local now = now_ms()
+  local redriven, kept, skipped = 0, 0, 0
+  for i = 2, #args do
+    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
+    if #rows == 0 then
+      skipped = skipped + 1
+    else
+      local fields = {}
+      local kv = rows[1][2]
+      for j = 1, #kv, 2 do fields[kv[j]] = kv[j + 1] end
+      local id = fields['id'] or ''
+      local jk = p .. 'job:' .. id
+      local state = nil
+      if id ~= '' then state = redis.call('HGET', jk, 'state') end
+      if state == 'dead' then
+        local line = now .. ' redriven after ' .. (fields['attempts'] or '?') .. ' attempts, dead ('
+          .. (fields['reason'] or '') .. '): ' .. (fields['error'] or '') .. '\n'
+        local history = (redis.call('HGET', jk, 'history') or '') .. line
+        if #history > HISTORY_MAX then history = string.sub(history, #history - HISTORY_MAX + 1) end
+        redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'history', history, 'updated_ms', now)
+        redis.call('HINCRBY', jk, 'redrives', 1)
+        redis.call('HDEL', jk, 'finished_ms', 'dead_reason')
+        redis.call('PERSIST', jk)
+        push_ready(p, jk, id)
+        move(p, nil, 'queued')
+        redis.call('HINCRBY', p .. 'counts', 'redriven', 1)
+        event(p, emax, id, 'queued', 'redrive')
+        redriven = redriven + 1
+        redis.call('XDEL', p .. 'dead', args[i])
+      elseif state == nil then
+        -- No job hash (a raw dead letter, or one whose hash expired): nothing to re-drive, and
+        -- the dead letter is all that is left of it: kept until `purge`.
+        kept = kept + 1
+      else
+        -- The job lives on (re-driven already, or enqueued again): its dead letter is history.
+        skipped = skipped + 1
       end
     end
-  until cursor == 0 or #rows >= limit or looked >= 10 * limit
-  return {string.format('%d', cursor), rows}
+  end
+  return {redriven, kept, skipped}
 end
+
+-- purge: ARGV dead-stream entry ids -> removed
+-- Removes the entries and the hashes of the jobs that are still dead.
+local function purge(keys, args)
+  local p = queue_key(keys)
+  for i = 1, #args do entry_id(args[i], 'dead entry') end
+  local removed = 0
+  for i = 1, #args do
+    local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])
+    if #rows > 0 then
+      local kv = rows[1][2]
+      for j = 1, #kv, 2 do
+        if kv[j] == 'id' and kv[j + 1] ~= '' then
+          local jk = p .. 'job:' .. kv[j + 1]
+          if redis.call('HGET', jk, 'state') == 'dead' then redis.call('DEL', jk) end
+        end
+      end
+      removed = removed + redis.call('XDEL', p .. 'dead', args[i])
+    end
+  end
+  return removed
+end
+
+
+--[[ Upstream limits, fleet-wide. Each upstream's keys share the prefix `sluice:{u:NAME}:`:
+  `rpm` / `tpm` (and `m:<model>:rpm|tpm`): GCRA theoretical arrival times (ms);
+  `hold`: Unix ms until which the provider asked everyone to wait;
+  `circuit`: hash {state = open, until = ms} while the circuit is open; `probe`: the one
+  half-open call in flight; `window`: hash {calls, fails} of the current failure-rate window.
+]]
+
+-- ==== registration ====
 
 -- Replies a refusal raised anywhere in `f` as `<kind> <why>`; any other error is raised again
 -- as it was (a Redis command's error, say WRONGTYPE).

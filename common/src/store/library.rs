@@ -20,15 +20,31 @@ impl Store {
         LIBRARY.replace("__SLUICE_LIB_VERSION__", &Self::library_version())
     }
 
-    /// Whether Redis answers and holds this build's library (for readiness probes).
-    pub async fn ready(&self) -> Result<(), StoreError> {
+    /// The library version Redis holds (`FCALL_RO sluice_version 0`).
+    async fn installed_version(&self) -> Result<String, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let have: String = redis::cmd("FCALL_RO")
+        redis::cmd("FCALL_RO")
             .arg("sluice_version")
             .arg(0)
             .query_async(&mut conn)
-            .await?;
-        if have == Self::library_version() {
+            .await
+    }
+
+    /// `FUNCTION LOAD REPLACE` of this build's library (on a cluster, every primary).
+    async fn function_load(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(Self::library_source())
+            .query_async::<Value>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether Redis answers and holds this build's library (for readiness probes).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        if self.installed_version().await? == Self::library_version() {
             Ok(())
         } else {
             Err(StoreError::Protocol(
@@ -37,55 +53,35 @@ impl Store {
         }
     }
 
+    /// Loads the library where Redis lacks this version. On a cluster it loads without asking (a
+    /// version check would ask one random node; REPLACE on every primary is idempotent). A user
+    /// that may not load (NOPERM) is fine if the right version is there already.
     pub(super) async fn load_library(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         let want = Self::library_version();
-        if self.is_cluster() {
-            // A version check would ask one random node; loading (REPLACE, on every primary)
-            // is idempotent and leaves no primary behind. A user that may not load checks.
-            let loaded = redis::cmd("FUNCTION")
-                .arg("LOAD")
-                .arg("REPLACE")
-                .arg(Self::library_source())
-                .query_async::<Value>(&mut conn)
-                .await;
-            return match loaded {
-                Ok(_) => Ok(()),
-                Err(e) if e.code() == Some("NOPERM") => match self.ready().await {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(StoreError::LibraryMissing {
-                        found: e.to_string(),
-                    }),
-                },
-                Err(e) => Err(e.into()),
-            };
-        }
-        let have: Result<String, _> = redis::cmd("FCALL_RO")
-            .arg("sluice_version")
-            .arg(0)
-            .query_async(&mut conn)
-            .await;
-        match have {
-            Ok(v) if v == want => Ok(()),
-            Err(e) if e.is_io_error() || e.is_timeout() => Err(StoreError::Redis(e)),
-            other => {
-                let loaded = redis::cmd("FUNCTION")
-                    .arg("LOAD")
-                    .arg("REPLACE")
-                    .arg(Self::library_source())
-                    .query_async::<String>(&mut conn)
-                    .await;
-                match loaded {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.code() == Some("NOPERM") => Err(StoreError::LibraryMissing {
-                        found: match other {
-                            Ok(v) => format!("version {v}, this build wants {want}"),
-                            Err(e) => e.to_string(),
-                        },
-                    }),
-                    Err(e) => Err(e.into()),
-                }
+        let have = if self.is_cluster() {
+            None
+        } else {
+            match self.installed_version().await {
+                Ok(v) if v == want => return Ok(()),
+                Err(e) if e.is_io_error() || e.is_timeout() => return Err(StoreError::Redis(e)),
+                other => Some(other),
             }
+        };
+        match self.function_load().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("NOPERM") => {
+                let found = match have {
+                    Some(Ok(v)) => format!("version {v}, this build wants {want}"),
+                    Some(Err(e)) => e.to_string(),
+                    // A cluster: loaded already by someone allowed to?
+                    None => match self.ready().await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => e.to_string(),
+                    },
+                };
+                Err(StoreError::LibraryMissing { found })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }
