@@ -88,6 +88,8 @@ pub struct JobStatus {
     pub attempts: u32,
     /// Attempts over all lives.
     pub total_attempts: u32,
+    /// Rate-limit and quota waits in this life (they spend no attempt).
+    pub waits: u32,
     pub created_ms: Option<u64>,
     pub updated_ms: Option<u64>,
     pub started_ms: Option<u64>,
@@ -128,6 +130,7 @@ impl JobStatus {
             upstream: f.remove("upstream").unwrap_or_default(),
             attempts: num(&f, "attempts").unwrap_or(0),
             total_attempts: num(&f, "total_attempts").unwrap_or(0),
+            waits: num(&f, "waits").unwrap_or(0),
             created_ms: num(&f, "created_ms"),
             updated_ms: num(&f, "updated_ms"),
             started_ms: num(&f, "started_ms"),

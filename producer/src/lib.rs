@@ -14,6 +14,7 @@
 //!
 //! Everything goes through `sluice_common::Store`, so a state change is one server-side call.
 
+pub mod api;
 mod coalesce;
 pub mod input;
 

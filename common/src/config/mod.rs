@@ -42,6 +42,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub retry: RetryConfig,
     pub log: LogConfig,
+    /// `sluice-api`, the HTTP API.
+    pub api: ApiConfig,
     /// Upstreams by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -106,6 +108,29 @@ pub struct WorkerConfig {
     pub http_listen: String,
     pub poison_deliveries: u32,
     pub result_max_bytes: usize,
+}
+
+/// `sluice-api`: where it listens, its body cap, its keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+    pub max_body_bytes: usize,
+    /// API keys by name.
+    #[serde(default)]
+    pub keys: BTreeMap<String, ApiKeyConfig>,
+}
+
+/// One API key: its SHA-256 (hex; the key itself is never stored) and what it may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub sha256: String,
+    pub queues: Vec<String>,
+    pub upstreams: Vec<String>,
+    /// The tenant its jobs carry; another key's jobs of the same queue answer 404.
+    #[serde(default)]
+    pub tenant: String,
 }
 
 /// How the binaries log.
@@ -185,6 +210,19 @@ impl Config {
             key,
             reason: reason.to_string(),
         };
+        for key in self.api.keys.values() {
+            let hex = key.sha256.len() == 64 && key.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(invalid(
+                    "api.keys.*.sha256",
+                    "must be the key's SHA-256 as 64 hex digits (sluice api-key makes one)",
+                ));
+            }
+            for q in &key.queues {
+                validate::queue_name(q)
+                    .map_err(|e| invalid("api.keys.*.queues", &e.to_string()))?;
+            }
+        }
         let url = &self.redis.url;
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")

@@ -40,6 +40,9 @@ struct Cli {
 enum Command {
     /// Load (or update) the function library in Redis, so producers in any language can call it.
     Init(InitArgs),
+    /// Make a new sluice-api key: prints the key (give it to the client) and its SHA-256 (put it
+    /// in the config's [api.keys.NAME] sha256).
+    ApiKey,
     /// Enqueue one job from flags or JSON, or many from a JSONL file or stdin.
     Enqueue(enqueue::Args),
     /// List a queue's jobs, a page at a time (optionally of one state).
@@ -116,6 +119,14 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::ApiKey = cli.command {
+        let mut bytes = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        let key = format!("sk-sluice-{}", hex::encode(bytes));
+        println!("key     {key}");
+        println!("sha256  {}", sluice_producer::api::auth::sha256_hex(&key));
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Init(InitArgs {
         print_library: true,
     }) = cli.command
@@ -130,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let producer = Producer::from_config(&config).await?;
     let ctx = Session { config, producer };
     match cli.command {
+        Command::ApiKey => unreachable!("handled before connecting"),
         Command::Init(_) => {
             // Connecting loaded the library where Redis lacked this version.
             println!(

@@ -1,0 +1,196 @@
+//! The job API: submit (the `Idempotency-Key` header is the dedupe key), read, cancel, and a
+//! queue's stats. A new job answers 202 with its `Location`; the same key with the same request
+//! answers 200 with the existing job; the same key with another request answers 409.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_common::store::CancelOutcome;
+use sluice_common::{JobStatus, NewJob, Schedule};
+
+use super::Api;
+use super::auth::Key;
+use super::errors::ApiError;
+use super::view::JobView;
+
+/// The body of `POST /v1/queues/{queue}/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    /// An upstream of this key, by name.
+    pub upstream: String,
+    /// The request path below the upstream's base URL.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The JSON body sent to the upstream.
+    pub body: Value,
+    /// Run it this many milliseconds from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// This job's attempt budget (the workers' `[retry] max_attempts` otherwise).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_path() -> String {
+    "/v1/chat/completions".into()
+}
+
+/// Counts the answer under `route` and turns an error into its JSON.
+fn answer(api: &Api, route: &str, r: Result<Response, ApiError>) -> Response {
+    let response = r.unwrap_or_else(IntoResponse::into_response);
+    api.count(route, response.status());
+    response
+}
+
+pub async fn submit(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Submit>, JsonRejection>,
+) -> Response {
+    let r = submit_inner(&api, &queue, &headers, body).await;
+    answer(&api, "submit", r)
+}
+
+async fn submit_inner(
+    api: &Api,
+    queue: &str,
+    headers: &HeaderMap,
+    body: Result<Json<Submit>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let key = api.keys.check(headers)?;
+    key.queue(queue)?;
+    let Json(req) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(e.body_text()),
+        _ => ApiError::Invalid(e.body_text()),
+    })?;
+    key.upstream(&req.upstream)?;
+    let mut job = NewJob::post(queue, &req.upstream, &req.path, req.body);
+    job.spec.max_attempts = req.max_attempts;
+    if !key.tenant.is_empty() {
+        job.spec
+            .metadata
+            .insert("tenant".into(), Value::String(key.tenant.clone()));
+    }
+    if let Some(ms) = req.delay_ms {
+        job = job.with_schedule(Schedule::After(Duration::from_millis(ms)));
+    }
+    if let Some(k) = headers.get("idempotency-key") {
+        let k = k
+            .to_str()
+            .map_err(|_| ApiError::Invalid("Idempotency-Key: not visible ASCII".into()))?;
+        job = job.with_dedupe_key(k);
+    }
+    let e = api.producer.enqueue(job).await?;
+    let location = format!("/v1/queues/{queue}/jobs/{}", e.id);
+    if e.created {
+        let state = e.state.map(|s| s.to_string()).unwrap_or_default();
+        let body = json!({"id": e.id, "queue": queue, "state": state});
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(body),
+        )
+            .into_response());
+    }
+    if e.conflict {
+        let body = json!({
+            "error": {"code": "conflict", "message": "this Idempotency-Key belongs to a job with another request"},
+            "job": {"id": e.id, "queue": queue},
+        });
+        return Ok((
+            StatusCode::CONFLICT,
+            [(header::LOCATION, location)],
+            Json(body),
+        )
+            .into_response());
+    }
+    // The same request again: the job as it is now.
+    let view = match api.producer.status(queue, &e.id).await? {
+        Some(s) => serde_json::to_value(JobView::from(s)).unwrap_or(Value::Null),
+        None => json!({"id": e.id, "queue": queue, "state": "expired"}),
+    };
+    Ok((StatusCode::OK, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// The job, if it exists and is this key's (queue and tenant); 404 otherwise.
+async fn owned(api: &Api, key: &Key, queue: &str, id: &str) -> Result<JobStatus, ApiError> {
+    key.queue(queue)?;
+    let missing = || ApiError::NotFound(format!("no job {id} in queue {queue}"));
+    let s = api.producer.status(queue, id).await?.ok_or_else(missing)?;
+    let tenant = serde_json::from_str::<Value>(&s.spec)
+        .ok()
+        .and_then(|spec| spec["metadata"]["tenant"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if tenant != key.tenant {
+        return Err(missing());
+    }
+    Ok(s)
+}
+
+pub async fn read(
+    State(api): State<Arc<Api>>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let key = api.keys.check(&headers)?;
+        let s = owned(&api, key, &queue, &id).await?;
+        Ok(Json(JobView::from(s)).into_response())
+    }
+    .await;
+    answer(&api, "read", r)
+}
+
+pub async fn cancel(
+    State(api): State<Arc<Api>>,
+    Path((queue, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let key = api.keys.check(&headers)?;
+        owned(&api, key, &queue, &id).await?;
+        match api.producer.cancel(&queue, &id).await? {
+            CancelOutcome::Cancelled(from) => Ok(Json(
+                json!({"id": id, "state": "cancelled", "previous_state": from.to_string()}),
+            )
+            .into_response()),
+            CancelOutcome::Refused(state) => Err(ApiError::Conflict(format!(
+                "job {id} is {state}: only queued, scheduled or retrying jobs can be cancelled"
+            ))),
+            CancelOutcome::NotFound => {
+                Err(ApiError::NotFound(format!("no job {id} in queue {queue}")))
+            }
+        }
+    }
+    .await;
+    answer(&api, "cancel", r)
+}
+
+pub async fn queue(
+    State(api): State<Arc<Api>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let key = api.keys.check(&headers)?;
+        key.queue(&queue)?;
+        let stats = api
+            .producer
+            .store()
+            .stats(&queue)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(Json(stats).into_response())
+    }
+    .await;
+    answer(&api, "queue", r)
+}
