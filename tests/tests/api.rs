@@ -283,3 +283,162 @@ async fn bad_input_keys_and_tenants_get_the_status_that_names_the_problem() {
         "{metrics}"
     );
 }
+
+/// One SSE event: its id, its type, its data.
+#[derive(Debug, Clone, PartialEq)]
+struct SseEvent {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+/// Reads up to `max` events from an open SSE response, or fewer if `idle` passes without one;
+/// the second value says whether the server ended the stream.
+async fn read_events(
+    r: &mut reqwest::Response,
+    buf: &mut String,
+    max: usize,
+    idle: std::time::Duration,
+) -> (Vec<SseEvent>, bool) {
+    let mut out = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !event.is_empty() {
+                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                out.push(SseEvent { id, event, data });
+                if out.len() >= max {
+                    return (out, false);
+                }
+            }
+        }
+        match tokio::time::timeout(idle, r.chunk()).await {
+            Ok(Ok(Some(bytes))) => buf.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) | Ok(Err(_)) => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumed_with_last_event_id_over_a_retrying_job_loses_and_repeats_nothing() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let api = start_api(&rig);
+    let http = reqwest::Client::new();
+    // 20 answers of 503, then a 200: about 60 state changes, 200 ms apart.
+    let mut script = vec![503u16; 20];
+    script.push(200);
+    let r = http
+        .post(format!("{}/v1/queues/q/jobs", api.base))
+        .bearer_auth("key-a")
+        .json(&json!({"upstream": "mock", "max_attempts": 50, "body": {"model": "m", "messages": [], "mock": {"script": script}}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let id = location.rsplit('/').next().expect("id").to_string();
+    let url = format!("{}{location}/events", api.base);
+
+    let mut snapshot: Option<SseEvent> = None;
+    let mut changes: Vec<SseEvent> = Vec::new();
+    let mut last_id: Option<String> = None;
+    let mut connections = 0;
+    let mut workers = Vec::new();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ended: {} changes",
+            changes.len()
+        );
+        let mut req = http.get(&url).bearer_auth("key-a");
+        if let Some(l) = &last_id {
+            req = req.header("Last-Event-ID", l);
+        }
+        let mut r = req.send().await.expect("GET events");
+        assert_eq!(r.status().as_u16(), 200);
+        connections += 1;
+        if connections == 2 {
+            // The worker starts once the stream is followed: every change happens under it.
+            let mut options = rig.options();
+            options.base_ms = 200;
+            options.cap_ms = 200;
+            // Twenty 503s in a row are this test's script, not an outage.
+            options.extra = "circuit_min_calls = 1000\n".into();
+            workers.push(sluice_tests::worker_process::WorkerProcess::spawn(
+                "w", &options,
+            ));
+        }
+        let mut buf = String::new();
+        // One event per connection, or a short idle wait: then drop it and resume.
+        let (got, ended) =
+            read_events(&mut r, &mut buf, 1, std::time::Duration::from_millis(30)).await;
+        drop(r);
+        for e in got {
+            last_id = Some(e.id.clone());
+            if e.event == "job" {
+                assert!(snapshot.is_none(), "a second snapshot: {e:?}");
+                snapshot = Some(e);
+            } else {
+                changes.push(e);
+            }
+        }
+        // Past the end, resuming from the terminal event must give nothing and end at once; it
+        // goes on until 100 connections, however fast this machine ran the job.
+        if ended && connections >= 100 {
+            break;
+        }
+    }
+    let snapshot = snapshot.expect("the first event is the job");
+    assert_eq!(snapshot.data["state"], "queued");
+    let last = changes.last().expect("changes");
+    assert_eq!(last.data["state"], "completed");
+
+    // What the queue's events stream holds for this job after the snapshot, in order.
+    let mut conn = rig.redis.client().await;
+    let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("sluice:{q}:events")
+        .arg(format!("({}", snapshot.id))
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    let want: Vec<String> = all
+        .ids
+        .iter()
+        .filter(|e| {
+            let f = |k: &str| {
+                e.map
+                    .get(k)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            };
+            f("id").as_deref() == Some(id.as_str())
+                || f("ids").is_some_and(|ids| ids.split(' ').any(|i| i == id))
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    let got: Vec<String> = changes.iter().map(|e| e.id.clone()).collect();
+    println!(
+        "SSE over a job retried 20 times: {} connections (each resumed with Last-Event-ID), {} state changes received, {} in the events stream",
+        connections,
+        got.len(),
+        want.len()
+    );
+    assert_eq!(got, want, "every change once, in order");
+}

@@ -174,6 +174,80 @@ impl Store {
         }
     }
 
+    /// A job's status and the position of its queue's events stream, read in one MULTI (no
+    /// event falls between them): where a follower of the job's events starts. `None`: no job.
+    pub async fn status_and_position(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<(JobStatus, String)>, StoreError> {
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(None);
+        };
+        let keys = keys_for(&part)?;
+        let mut conn = self.conn.clone();
+        let (fields, last): (HashMap<String, String>, Value) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(keys.job(id))
+            .cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let status = JobStatus::from_fields(&part, fields)
+            .map_err(|_| StoreError::Protocol("a job hash with an unknown state"))?;
+        let last = reply::stream_entries(&last)
+            .and_then(|e| e.into_iter().next())
+            .map(|(entry, _)| entry)
+            .unwrap_or_else(|| "0-0".to_string());
+        Ok(Some((status, last)))
+    }
+
+    /// The state changes of job `id` after events-stream entry `after`, blocking up to `block`
+    /// for the first; with the position to read on from (past entries of other jobs too).
+    pub async fn job_events<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        blocking: &mut C,
+        queue: &str,
+        id: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<(String, Vec<(String, JobState)>), StoreError> {
+        let part = self
+            .holding(queue, id)
+            .await?
+            .unwrap_or_else(|| queue.to_string());
+        let keys = keys_for(&part)?;
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.min(LONGEST_BLOCK).as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(keys.events())
+            .arg(after)
+            .query_async(blocking)
+            .await?;
+        let mut last = after.to_string();
+        let mut mine = Vec::new();
+        for (entry, fields) in reply::read_entries(&reply).unwrap_or_default() {
+            if names(&fields, id)
+                && let Some(state) = fields.get("state").and_then(|s| s.parse().ok())
+            {
+                mine.push((entry.clone(), state));
+            }
+            last = entry;
+        }
+        Ok((last, mine))
+    }
+
     /// Cancels a job that has not started (queued, scheduled or retrying).
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, StoreError> {
         let Some(part) = self.holding(queue, id).await? else {

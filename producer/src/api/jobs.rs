@@ -122,7 +122,12 @@ async fn submit_inner(
 }
 
 /// The job, if it exists and is this key's (queue and tenant); 404 otherwise.
-async fn owned(api: &Api, key: &Key, queue: &str, id: &str) -> Result<JobStatus, ApiError> {
+pub(super) async fn owned(
+    api: &Api,
+    key: &Key,
+    queue: &str,
+    id: &str,
+) -> Result<JobStatus, ApiError> {
     key.queue(queue)?;
     let missing = || ApiError::NotFound(format!("no job {id} in queue {queue}"));
     let s = api.producer.status(queue, id).await?.ok_or_else(missing)?;

@@ -2,6 +2,7 @@
 //!
 //! - [`auth`]: API keys (stored as SHA-256, compared in constant time) and what each may use;
 //! - [`jobs`]: submit with an `Idempotency-Key`, read, cancel, queue stats;
+//! - [`follow`]: a job's state changes as Server-Sent Events, resumable with `Last-Event-ID`;
 //! - [`view`]: a job as the API shows it (state, waits, next attempt, last error, result, and
 //!   `needs_attention` for a UI);
 //! - [`errors`]: one JSON error shape, with the HTTP status each problem gets.
@@ -11,6 +12,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod follow;
 pub mod jobs;
 pub mod view;
 
@@ -65,6 +67,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/queues/{queue}/jobs", post(jobs::submit))
         .route("/v1/queues/{queue}/jobs/{id}", get(jobs::read))
         .route("/v1/queues/{queue}/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/queues/{queue}/jobs/{id}/events", get(follow::events))
         .route("/v1/queues/{queue}", get(jobs::queue))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
