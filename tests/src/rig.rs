@@ -33,14 +33,7 @@ pub struct Rig {
 impl Rig {
     /// A fresh Redis, the mock configured as `mock`, and a producer keeping a long events stream.
     pub async fn start(mock: MockConfig) -> Rig {
-        let redis = RedisServer::start().await;
-        let mock = MockServer::start(mock).await;
-        let producer = crate::test_producer(&redis.url()).await;
-        Rig {
-            redis,
-            mock,
-            producer,
-        }
+        Rig::start_on(RedisServer::start().await, mock).await
     }
 
     /// The rig on a Redis the test started itself (with persistence flags, say, to restart it).
@@ -99,6 +92,26 @@ impl Rig {
 pub async fn counts(store: &sluice_common::Store, queue: &str) -> HashMap<String, i64> {
     let stats = store.stats(queue).await.expect("stats");
     stats.counts.into_iter().collect()
+}
+
+/// Writes `n` raw dead letters to `queue` (malformed stream entries with no job behind them,
+/// raw `n=<i>`), all at once: a dead-letter stream to list, page and re-drive.
+pub async fn raw_dead_letters(store: &sluice_common::Store, queue: &str, n: usize) {
+    use sluice_common::store::DeadLetter;
+    store.create_group(queue).await.expect("group");
+    let letters = (0..n).map(|i| async move {
+        let raw = format!("n={i}");
+        let letter = DeadLetter {
+            reason: "malformed",
+            error: "garbage",
+            raw: &raw,
+            ..DeadLetter::default()
+        };
+        store.dead_letter(queue, &letter).await
+    });
+    for r in futures::future::join_all(letters).await {
+        r.expect("dead letter");
+    }
 }
 
 /// A count from `counts`, 0 when absent.

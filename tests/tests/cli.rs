@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use sluice_common::store::DeadLetter;
 use sluice_tests::RedisServer;
 use sluice_tests::bins::cargo_bin;
 
@@ -311,29 +310,8 @@ async fn a_reader_that_stops_early_ends_the_cli_quietly() {
     let store = sluice_common::Store::connect(&redis.url(), Default::default())
         .await
         .expect("store");
-    store.create_group("q").await.expect("group");
     // Enough dead letters that the listing outlasts the pipe's buffer.
-    let letters = (0..2_000).map(|i| {
-        let store = store.clone();
-        async move {
-            store
-                .dead_letter(
-                    "q",
-                    &DeadLetter {
-                        id: "",
-                        entry: "",
-                        reason: "malformed",
-                        error: "garbage",
-                        http_status: None,
-                        raw: &format!("n={i}"),
-                    },
-                )
-                .await
-        }
-    });
-    for r in futures::future::join_all(letters).await {
-        r.expect("dead letter");
-    }
+    sluice_tests::rig::raw_dead_letters(&store, "q", 2_000).await;
     let mut child = Command::new(sluice())
         .args([
             "--redis",

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sluice_common::store::DeadLetter;
 use sluice_common::{NewJob, Schedule};
 use sluice_tests::bins::cargo_bin;
 use sluice_tests::events::Events;
@@ -48,6 +47,31 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Every page of a paged listing (`args` plus `--json`), following the `more: --cursor C` the
+/// CLI prints on stderr until it prints none; at most `max_pages`.
+fn all_pages(url: &str, args: &[&str], max_pages: usize) -> Vec<Vec<serde_json::Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut a: Vec<&str> = args.to_vec();
+        a.push("--json");
+        if let Some(c) = &cursor {
+            a.extend(["--cursor", c.as_str()]);
+        }
+        let o = run(url, &a);
+        assert!(o.status.success(), "{}", err(&o));
+        pages.push(serde_json::from_slice(&o.stdout).expect("a JSON page"));
+        cursor = err(&o)
+            .lines()
+            .find_map(|l| l.strip_prefix("more: --cursor "))
+            .map(str::to_string);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < max_pages, "the cursor never ends");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_pages_over_100k_jobs_listing_each_once_and_filters_by_state() {
     let redis = RedisServer::start().await;
@@ -67,31 +91,14 @@ async fn jobs_pages_over_100k_jobs_listing_each_once_and_filters_by_state() {
     let ids: HashSet<String> = enqueue_all(&p, jobs).await.into_iter().collect();
     assert_eq!(ids.len(), n);
 
-    let mut seen: HashSet<String> = HashSet::new();
-    let (mut pages, mut rows) = (0, 0);
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["jobs", "-q", "q", "--limit", "5000", "--json"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let o = run(&redis.url(), &args);
-        assert!(o.status.success(), "{}", err(&o));
-        let page: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON page");
-        pages += 1;
-        rows += page.len();
-        for row in &page {
-            seen.insert(row["id"].as_str().expect("id").to_string());
-        }
-        cursor = err(&o)
-            .lines()
-            .find_map(|l| l.strip_prefix("more: --cursor "))
-            .map(str::to_string);
-        if cursor.is_none() {
-            break;
-        }
-        assert!(pages < 1000, "the cursor never ends");
-    }
+    let listed = all_pages(&redis.url(), &["jobs", "-q", "q", "--limit", "5000"], 1000);
+    let pages = listed.len();
+    let rows: usize = listed.iter().map(Vec::len).sum();
+    let seen: HashSet<String> = listed
+        .iter()
+        .flatten()
+        .map(|row| row["id"].as_str().expect("id").to_string())
+        .collect();
     println!(
         "sluice jobs: {n} jobs in {pages} pages of --limit 5000, {rows} rows, {} distinct",
         seen.len()
@@ -370,50 +377,20 @@ async fn dlq_list_pages_through_every_dead_letter_once() {
     let store = sluice_common::Store::connect(&redis.url(), Default::default())
         .await
         .expect("store");
-    store.create_group("q").await.expect("group");
     let n = 250;
-    for i in 0..n {
-        store
-            .dead_letter(
-                "q",
-                &DeadLetter {
-                    id: "",
-                    entry: "",
-                    reason: "malformed",
-                    error: "garbage",
-                    http_status: None,
-                    raw: &format!("n={i}"),
-                },
-            )
-            .await
-            .expect("dead letter");
-    }
+    sluice_tests::rig::raw_dead_letters(&store, "q", n).await;
+    let listed = all_pages(
+        &redis.url(),
+        &["dlq", "list", "-q", "q", "--limit", "100"],
+        10,
+    );
+    let pages = listed.len();
     let mut seen = HashSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut args = vec!["dlq", "list", "-q", "q", "--limit", "100", "--json"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let o = run(&redis.url(), &args);
-        assert!(o.status.success(), "{}", err(&o));
-        let page: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("JSON");
-        pages += 1;
-        for e in &page {
-            assert!(
-                seen.insert(e["entry"].as_str().expect("entry").to_string()),
-                "listed twice: {e}"
-            );
-        }
-        cursor = err(&o)
-            .lines()
-            .find_map(|l| l.strip_prefix("more: --cursor "))
-            .map(str::to_string);
-        if cursor.is_none() {
-            break;
-        }
-        assert!(pages < 10, "the cursor never ends");
+    for e in listed.iter().flatten() {
+        assert!(
+            seen.insert(e["entry"].as_str().expect("entry").to_string()),
+            "listed twice: {e}"
+        );
     }
     assert_eq!(seen.len(), n, "in {pages} pages");
     assert_eq!(pages, 3);

@@ -70,6 +70,30 @@ where
     }
 }
 
+/// A short outage (a restart, a failover): about 11 s, 50 ms doubling to 5 s, then give up.
+const RIDE_OUT: Patience = Patience {
+    first_delay: Duration::from_millis(50),
+    max_delay: Duration::from_secs(5),
+    max_retries: Some(8),
+    doing: "retrying the write",
+};
+
+/// An outcome this worker holds: as long as it runs, at most a second between tries.
+const UNTIL_WRITTEN: Patience = Patience {
+    first_delay: Duration::from_millis(50),
+    max_delay: Duration::from_secs(1),
+    max_retries: None,
+    doing: "holding the outcome until it is back",
+};
+
+/// Start-up: half a second doubling to 10 s between tries, until stopped.
+const UNTIL_REACHED: Patience = Patience {
+    first_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(10),
+    max_retries: None,
+    doing: "the worker starts once it answers",
+};
+
 /// Retries a state write through a short Redis outage (a finished call is worth recording),
 /// then gives up and lets the lease bring the job back.
 pub async fn ride_out<T, F, Fut>(f: F) -> Result<T, StoreError>
@@ -77,44 +101,24 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let patience = Patience {
-        first_delay: Duration::from_millis(50),
-        max_delay: Duration::from_secs(5),
-        max_retries: Some(8),
-        doing: "retrying the write",
-    };
-    persist(patience, &CancellationToken::new(), f).await
+    persist(RIDE_OUT, &CancellationToken::new(), f).await
 }
 
 /// Retries a write of an outcome this worker holds until Redis takes it, however long Redis is
-/// away, or until `abandon` (shutdown's end) is cancelled. At most a second between tries: the
-/// outcome is written soon after Redis is back.
+/// away, or until `abandon` (shutdown's end) is cancelled.
 pub async fn until_written<T, F, Fut>(abandon: &CancellationToken, f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let patience = Patience {
-        first_delay: Duration::from_millis(50),
-        max_delay: Duration::from_secs(1),
-        max_retries: None,
-        doing: "holding the outcome until it is back",
-    };
-    persist(patience, abandon, f).await
+    persist(UNTIL_WRITTEN, abandon, f).await
 }
 
-/// The worker's start-up calls: retried while Redis is unreachable (half a second doubling to
-/// 10 s between tries), until `stop` is cancelled.
+/// The worker's start-up calls: retried while Redis is unreachable, until `stop` is cancelled.
 pub async fn until_reached<T, F, Fut>(stop: &CancellationToken, f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let patience = Patience {
-        first_delay: Duration::from_millis(500),
-        max_delay: Duration::from_secs(10),
-        max_retries: None,
-        doing: "the worker starts once it answers",
-    };
-    persist(patience, stop, f).await
+    persist(UNTIL_REACHED, stop, f).await
 }

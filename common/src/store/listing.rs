@@ -92,10 +92,15 @@ impl Store {
         Ok(JobPage { jobs, next })
     }
 
-    /// The queues (partitions) among those `sluice stats` knows that hold a job `id`, with its
-    /// status: one round trip per queue, all at once.
-    pub async fn find_job(&self, id: &str) -> Result<Vec<JobStatus>, StoreError> {
-        let queues = self.queues().await?;
+    /// The statuses of job `id` in every queue `sluice stats` knows and in `also` (a configured
+    /// default, say), each queue asked once: one round trip per queue (partition), all at once.
+    pub async fn find_job(&self, id: &str, also: &[&str]) -> Result<Vec<JobStatus>, StoreError> {
+        let mut queues = self.queues().await?;
+        for q in also {
+            if !queues.iter().any(|k| k == q) {
+                queues.push(q.to_string());
+            }
+        }
         let parts: Vec<String> = queues
             .iter()
             .filter(|q| crate::validate::queue_name(keys::base_queue(q)).is_ok())

@@ -133,10 +133,7 @@ impl Store {
                 None => Waited::NotFound,
             });
         }
-        let mut last = reply::stream_entries(&last)
-            .and_then(|e| e.into_iter().next())
-            .map(|(entry, _)| entry)
-            .unwrap_or_else(|| "0-0".to_string());
+        let mut last = newest_entry(&last);
         loop {
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -203,15 +200,12 @@ impl Store {
         }
         let status = JobStatus::from_fields(&part, fields)
             .map_err(|_| StoreError::Protocol("a job hash with an unknown state"))?;
-        let last = reply::stream_entries(&last)
-            .and_then(|e| e.into_iter().next())
-            .map(|(entry, _)| entry)
-            .unwrap_or_else(|| "0-0".to_string());
-        Ok(Some((status, last)))
+        Ok(Some((status, newest_entry(&last))))
     }
 
     /// The state changes of job `id` after events-stream entry `after`, blocking up to `block`
     /// for the first; with the position to read on from (past entries of other jobs too).
+    /// `queue` is the job's own (its partition, as its status names it): no lookup per read.
     pub async fn job_events<C: redis::aio::ConnectionLike + Send>(
         &self,
         blocking: &mut C,
@@ -220,11 +214,7 @@ impl Store {
         after: &str,
         block: Duration,
     ) -> Result<(String, Vec<(String, JobState)>), StoreError> {
-        let part = self
-            .holding(queue, id)
-            .await?
-            .unwrap_or_else(|| queue.to_string());
-        let keys = keys_for(&part)?;
+        let keys = keys_for(queue)?;
         let reply: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1000)
@@ -270,4 +260,12 @@ impl Store {
             _ => Err(StoreError::Protocol("sluice_cancel")),
         }
     }
+}
+
+/// The id of the newest entry of an `XREVRANGE … COUNT 1` reply (`0-0` for an empty stream).
+fn newest_entry(reply: &Value) -> String {
+    reply::stream_entries(reply)
+        .and_then(|e| e.into_iter().next())
+        .map(|(entry, _)| entry)
+        .unwrap_or_else(|| "0-0".to_string())
 }

@@ -91,7 +91,8 @@ async fn start(
     };
     let follow = Follow {
         api: api.clone(),
-        queue: queue.to_string(),
+        // The job's own queue (its partition on a partitioned queue), found once.
+        queue: now.queue.clone(),
         id: id.to_string(),
         after,
         ready,

@@ -125,16 +125,8 @@ pub async fn status(ctx: &Session, args: StatusArgs) -> anyhow::Result<ExitCode>
 /// The job with this id in whichever queue holds it (the queues `sluice stats` knows, and the
 /// configured default queue); an error names the queues when several hold one.
 pub async fn find(ctx: &Session, id: &str) -> anyhow::Result<JobStatus> {
-    let store = ctx.producer.store();
-    let mut found = store.find_job(id).await?;
-    let default = &ctx.config.producer.default_queue;
-    if !found
-        .iter()
-        .any(|s| sluice_common::keys::base_queue(&s.queue) == default)
-        && let Some(s) = ctx.producer.status(default, id).await?
-    {
-        found.push(s);
-    }
+    let default = ctx.config.producer.default_queue.as_str();
+    let mut found = ctx.producer.store().find_job(id, &[default]).await?;
     match found.len() {
         0 => bail!("no job {id} in any queue (give --queue if its queue is not in `sluice stats`)"),
         1 => Ok(found.remove(0)),
