@@ -103,37 +103,20 @@ impl Store {
         timeout: Duration,
     ) -> Result<Waited, StoreError> {
         const READ_COUNT: usize = 1000;
-        let Some(part) = self.holding(queue, id).await? else {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The status and the stream's position in one MULTI: an ended job is answered from it.
+        let Some((status, mut last)) = self.status_and_position(queue, id).await? else {
             return Ok(Waited::NotFound);
         };
-        let queue = part.as_str();
+        if status.state.is_terminal() {
+            return Ok(Waited::Done(Box::new(status)));
+        }
+        let queue = status.queue.as_str();
         let keys = keys_for(queue)?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut conn = self.conn.clone();
-        let (state, last): (Option<String>, Value) = redis::pipe()
-            .atomic()
-            .cmd("HGET")
-            .arg(keys.job(id))
-            .arg("state")
-            .cmd("XREVRANGE")
-            .arg(keys.events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
         let terminal = |s: Option<&str>| {
             s.and_then(|s| s.parse::<JobState>().ok())
                 .is_some_and(JobState::is_terminal)
         };
-        if state.is_none() || terminal(state.as_deref()) {
-            return Ok(match self.status_in(queue, id).await? {
-                Some(status) => Waited::Done(Box::new(status)),
-                None => Waited::NotFound,
-            });
-        }
-        let mut last = newest_entry(&last);
         loop {
             let now = tokio::time::Instant::now();
             if now >= deadline {
