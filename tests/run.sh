@@ -36,8 +36,11 @@ if [ -z "${SLUICE_PYTHON:-}" ]; then
       || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
     python3 -m venv "$VENV"
   fi
-  echo "== pip install producer/python into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check ./producer/python
+  # Real clients for the API's tests: the official `openai` SDK (tests/tests/api_openai.rs) and
+  # `standardwebhooks` to verify webhook signatures (tests/tests/api_webhooks.rs).
+  echo "== pip install producer/python openai standardwebhooks into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check ./producer/python \
+    'openai>=1.50,<4' 'standardwebhooks>=1.0,<2'
   export SLUICE_PYTHON="$PWD/$VENV/bin/python"
 fi
 

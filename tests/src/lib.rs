@@ -6,7 +6,9 @@
 //! - [`redis_cluster`]: a real three-master Redis Cluster (with replicas) per test;
 //! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
 //! - [`events`]: a test's view of a queue's events stream, to await states;
+//! - [`python`]: Python scripts (the `openai` SDK, `standardwebhooks`, our client) in the tests' venv;
 //! - [`proxy`]: a TCP proxy that resets, stalls and refuses connections (network faults);
+//! - [`api_process`]: `sluice-api` as a real process (config file with keys, its address);
 //! - [`worker_process`]: `sluice-worker` as a real process (config file, SIGTERM, SIGKILL);
 //! - [`soak`]: the soak run (`sluice-soak`, tests/soak.sh), not in CI;
 //! - [`bench`]: `sluice-bench`, the benchmark driver and the anchors harness's adapter;
@@ -14,6 +16,7 @@
 //! - [`fuzz`]: the fuzz targets' bodies, replayed on stable;
 //! - [`bins`]: the workspace's binaries, built on demand, for tests that run real processes.
 
+pub mod api_process;
 pub mod bench;
 pub mod bins;
 pub mod certs;
@@ -24,6 +27,7 @@ pub mod events;
 pub mod fuzz;
 pub mod mock;
 pub mod proxy;
+pub mod python;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod rig;

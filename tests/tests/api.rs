@@ -4,83 +4,17 @@
 //! configured key, and a key that never sees another key's queue or tenant.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
-use sluice_producer::api::auth::sha256_hex;
-use sluice_tests::bins::cargo_bin;
+use sluice_tests::api_process::{ApiProcess, key_toml};
 use sluice_tests::mock::MockConfig;
 use sluice_tests::rig::{BOUND, Rig};
 
-/// A running `sluice-api` (killed when dropped) and its base URL.
-struct ApiProcess {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Keys: `key-a` (queue q, upstream mock, tenant a), `key-b` (queues q and other, tenant b).
 fn start_api(rig: &Rig) -> ApiProcess {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("api.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[redis]
-url = "{url}"
-
-[api]
-listen = "127.0.0.1:0"
-max_body_bytes = 65536
-
-[api.keys.a]
-sha256 = "{a}"
-queues = ["q"]
-upstreams = ["mock"]
-tenant = "a"
-
-[api.keys.b]
-sha256 = "{b}"
-queues = ["q", "other"]
-upstreams = ["mock"]
-tenant = "b"
-"#,
-            url = rig.url(),
-            a = sha256_hex("key-a"),
-            b = sha256_hex("key-b"),
-        ),
-    )
-    .expect("write config");
-    let mut child = Command::new(cargo_bin("sluice-producer", "sluice-api"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("SLUICE_REDIS_URL")
-        .env_remove("SLUICE_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sluice-api");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read");
-    let addr = line
-        .trim()
-        .strip_prefix("sluice-api listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    ApiProcess {
-        child,
-        base: format!("http://{addr}"),
-        _dir: dir,
-    }
+    let keys =
+        key_toml("a", "key-a", &["q"], "a", "") + &key_toml("b", "key-b", &["q", "other"], "b", "");
+    ApiProcess::start(&rig.url(), "max_body_bytes = 65536", &keys)
 }
 
 fn chat(n: u32) -> Value {

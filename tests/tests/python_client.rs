@@ -3,7 +3,6 @@
 //! redis-py) enqueues with dedupe, conflicts and generated ids, cancels, gets errors as
 //! exceptions and waits for the result; the Rust side runs the job.
 
-use std::process::Command;
 use std::time::Duration;
 
 use sluice_common::store::Started;
@@ -12,20 +11,14 @@ use sluice_tests::RedisServer;
 use sluice_tests::bins::workspace_root;
 
 fn python(args: &[&str]) -> serde_json::Value {
-    let interpreter = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let package = workspace_root().join("producer/python");
-    let out = Command::new(&interpreter)
-        .arg(package.join("tests/check_protocol.py"))
-        .args(args)
-        .env("PYTHONPATH", package.join("src"))
-        .output()
-        .unwrap_or_else(|e| panic!("run {interpreter}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python client failed (needs redis-py: pip install redis):\n{stderr}"
-    );
-    serde_json::from_slice(&out.stdout).expect("python prints one JSON object")
+    let src = package.join("src");
+    let src = src.to_str().expect("UTF-8 path");
+    sluice_tests::python::run(
+        &package.join("tests/check_protocol.py"),
+        args,
+        &[("PYTHONPATH", src)],
+    )
 }
 
 #[tokio::test]

@@ -19,9 +19,24 @@ pub struct Key {
     pub queues: Vec<String>,
     pub upstreams: Vec<String>,
     pub tenant: String,
+    /// Hosts its webhooks may call, and the secret they are signed with.
+    pub webhook_hosts: Vec<String>,
+    pub webhook_secret: String,
+    max_body_bytes: Option<usize>,
 }
 
 impl Key {
+    /// A body of `len` bytes is within this key's cap (else 413 naming it).
+    pub fn body_fits(&self, len: usize, global: usize) -> Result<(), ApiError> {
+        let cap = self.max_body_bytes.map_or(global, |k| k.min(global));
+        if len > cap {
+            return Err(ApiError::TooLarge(format!(
+                "body: {len} bytes, over this key's limit of {cap}"
+            )));
+        }
+        Ok(())
+    }
+
     /// `queue` is this key's (else 404, as if it did not exist).
     pub fn queue(&self, queue: &str) -> Result<(), ApiError> {
         if self.queues.iter().any(|q| q == queue) {
@@ -67,6 +82,9 @@ impl Keys {
                         queues: k.queues.clone(),
                         upstreams: k.upstreams.clone(),
                         tenant: k.tenant.clone(),
+                        webhook_hosts: k.webhook_hosts.clone(),
+                        webhook_secret: k.webhook_secret.clone(),
+                        max_body_bytes: k.max_body_bytes,
                     })
                 })
                 .collect(),
@@ -105,6 +123,9 @@ mod tests {
                 queues: vec!["q".into()],
                 upstreams: vec!["mock".into()],
                 tenant: "t1".into(),
+                webhook_hosts: vec![],
+                webhook_secret: String::new(),
+                max_body_bytes: Some(10),
             },
         );
         Keys::from_config(&api)
@@ -133,5 +154,7 @@ mod tests {
         assert!(key.queue("q").is_ok());
         assert!(matches!(key.queue("other"), Err(ApiError::NotFound(_))));
         assert!(matches!(key.upstream("openai"), Err(ApiError::Invalid(_))));
+        assert!(key.body_fits(10, 100).is_ok());
+        assert!(matches!(key.body_fits(11, 100), Err(ApiError::TooLarge(_))));
     }
 }

@@ -25,6 +25,15 @@ pub enum ApiError {
     /// The state does not allow it (a cancel of a running job).
     #[error("{0}")]
     Conflict(String),
+    /// The job did not end within the wait (504; the answer names the job).
+    #[error("{0}")]
+    StillRunning(String),
+    /// A key's share of something is used up (open event streams).
+    #[error("{0}")]
+    TooMany(String),
+    /// The request's headers are over `api.max_header_bytes` (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// Redis or the library failed; the message is the store's.
     #[error("{0}")]
     Unavailable(String),
@@ -38,6 +47,9 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::StillRunning(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -49,6 +61,9 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Conflict(_) => "conflict",
+            ApiError::StillRunning(_) => "still_running",
+            ApiError::TooMany(_) => "too_many",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +44,7 @@ fn default_path() -> String {
 }
 
 /// Counts the answer under `route` and turns an error into its JSON.
-fn answer(api: &Api, route: &str, r: Result<Response, ApiError>) -> Response {
+pub(super) fn answer(api: &Api, route: &str, r: Result<Response, ApiError>) -> Response {
     let response = r.unwrap_or_else(IntoResponse::into_response);
     api.count(route, response.status());
     response
@@ -54,7 +54,7 @@ pub async fn submit(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<Submit>, JsonRejection>,
+    body: Bytes,
 ) -> Response {
     let r = submit_inner(&api, &queue, &headers, body).await;
     answer(&api, "submit", r)
@@ -64,31 +64,20 @@ async fn submit_inner(
     api: &Api,
     queue: &str,
     headers: &HeaderMap,
-    body: Result<Json<Submit>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = api.keys.check(headers)?;
     key.queue(queue)?;
-    let Json(req) = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(e.body_text()),
-        _ => ApiError::Invalid(e.body_text()),
-    })?;
+    key.body_fits(body.len(), api.max_body_bytes)?;
+    let req: Submit =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(format!("body: {e}")))?;
     key.upstream(&req.upstream)?;
     let mut job = NewJob::post(queue, &req.upstream, &req.path, req.body);
     job.spec.max_attempts = req.max_attempts;
-    if !key.tenant.is_empty() {
-        job.spec
-            .metadata
-            .insert("tenant".into(), Value::String(key.tenant.clone()));
-    }
     if let Some(ms) = req.delay_ms {
         job = job.with_schedule(Schedule::After(Duration::from_millis(ms)));
     }
-    if let Some(k) = headers.get("idempotency-key") {
-        let k = k
-            .to_str()
-            .map_err(|_| ApiError::Invalid("Idempotency-Key: not visible ASCII".into()))?;
-        job = job.with_dedupe_key(k);
-    }
+    let job = with_identity(job, key, headers)?;
     let e = api.producer.enqueue(job).await?;
     let location = format!("/v1/queues/{queue}/jobs/{}", e.id);
     if e.created {
@@ -119,6 +108,26 @@ async fn submit_inner(
         None => json!({"id": e.id, "queue": queue, "state": "expired"}),
     };
     Ok((StatusCode::OK, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// Stamps `job` with the key's tenant and takes the `Idempotency-Key` header as its dedupe key.
+pub(super) fn with_identity(
+    mut job: NewJob,
+    key: &Key,
+    headers: &HeaderMap,
+) -> Result<NewJob, ApiError> {
+    if !key.tenant.is_empty() {
+        job.spec
+            .metadata
+            .insert("tenant".into(), Value::String(key.tenant.clone()));
+    }
+    if let Some(k) = headers.get("idempotency-key") {
+        let k = k
+            .to_str()
+            .map_err(|_| ApiError::Invalid("Idempotency-Key: not visible ASCII".into()))?;
+        job = job.with_dedupe_key(k);
+    }
+    Ok(job)
 }
 
 /// The job, if it exists and is this key's (queue and tenant); 404 otherwise.

@@ -3,6 +3,8 @@
 //! - [`auth`]: API keys (stored as SHA-256, compared in constant time) and what each may use;
 //! - [`jobs`]: submit with an `Idempotency-Key`, read, cancel, queue stats;
 //! - [`follow`]: a job's state changes as Server-Sent Events, resumable with `Last-Event-ID`;
+//! - [`relay`]: the OpenAI-compatible endpoint (`/v1/chat/completions` and kin): a request is a
+//!   job, answered with the upstream's own status and body once it ends;
 //! - [`view`]: a job as the API shows it (state, waits, next attempt, last error, result, and
 //!   `needs_attention` for a UI);
 //! - [`errors`]: one JSON error shape, with the HTTP status each problem gets.
@@ -14,6 +16,7 @@ pub mod auth;
 pub mod errors;
 pub mod follow;
 pub mod jobs;
+pub mod relay;
 pub mod view;
 
 use std::sync::Arc;
@@ -32,6 +35,10 @@ pub struct Api {
     pub keys: auth::Keys,
     pub metrics: prometheus::Registry,
     pub requests: prometheus::IntCounterVec,
+    /// `api.max_body_bytes` (a key may have less).
+    pub max_body_bytes: usize,
+    /// `api.relay_wait_ms`.
+    pub relay_wait_ms: u64,
 }
 
 impl Api {
@@ -50,6 +57,8 @@ impl Api {
             keys: auth::Keys::from_config(&config.api),
             metrics,
             requests,
+            max_body_bytes: config.api.max_body_bytes,
+            relay_wait_ms: config.api.relay_wait_ms,
         }))
     }
 
@@ -69,6 +78,9 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/v1/queues/{queue}/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/queues/{queue}/jobs/{id}/events", get(follow::events))
         .route("/v1/queues/{queue}", get(jobs::queue))
+        .route("/v1/chat/completions", post(relay::chat_completions))
+        .route("/v1/embeddings", post(relay::embeddings))
+        .route("/v1/responses", post(relay::responses))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,0 +1,172 @@
+//! The OpenAI-compatible endpoint: `POST /v1/chat/completions`, `/v1/embeddings` and
+//! `/v1/responses`. A request becomes a job on the key's first queue and first upstream (its
+//! `Idempotency-Key` is the dedupe key); the endpoint waits for the job up to `api.relay_wait_ms`
+//! and answers with the upstream's status and body as they came, plus `Sluice-Job-Id`. Rate limits
+//! and 5xx answers are ridden out in the queue, so the caller waits instead of seeing a 429.
+//!
+//! - `Prefer: respond-async` answers 202 with the job's `Location` at once;
+//! - a job still running after the wait answers 504 with its id (the same `Idempotency-Key`
+//!   returns the result later); a client that goes away does not cancel its job;
+//! - a dead job answers the upstream's last status with an OpenAI-shaped error (502 when no
+//!   upstream answered), a cancelled one 409.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sluice_common::{JobState, JobStatus, NewJob};
+
+use super::Api;
+use super::auth::Key;
+use super::errors::ApiError;
+use super::jobs::{answer, with_identity};
+
+/// The header that names the job behind an answer.
+pub const JOB_ID_HEADER: &str = "sluice-job-id";
+
+pub async fn chat_completions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = relay(&api, "/v1/chat/completions", &headers, body).await;
+    answer(&api, "chat_completions", r)
+}
+
+pub async fn embeddings(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = relay(&api, "/v1/embeddings", &headers, body).await;
+    answer(&api, "embeddings", r)
+}
+
+pub async fn responses(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = relay(&api, "/v1/responses", &headers, body).await;
+    answer(&api, "responses", r)
+}
+
+/// The key's queue and upstream for this endpoint: its first of each.
+fn route(key: &Key) -> Result<(&str, &str), ApiError> {
+    match (key.queues.first(), key.upstreams.first()) {
+        (Some(q), Some(u)) => Ok((q, u)),
+        _ => Err(ApiError::Invalid(
+            "this key has no queue or no upstream configured (api.keys.NAME.queues, upstreams)"
+                .into(),
+        )),
+    }
+}
+
+async fn relay(
+    api: &Api,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = api.keys.check(headers)?;
+    key.body_fits(body.len(), api.max_body_bytes)?;
+    let (queue, upstream) = route(key)?;
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Invalid(format!("body: not JSON ({e})")))?;
+    if !request.is_object() {
+        return Err(ApiError::Invalid("body: must be a JSON object".into()));
+    }
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::Invalid(
+            "stream: streamed answers are not supported yet; send \"stream\": false".into(),
+        ));
+    }
+    let mut job = with_identity(NewJob::post(queue, upstream, path, request), key, headers)?;
+    job.spec.metadata.insert("via".into(), json!("openai"));
+    let enqueued = api.producer.enqueue(job).await?;
+    let id = enqueued.id;
+    let location = format!("/v1/queues/{queue}/jobs/{id}");
+    if enqueued.conflict {
+        return Err(ApiError::Conflict(format!(
+            "this Idempotency-Key belongs to job {id}, made with another request"
+        )));
+    }
+    if prefers_async(headers) {
+        let state = enqueued.state.map(|s| s.to_string()).unwrap_or_default();
+        let body = json!({"id": id, "queue": queue, "state": state});
+        return Ok(with_job(
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response(),
+            &id,
+            &location,
+        ));
+    }
+    let wait = Duration::from_millis(api.relay_wait_ms);
+    let status = match api.producer.wait(queue, &id, wait).await {
+        Ok(s) => s,
+        Err(crate::ProducerError::Timeout { .. }) => {
+            let e = ApiError::StillRunning(format!(
+                "job {id} has not ended after {} s; send the same Idempotency-Key again for its \
+                 answer, or follow {location}",
+                wait.as_secs()
+            ));
+            return Ok(with_job(e.into_response(), &id, &location));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(with_job(verbatim(status), &id, &location))
+}
+
+/// `Prefer: respond-async` (RFC 7240), among other preferences.
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+fn with_job(mut r: Response, id: &str, location: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(JOB_ID_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// An ended job as the upstream answered it.
+fn verbatim(s: JobStatus) -> Response {
+    let json_body = |status: StatusCode, body: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(body),
+        )
+            .into_response()
+    };
+    match s.state {
+        JobState::Completed => {
+            let status = s
+                .status
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
+            json_body(status, s.result.unwrap_or_default())
+        }
+        JobState::Cancelled => {
+            ApiError::Conflict(format!("job {} was cancelled", s.id)).into_response()
+        }
+        _ => {
+            // Dead: the upstream's last status when one answered, else 502; OpenAI's error shape.
+            let status = s
+                .last_status
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .filter(|c| c.is_client_error() || c.is_server_error())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            let reason = s.dead_reason.unwrap_or_else(|| "dead".into());
+            let body = json!({"error": {
+                "message": s.last_error.unwrap_or_else(|| format!("job {} is dead ({reason})", s.id)),
+                "type": s.last_class.unwrap_or_else(|| "sluice_dead".into()),
+                "code": reason,
+            }});
+            json_body(status, body.to_string())
+        }
+    }
+}
