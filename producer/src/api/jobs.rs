@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +55,7 @@ pub async fn submit(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let r = submit_inner(&api, &queue, &headers, body).await;
     answer(&api, "submit", r)
@@ -64,10 +65,11 @@ async fn submit_inner(
     api: &Api,
     queue: &str,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = api.keys.check(headers)?;
     key.queue(queue)?;
+    let body = read_body(body)?;
     key.body_fits(body.len(), api.max_body_bytes)?;
     let req: Submit =
         serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(format!("body: {e}")))?;
@@ -108,6 +110,14 @@ async fn submit_inner(
         None => json!({"id": e.id, "queue": queue, "state": "expired"}),
     };
     Ok((StatusCode::OK, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// The request's body, or 413 over `api.max_body_bytes` (the router's cap).
+pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge("body: over api.max_body_bytes".into()),
+        _ => ApiError::Invalid(format!("body: {}", e.body_text())),
+    })
 }
 
 /// Stamps `job` with the key's tenant and takes the `Idempotency-Key` header as its dedupe key.

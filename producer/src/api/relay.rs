@@ -23,7 +23,9 @@ use sluice_common::{JobState, JobStatus, NewJob};
 use super::Api;
 use super::auth::Key;
 use super::errors::ApiError;
-use super::jobs::{answer, with_identity};
+use super::jobs::{answer, read_body, with_identity};
+
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 
 /// The header that names the job behind an answer.
 pub const JOB_ID_HEADER: &str = "sluice-job-id";
@@ -31,18 +33,18 @@ pub const JOB_ID_HEADER: &str = "sluice-job-id";
 pub async fn chat_completions(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let r = relay(&api, "/v1/chat/completions", &headers, body).await;
     answer(&api, "chat_completions", r)
 }
 
-pub async fn embeddings(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn embeddings(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let r = relay(&api, "/v1/embeddings", &headers, body).await;
     answer(&api, "embeddings", r)
 }
 
-pub async fn responses(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn responses(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let r = relay(&api, "/v1/responses", &headers, body).await;
     answer(&api, "responses", r)
 }
@@ -62,9 +64,10 @@ async fn relay(
     api: &Api,
     path: &str,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let key = api.keys.check(headers)?;
+    let body = read_body(body)?;
     key.body_fits(body.len(), api.max_body_bytes)?;
     let (queue, upstream) = route(key)?;
     let request: Value = serde_json::from_slice(&body)
