@@ -80,6 +80,33 @@ pub struct JobSpec {
     /// Free-form data for the caller; Sluice stores it and never reads it.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Call this webhook when the job ends (completed, dead or cancelled): the library then
+    /// enqueues a delivery job in the same call that ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    /// This job *is* such a delivery (its upstream is [`WEBHOOK_UPSTREAM`]); made by the library.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<Delivery>,
+}
+
+/// The upstream name of webhook deliveries (reserved: no configured upstream may have it).
+pub const WEBHOOK_UPSTREAM: &str = "sluice-webhook";
+
+/// A job's webhook: the URL, and the API key whose host allowlist and signing secret apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    pub key: String,
+}
+
+/// A webhook delivery: the ended job it reports, where, and under which API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    pub job: String,
+    pub url: String,
+    pub key: String,
 }
 
 /// When a job may first run.
@@ -134,6 +161,8 @@ impl NewJob {
                 deadline_ms: None,
                 tokens: None,
                 metadata: serde_json::Map::new(),
+                webhook: None,
+                deliver: None,
             },
         }
     }

@@ -6,6 +6,8 @@
 //! - [`store`]: the server-side function library and the one typed call per function;
 //! - [`hints`]: what an upstream's rate-limit headers ask (how long to wait, whether to retry);
 //! - [`config`]: configuration from `config/default.toml`, a file and the environment;
+//! - [`view`]: a job as the HTTP API and webhooks show it (with `needs_attention`);
+//! - [`webhook`]: Standard Webhooks signing and the host allowlist;
 //! - [`oneline`]: an error and its causes as the one line the binaries print.
 
 pub mod config;
@@ -18,6 +20,8 @@ pub mod reply;
 pub mod state;
 pub mod store;
 pub mod validate;
+pub mod view;
+pub mod webhook;
 
 pub use config::Config;
 pub use job::{JobId, JobLimits, JobSpec, Method, NewJob, PreparedJob, Request, Schedule};

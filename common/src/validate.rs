@@ -123,6 +123,25 @@ pub fn spec(spec: &JobSpec) -> Result<(), InvalidJob> {
     for (name, value) in &spec.request.headers {
         header(name, value)?;
     }
+    if let Some(w) = &spec.webhook {
+        webhook_url(&w.url)?;
+        if w.key.is_empty() {
+            return Err(bad(
+                "webhook.key",
+                "missing: the API key whose allowlist applies",
+            ));
+        }
+    }
+    let delivery = spec.upstream == crate::job::WEBHOOK_UPSTREAM;
+    if delivery != spec.deliver.is_some() {
+        return Err(bad(
+            "upstream",
+            format!(
+                "{:?} is reserved for webhook deliveries, which the library makes",
+                crate::job::WEBHOOK_UPSTREAM
+            ),
+        ));
+    }
     if let Some(n) = spec.max_attempts
         && !(1..=MAX_ATTEMPTS).contains(&n)
     {
@@ -140,6 +159,17 @@ pub fn spec(spec: &JobSpec) -> Result<(), InvalidJob> {
         ));
     }
     Ok(())
+}
+
+/// A webhook URL: http(s) with a host, at most 2,048 bytes (the host allowlist is the API key's).
+pub fn webhook_url(url: &str) -> Result<(), InvalidJob> {
+    match crate::webhook::allowed(url, &[]) {
+        Err(crate::webhook::WebhookError::HostNotAllowed(_)) => Ok(()),
+        _ => Err(bad(
+            "webhook.url",
+            format!("{url:?} is not an http:// or https:// URL with a host (at most 2048 bytes)"),
+        )),
+    }
 }
 
 /// Queue names become part of Redis keys inside a `{…}` hash tag.

@@ -117,6 +117,8 @@ impl JobInput {
                 deadline_ms: self.deadline_ms,
                 tokens: self.tokens,
                 metadata: self.metadata,
+                webhook: None,
+                deliver: None,
             },
         })
     }

@@ -23,11 +23,14 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::Wakeups;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
+use crate::webhook::Hooks;
 
 /// Everything the worker's tasks share.
 pub struct Ctx {
     pub store: Store,
     pub upstreams: Upstreams,
+    /// Webhook allowlists and secrets (the config's API keys) and their HTTP client.
+    pub hooks: Hooks,
     /// Records completions in batches.
     pub completer: Completer,
     pub limiter: Limiter,

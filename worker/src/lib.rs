@@ -6,7 +6,7 @@
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
 //! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own),
 //! [`outage`] (riding out Redis being away) and [`shutdown`], and [`http`] serving [`metrics`]
-//! and health probes. [`worker`] wires them
+//! and health probes; [`webhook`] runs webhook deliveries (signed, allowlisted). [`worker`] wires them
 //! together.
 
 pub mod completer;
@@ -27,4 +27,5 @@ pub mod retry;
 pub mod scheduler;
 pub mod shutdown;
 pub mod upstream;
+pub mod webhook;
 pub mod worker;

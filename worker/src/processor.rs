@@ -114,6 +114,11 @@ async fn process(
             .await
             .map(Some);
     }
+    if let Some(delivery) = &spec.deliver {
+        return crate::webhook::deliver(ctx, job, &spec, delivery)
+            .await
+            .map(Some);
+    }
     tracing::Span::current().record("upstream", spec.upstream.as_str());
     let Some(upstream) = ctx.upstreams.get(&spec.upstream).cloned() else {
         let why = format!(
@@ -267,35 +272,7 @@ async fn process(
         Decision::Retry {
             delay,
             spends_attempt,
-        } => {
-            let detail = ctx.upstreams.redact(&outcome.detail);
-            let spend = if spends_attempt {
-                Spend::Attempt
-            } else {
-                Spend::Wait
-            };
-            let sleep = Sleep {
-                id: &job.id,
-                entry: &job.entry,
-                delay,
-                class: outcome.class.as_str(),
-                error: &detail,
-                http_status: outcome.status,
-                spend,
-            };
-            let t = until_written(&ctx.shutdown.abandon, || {
-                ctx.store.retry(&job.queue, &sleep)
-            })
-            .await?;
-            if t == Transition::Done {
-                ctx.metrics
-                    .retried
-                    .with_label_values(&[job.queue.as_str(), outcome.class.as_str()])
-                    .inc();
-                ctx.wakeups.due_in(&job.queue, delay);
-                tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
-            }
-        }
+        } => retry_later(ctx, job, &outcome, delay, spends_attempt).await?,
         Decision::Dead { reason } => {
             dead(ctx, job, reason, &outcome.detail, Some(&outcome)).await?;
         }
@@ -354,7 +331,46 @@ impl Usage {
     }
 }
 
-fn record_end(ctx: &Ctx, job: &Job, outcome: &str) {
+/// Puts the job back to sleep in the delayed ZSET for `delay` after a failed call (`spends_attempt`
+/// or a rate-limit wait, which does not).
+pub(crate) async fn retry_later(
+    ctx: &Ctx,
+    job: &Job,
+    outcome: &Outcome,
+    delay: Duration,
+    spends_attempt: bool,
+) -> Result<(), StoreError> {
+    let detail = ctx.upstreams.redact(&outcome.detail);
+    let spend = if spends_attempt {
+        Spend::Attempt
+    } else {
+        Spend::Wait
+    };
+    let sleep = Sleep {
+        id: &job.id,
+        entry: &job.entry,
+        delay,
+        class: outcome.class.as_str(),
+        error: &detail,
+        http_status: outcome.status,
+        spend,
+    };
+    let t = until_written(&ctx.shutdown.abandon, || {
+        ctx.store.retry(&job.queue, &sleep)
+    })
+    .await?;
+    if t == Transition::Done {
+        ctx.metrics
+            .retried
+            .with_label_values(&[job.queue.as_str(), outcome.class.as_str()])
+            .inc();
+        ctx.wakeups.due_in(&job.queue, delay);
+        tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
+    }
+    Ok(())
+}
+
+pub(crate) fn record_end(ctx: &Ctx, job: &Job, outcome: &str) {
     if let Some(s) = secs_since(job.ready_ms) {
         ctx.metrics
             .job_time
@@ -407,7 +423,7 @@ async fn complete(
     Ok(())
 }
 
-async fn dead(
+pub(crate) async fn dead(
     ctx: &Ctx,
     job: &Job,
     reason: &str,

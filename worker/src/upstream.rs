@@ -203,6 +203,8 @@ fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamCo
             deadline_ms: None,
             tokens: None,
             metadata: Default::default(),
+            webhook: None,
+            deliver: None,
         }),
         urls: Mutex::new(HashMap::new()),
     })

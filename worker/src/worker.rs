@@ -19,6 +19,7 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::{self, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
+use crate::webhook::Hooks;
 use crate::{fetch, http, outage, reclaim};
 
 /// The default consumer name: `<hostname>-<pid>`.
@@ -82,6 +83,7 @@ pub async fn run_with_metrics(
         completer: Completer::start(store.clone(), shutdown.abandon.clone()),
         store,
         upstreams,
+        hooks: Hooks::from_config(&config.api)?,
         policy: RetryPolicy::from_config(&config.retry),
         consumer,
         slots: Arc::new(Semaphore::new(concurrency)),

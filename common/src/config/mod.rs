@@ -238,6 +238,15 @@ impl Config {
                 validate::queue_name(q)
                     .map_err(|e| invalid("api.keys.*.queues", &e.to_string()))?;
             }
+            if !key.webhook_secret.is_empty() {
+                crate::webhook::secret_bytes(&key.webhook_secret)
+                    .map_err(|e| invalid("api.keys.*.webhook_secret", &e.to_string()))?;
+            } else if !key.webhook_hosts.is_empty() {
+                return Err(invalid(
+                    "api.keys.*.webhook_secret",
+                    "missing: webhook_hosts needs a signing secret (sluice api-key makes one)",
+                ));
+            }
         }
         let url = &self.redis.url;
         if !(url.starts_with("redis://")
@@ -327,6 +336,12 @@ impl Config {
             ));
         }
         for (name, up) in &self.upstreams {
+            if name == crate::job::WEBHOOK_UPSTREAM {
+                return Err(ConfigError::Invalid {
+                    key: "upstreams",
+                    reason: format!("{name:?} is reserved for webhook deliveries"),
+                });
+            }
             if validate::upstream_name(name).is_err() {
                 return Err(ConfigError::Invalid {
                     key: "upstreams",

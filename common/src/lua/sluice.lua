@@ -40,6 +40,7 @@ local MAX_DEDUPE_KEY = 256                -- bytes
 local MAX_BYTES_LIMIT = 512 * 1048576     -- the largest max_bytes a caller may ask for
 local MAX_LEN = 1000000000                -- stream lengths (maxlen)
 local MAX_COUNT = 100000                  -- entries or jobs one call may read or promote
+local WEBHOOK_UPSTREAM = 'sluice-webhook' -- job.rs WEBHOOK_UPSTREAM
 local MAX_TEXT = 65536                    -- bytes of an error text, class, reason or raw excerpt
 
 -- ==== helpers shared by the functions below ====
@@ -349,6 +350,8 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
       'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, where, at, 'spec_sha', sha)
   end
+  -- A job with a webhook is marked, so the call that ends it makes the delivery (hook below).
+  if type(decoded.webhook) == 'table' then redis.call('HSET', jk, 'hook', '1') end
   tally[state] = tally[state] + 1
   local list = tally.ids[state]
   list[#list + 1] = id
@@ -375,6 +378,27 @@ local function apply_tally(p, emax, tally)
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
   end
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
+end
+
+-- A job with a webhook (its hash has `hook`) has ended: its delivery job is enqueued in the
+-- same call that ended it, so an ended job's webhook is never lost. The delivery names the job,
+-- the URL and the API key (whose allowlist and secret the worker applies); `hook` then holds the
+-- delivery's id. A re-driven job that ends again gets a new delivery.
+local function hook(p, emax, id)
+  local jk = p .. 'job:' .. id
+  local ok, spec = pcall(cjson.decode, redis.call('HGET', jk, 'spec') or '')
+  if not ok or type(spec) ~= 'table' or type(spec.webhook) ~= 'table' then return end
+  local w = spec.webhook
+  local delivery = cjson.encode({upstream = WEBHOOK_UPSTREAM,
+    request = {method = 'POST', path = '/', body = {job = id}},
+    deliver = {job = id, url = w.url, key = w.key}})
+  local now, nows = now_ms()
+  local tally = new_tally()
+  local r = enqueue_one(p, now, nows, emax, MAX_BYTES_LIMIT, tally, '', delivery, '', '0', '0', '0')
+  if r then
+    apply_tally(p, emax, tally)
+    redis.call('HSET', jk, 'hook', r[2])
+  end
 end
 
 local function max_bytes_arg(v)
@@ -433,7 +457,7 @@ local function cancel(keys, args)
   local retention = int(args[3], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
   local emax = maxlen(args[4], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local jk = p .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'entry')
+  local f = redis.call('HMGET', jk, 'state', 'entry', 'hook')
   local state = f[1]
   if not state then return {'missing', ''} end
   if state == 'queued' then
@@ -449,6 +473,7 @@ local function cancel(keys, args)
   redis.call('PEXPIRE', jk, retention)
   move(p, state, 'cancelled')
   event(p, emax, id, 'cancelled')
+  if f[3] then hook(p, emax, id) end
   return {'cancelled', state}
 end
 
@@ -629,12 +654,12 @@ local function complete(keys, args)
     i = i + 5 + 2 * n
   end
   for _, job in ipairs(jobs) do
-    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry')
+    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook')
     if ok then job.f = f else job.corrupt = true end
   end
   local _, nows = now_ms()
   local out = {}
-  local done, refused, completed = 0, 0, {}
+  local done, refused, completed, hooked = 0, 0, {}, {}
   for _, job in ipairs(jobs) do
     local i, n, id, entry = job.i, job.n, job.id, job.entry
     local result, status = args[i + 2], args[i + 3]
@@ -662,6 +687,7 @@ local function complete(keys, args)
       done = done + 1
       completed[done] = id
       out[#out + 1] = 'completed'
+      if f[3] then hooked[#hooked + 1] = id end
     end
   end
   if done > 0 then
@@ -669,6 +695,7 @@ local function complete(keys, args)
     redis.call('HINCRBY', p .. 'counts', 'completed', tostring(done))
   end
   events(p, emax, completed, 'completed')
+  for _, id in ipairs(hooked) do hook(p, emax, id) end
   if refused > 0 then
     redis.call('HINCRBY', p .. 'counts', 'refused_completions', tostring(refused))
   end
@@ -733,7 +760,7 @@ local function dead(keys, args)
   local jk = p .. 'job:' .. id
   local f = {}
   if id ~= '' then
-    local ok, r = pcall(redis.call, 'HMGET', jk, 'state', 'attempts', 'upstream', 'entry')
+    local ok, r = pcall(redis.call, 'HMGET', jk, 'state', 'attempts', 'upstream', 'entry', 'hook')
     if ok then
       f = r
     else
@@ -763,6 +790,7 @@ local function dead(keys, args)
   redis.call('PEXPIRE', jk, retention)
   move(p, state, 'dead')
   event(p, emax, id, 'dead', reason)
+  if f[5] then hook(p, emax, id) end
   return {'dead'}
 end
 

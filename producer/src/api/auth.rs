@@ -26,6 +26,18 @@ pub struct Key {
 }
 
 impl Key {
+    /// `url` may be this key's webhook: http(s), its host in `webhook_hosts` (else 422).
+    pub fn webhook(&self, url: &str) -> Result<(), ApiError> {
+        if self.webhook_secret.is_empty() {
+            return Err(ApiError::Invalid(
+                "webhook: this key has no webhook_hosts configured".into(),
+            ));
+        }
+        sluice_common::webhook::allowed(url, &self.webhook_hosts)
+            .map(drop)
+            .map_err(|e| ApiError::Invalid(e.to_string()))
+    }
+
     /// A body of `len` bytes is within this key's cap (else 413 naming it).
     pub fn body_fits(&self, len: usize, global: usize) -> Result<(), ApiError> {
         let cap = self.max_body_bytes.map_or(global, |k| k.min(global));

@@ -21,7 +21,7 @@ use futures::stream::{self, Stream};
 use super::Api;
 use super::errors::ApiError;
 use super::jobs::owned;
-use super::view::JobView;
+use sluice_common::view::JobView;
 
 /// Longest one read of the events stream blocks before looking again.
 const BLOCK: Duration = Duration::from_secs(5);

@@ -13,13 +13,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_common::job::Webhook;
 use sluice_common::store::CancelOutcome;
 use sluice_common::{JobStatus, NewJob, Schedule};
 
 use super::Api;
 use super::auth::Key;
 use super::errors::ApiError;
-use super::view::JobView;
+use sluice_common::view::JobView;
 
 /// The body of `POST /v1/queues/{queue}/jobs`.
 #[derive(Debug, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Submit {
     /// This job's attempt budget (the workers' `[retry] max_attempts` otherwise).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// A URL to POST the job to when it ends (its host must be in the key's `webhook_hosts`).
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
 fn default_path() -> String {
@@ -76,6 +80,13 @@ async fn submit_inner(
     key.upstream(&req.upstream)?;
     let mut job = NewJob::post(queue, &req.upstream, &req.path, req.body);
     job.spec.max_attempts = req.max_attempts;
+    if let Some(url) = req.webhook {
+        key.webhook(&url)?;
+        job.spec.webhook = Some(Webhook {
+            url,
+            key: key.name.clone(),
+        });
+    }
     if let Some(ms) = req.delay_ms {
         job = job.with_schedule(Schedule::After(Duration::from_millis(ms)));
     }

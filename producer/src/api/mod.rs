@@ -5,8 +5,6 @@
 //! - [`follow`]: a job's state changes as Server-Sent Events, resumable with `Last-Event-ID`;
 //! - [`relay`]: the OpenAI-compatible endpoint (`/v1/chat/completions` and kin): a request is a
 //!   job, answered with the upstream's own status and body once it ends;
-//! - [`view`]: a job as the API shows it (state, waits, next attempt, last error, result, and
-//!   `needs_attention` for a UI);
 //! - [`errors`]: one JSON error shape, with the HTTP status each problem gets.
 //!
 //! Everything goes through the `Producer`, so a submit is the same one server-side call as any
@@ -17,7 +15,6 @@ pub mod errors;
 pub mod follow;
 pub mod jobs;
 pub mod relay;
-pub mod view;
 
 use std::sync::Arc;
 

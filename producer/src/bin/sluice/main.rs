@@ -125,6 +125,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let key = format!("sk-sluice-{}", hex::encode(bytes));
         println!("key     {key}");
         println!("sha256  {}", sluice_producer::api::auth::sha256_hex(&key));
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+        println!(
+            "webhook_secret  {}",
+            sluice_common::webhook::new_secret(&bytes)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Init(InitArgs {

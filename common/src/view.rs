@@ -1,9 +1,9 @@
 //! A job as the API shows it: what a product's UI needs to say "queued, running, retrying, needs
 //! attention" without knowing Sluice's internals.
 
+use crate::{JobState, JobStatus};
 use serde::Serialize;
 use serde_json::Value;
-use sluice_common::{JobState, JobStatus};
 
 /// A job's view.
 #[derive(Debug, Serialize)]
