@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::completer::Completer;
+use crate::hooks::Hooks;
 use crate::inflight::Inflight;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -23,7 +24,6 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::Wakeups;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
-use crate::webhook::Hooks;
 
 /// Everything the worker's tasks share.
 pub struct Ctx {

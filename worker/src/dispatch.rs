@@ -12,7 +12,8 @@ use sluice_common::store::{DeadLetter, Delivered, Started};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::ctx::{Ctx, Hold};
-use crate::processor::{self, Job};
+use crate::job::Job;
+use crate::processor;
 use crate::{metrics, outage};
 
 /// Bytes of a malformed entry's fields kept in its dead-letter entry.

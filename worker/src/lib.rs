@@ -1,22 +1,26 @@
 //! sluice-worker: runs Sluice jobs from Redis Streams against configured upstreams.
 //!
 //! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
-//! job) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
-//! (the policy: complete — batched by [`completer`] —, sleep in the delayed ZSET, or dead-letter), with [`limiter`] (fleet-wide
+//! started [`job`]) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
+//! (the policy: complete — batched by [`completer`] —, or [`finish`]: sleep in the delayed ZSET,
+//! or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
 //! (promote due jobs), [`reclaim`] (take over a dead worker's entries, heartbeat our own),
 //! [`outage`] (riding out Redis being away) and [`shutdown`], and [`http`] serving [`metrics`]
-//! and health probes; [`webhook`] runs webhook deliveries (signed, allowlisted). [`worker`] wires them
-//! together.
+//! and health probes; [`webhook`] runs webhook deliveries (signed with [`hooks`]' secrets, to
+//! allowlisted hosts only). [`worker`] wires them together.
 
 pub mod completer;
 pub mod ctx;
 pub mod dispatch;
 pub mod fetch;
+pub mod finish;
 /// The header parsers live in sluice-common (so the fuzz targets build without this crate).
 pub use sluice_common::hints;
+pub mod hooks;
 pub mod http;
 pub mod inflight;
+pub mod job;
 pub mod limiter;
 pub mod metrics;
 pub mod outage;

@@ -7,57 +7,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_common::store::{Completion, DeadLetter, Sleep, Spend, Started, Transition};
+use sluice_common::store::{Completion, Sleep, Spend, Transition};
 use sluice_common::{JobSpec, StoreError, validate};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::ctx::{Ctx, Hold};
+use crate::ctx::Ctx;
+use crate::finish::{dead, record_end, retry_later};
+use crate::job::Job;
 use crate::limiter::{Gate, Ticket};
-use crate::metrics::{now_ms, secs_since, status_class};
-use crate::outage::{ride_out, until_written};
-use crate::outcome::{self, Outcome};
+use crate::metrics::{now_ms, status_class};
+use crate::outage::ride_out;
+use crate::outcome;
 use crate::retry::{Budget, Decision};
 use crate::upstream::{CallError, Upstream, Upstreams};
-
-/// A job the start function handed us.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub queue: String,
-    pub entry: String,
-    pub id: String,
-    pub spec: String,
-    pub attempt: u32,
-    pub waits: u32,
-    /// When the job became runnable (Unix ms; 0 if unknown), for the end-to-end histogram.
-    pub ready_ms: u64,
-}
-
-impl Job {
-    /// The job `start` or `fetch` said to run (`Started::Run`) on `queue`; anything else is
-    /// given back.
-    pub fn started(queue: &str, s: Started) -> Result<Job, Started> {
-        match s {
-            Started::Run {
-                entry,
-                id,
-                spec,
-                attempt,
-                waits,
-                ready_ms,
-            } => Ok(Job {
-                queue: queue.to_string(),
-                entry,
-                id,
-                spec,
-                attempt,
-                waits,
-                ready_ms,
-            }),
-            other => Err(other),
-        }
-    }
-}
 
 /// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
 /// calls in flight); writing the outcome, batched with other jobs', happens after.
@@ -331,54 +294,6 @@ impl Usage {
     }
 }
 
-/// Puts the job back to sleep in the delayed ZSET for `delay` after a failed call (`spends_attempt`
-/// or a rate-limit wait, which does not).
-pub(crate) async fn retry_later(
-    ctx: &Ctx,
-    job: &Job,
-    outcome: &Outcome,
-    delay: Duration,
-    spends_attempt: bool,
-) -> Result<(), StoreError> {
-    let detail = ctx.upstreams.redact(&outcome.detail);
-    let spend = if spends_attempt {
-        Spend::Attempt
-    } else {
-        Spend::Wait
-    };
-    let sleep = Sleep {
-        id: &job.id,
-        entry: &job.entry,
-        delay,
-        class: outcome.class.as_str(),
-        error: &detail,
-        http_status: outcome.status,
-        spend,
-    };
-    let t = until_written(&ctx.shutdown.abandon, || {
-        ctx.store.retry(&job.queue, &sleep)
-    })
-    .await?;
-    if t == Transition::Done {
-        ctx.metrics
-            .retried
-            .with_label_values(&[job.queue.as_str(), outcome.class.as_str()])
-            .inc();
-        ctx.wakeups.due_in(&job.queue, delay);
-        tracing::info!(queue = %job.queue, id = %job.id, class = %outcome.class, delay_ms = delay.as_millis() as u64, "retrying");
-    }
-    Ok(())
-}
-
-pub(crate) fn record_end(ctx: &Ctx, job: &Job, outcome: &str) {
-    if let Some(s) = secs_since(job.ready_ms) {
-        ctx.metrics
-            .job_time
-            .with_label_values(&[job.queue.as_str(), outcome])
-            .observe(s);
-    }
-}
-
 async fn complete(
     ctx: &Ctx,
     job: &Job,
@@ -419,32 +334,6 @@ async fn complete(
                 .inc();
             tracing::warn!(queue = %job.queue, id = %job.id, %state, "completion refused: the job was no longer running")
         }
-    }
-    Ok(())
-}
-
-pub(crate) async fn dead(
-    ctx: &Ctx,
-    job: &Job,
-    reason: &str,
-    error: &str,
-    outcome: Option<&Outcome>,
-) -> Result<(), StoreError> {
-    let error = ctx.upstreams.redact(error);
-    let letter = DeadLetter {
-        id: &job.id,
-        entry: &job.entry,
-        reason,
-        error: &error,
-        http_status: outcome.and_then(|o| o.status),
-        raw: "",
-    };
-    if ctx
-        .dead_letter(&job.queue, &letter, Hold::UntilWritten)
-        .await?
-        == Transition::Done
-    {
-        record_end(ctx, job, "dead");
     }
     Ok(())
 }

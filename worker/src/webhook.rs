@@ -9,61 +9,22 @@
 //! connection failure, a timeout) is retried with the worker's backoff like a transient failure,
 //! up to the attempt budget, then dead-lettered `exhausted`.
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_common::config::ApiConfig;
 use sluice_common::job::Delivery;
 use sluice_common::store::{Completion, Transition};
 use sluice_common::view::JobView;
 use sluice_common::{JobSpec, StoreError, webhook};
 
 use crate::ctx::Ctx;
+use crate::finish::{dead, record_end, retry_later};
+use crate::job::Job;
 use crate::metrics::now_ms;
 use crate::outcome;
-use crate::processor::{Job, dead, record_end, retry_later};
 use crate::retry::{Budget, Decision};
 
-/// How long a receiver has to answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of a receiver's answer kept as the delivery's result.
 const KEPT: usize = 1024;
-
-/// The API keys' webhook allowlists and secrets, and the HTTP client (no redirects).
-pub struct Hooks {
-    keys: HashMap<String, (Vec<String>, Vec<u8>)>,
-    client: reqwest::Client,
-}
-
-impl Hooks {
-    pub fn from_config(api: &ApiConfig) -> Result<Hooks, reqwest::Error> {
-        let keys = api
-            .keys
-            .iter()
-            .filter_map(|(name, k)| {
-                let secret = webhook::secret_bytes(&k.webhook_secret).ok()?;
-                Some((name.clone(), (k.webhook_hosts.clone(), secret)))
-            })
-            .collect();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .build()?;
-        Ok(Hooks { keys, client })
-    }
-
-    /// The secret to sign with, if `d`'s URL is allowed for its key.
-    fn secret(&self, d: &Delivery) -> Result<&[u8], String> {
-        let (hosts, secret) = self.keys.get(&d.key).ok_or_else(|| {
-            format!(
-                "no API key {:?} with a webhook_secret in this worker's config ([api.keys.{}])",
-                d.key, d.key
-            )
-        })?;
-        webhook::allowed(&d.url, hosts).map_err(|e| e.to_string())?;
-        Ok(secret)
-    }
-}
 
 /// Runs delivery job `job` (its spec `spec`, delivering `d`) to its next state.
 pub async fn deliver(ctx: &Ctx, job: &Job, spec: &JobSpec, d: &Delivery) -> Result<(), StoreError> {

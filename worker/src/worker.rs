@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::completer::Completer;
 use crate::ctx::{Ctx, watch_paused};
+use crate::hooks::Hooks;
 use crate::inflight::Inflight;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
@@ -19,7 +20,6 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::{self, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstreams;
-use crate::webhook::Hooks;
 use crate::{fetch, http, outage, reclaim};
 
 /// The default consumer name: `<hostname>-<pid>`.
