@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// A job's view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub queue: String,
@@ -35,7 +35,7 @@ pub struct JobView {
     pub needs_attention: Option<Attention>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastError {
     /// `rate_limited`, `quota`, `auth`, `transient`, `invalid`, or why a call was deferred.
     pub class: Option<String>,
@@ -44,14 +44,15 @@ pub struct LastError {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultView {
     pub status: Option<u16>,
     /// The answer's body (JSON; a string if it was not JSON).
+    #[schema(value_type = Object)]
     pub body: Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Attention {
     pub reason: String,
     /// What an operator can do about it.

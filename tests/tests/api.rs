@@ -376,3 +376,98 @@ async fn sse_resumed_with_last_event_id_over_a_retrying_job_loses_and_repeats_no
     );
     assert_eq!(got, want, "every change once, in order");
 }
+
+/// `/openapi.json` documents every route from the handlers (and the job's schema); a request with
+/// headers over `api.max_header_bytes` gets 431; a key's event streams are capped at
+/// `api.max_streams_per_key` (429 beyond), and a closed stream frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capped_per_key() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let keys = key_toml("a", "key-a", &["q"], "a", "");
+    let api = ApiProcess::start(
+        &rig.url(),
+        "max_streams_per_key = 2\nmax_header_bytes = 4096",
+        &keys,
+    );
+    let http = reqwest::Client::new();
+
+    let doc: Value = http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    for path in [
+        "/v1/queues/{queue}/jobs",
+        "/v1/queues/{queue}/jobs/{id}",
+        "/v1/queues/{queue}/jobs/{id}/cancel",
+        "/v1/queues/{queue}/jobs/{id}/events",
+        "/v1/queues/{queue}",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing: {doc}");
+    }
+    for schema in ["JobView", "Submit", "Created", "ErrorBody", "JobState"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    let r = http
+        .get(format!("{}/v1/queues/q", api.base))
+        .bearer_auth("key-a")
+        .header("x-padding", "p".repeat(5000))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 431);
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+
+    // No worker runs: the job stays queued and its streams stay open.
+    let mut job = sluice_common::NewJob::post("q", "mock", "/v1/chat/completions", json!({"x": 1}));
+    job.spec.metadata.insert("tenant".into(), json!("a"));
+    let id = rig.enqueue(vec![job]).await.remove(0);
+    let open = || {
+        http.get(format!("{}/v1/queues/q/jobs/{id}/events", api.base))
+            .bearer_auth("key-a")
+            .send()
+    };
+    let first = open().await.expect("GET");
+    let second = open().await.expect("GET");
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open().await.expect("GET");
+    assert_eq!(third.status().as_u16(), 429);
+    let body: Value = third.json().await.expect("JSON");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_streams_per_key"),
+        "{body}"
+    );
+    drop(first);
+    // The server sees the closed connection at its next write (a keep-alive comment); until
+    // then the place is taken, so ask until it is free.
+    let started = std::time::Instant::now();
+    let mut freed = false;
+    while started.elapsed() < BOUND {
+        let r = open().await.expect("GET");
+        if r.status().as_u16() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "a closed stream's place was never given back");
+    println!(
+        "a closed stream's place was free again after {:?}",
+        started.elapsed()
+    );
+}

@@ -5,7 +5,21 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// The JSON of every error answer (documented in the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthorized`, `not_found`, `invalid`, `too_large`, `conflict`, `still_running`,
+    /// `too_many`, `headers_too_large` or `unavailable`.
+    pub code: String,
+    /// What is wrong, naming the field or limit.
+    pub message: String,
+}
 
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +85,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+            },
+        };
         (self.status(), Json(body)).into_response()
     }
 }

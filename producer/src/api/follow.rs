@@ -26,6 +26,13 @@ use sluice_common::view::JobView;
 /// Longest one read of the events stream blocks before looking again.
 const BLOCK: Duration = Duration::from_secs(5);
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/jobs/{id}/events", tag = "jobs",
+    params(("queue" = String, Path), ("id" = String, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    responses(
+        (status = 200, description = "text/event-stream: `event: job` (the job now), then `event: state` per change; ends after a terminal state", content_type = "text/event-stream", body = String),
+        (status = 404, body = super::errors::ErrorBody), (status = 429, description = "the key's open streams are at api.max_streams_per_key", body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn events(
     State(api): State<Arc<Api>>,
     Path((queue, id)): Path<(String, String)>,
@@ -52,6 +59,8 @@ struct Follow {
     done: bool,
     /// The job had ended when a resumed stream began: what follows `after` is all there is.
     ended_before: bool,
+    /// This stream's place in its key's cap (`api.max_streams_per_key`), given back on drop.
+    _slot: super::streams::Slot,
 }
 
 async fn start(
@@ -62,6 +71,7 @@ async fn start(
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + use<>, ApiError> {
     let key = api.keys.check(headers)?;
     let now = owned(api, key, queue, id).await?;
+    let slot = api.streams.take(&key.name)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -98,6 +108,7 @@ async fn start(
         ready,
         done,
         ended_before: now.state.is_terminal(),
+        _slot: slot,
     };
     Ok(stream::unfold(follow, next))
 }

@@ -23,15 +23,17 @@ use super::errors::ApiError;
 use sluice_common::view::JobView;
 
 /// The body of `POST /v1/queues/{queue}/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     /// An upstream of this key, by name.
     pub upstream: String,
     /// The request path below the upstream's base URL.
     #[serde(default = "default_path")]
+    #[schema(default = "/v1/chat/completions")]
     pub path: String,
     /// The JSON body sent to the upstream.
+    #[schema(value_type = Object)]
     pub body: Value,
     /// Run it this many milliseconds from now.
     #[serde(default)]
@@ -42,6 +44,14 @@ pub struct Submit {
     /// A URL to POST the job to when it ends (its host must be in the key's `webhook_hosts`).
     #[serde(default)]
     pub webhook: Option<String>,
+}
+
+/// A new job (202).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: String,
+    pub queue: String,
+    pub state: String,
 }
 
 fn default_path() -> String {
@@ -55,6 +65,18 @@ pub(super) fn answer(api: &Api, route: &str, r: Result<Response, ApiError>) -> R
     response
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/jobs", tag = "jobs",
+    params(("queue" = String, Path, description = "a queue of this key"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the dedupe key: one user action, one job")),
+    request_body = Submit,
+    responses(
+        (status = 202, description = "a new job", body = Created, headers(("Location" = String))),
+        (status = 200, description = "the job this Idempotency-Key made, for the same request", body = JobView),
+        (status = 409, description = "the Idempotency-Key belongs to a job with another request", body = super::errors::ErrorBody),
+        (status = 413, description = "over api.max_body_bytes or the key's cap", body = super::errors::ErrorBody),
+        (status = 422, description = "a field is wrong; the message names it", body = super::errors::ErrorBody),
+        (status = 401, body = super::errors::ErrorBody), (status = 404, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn submit(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,
@@ -94,8 +116,11 @@ async fn submit_inner(
     let e = api.producer.enqueue(job).await?;
     let location = format!("/v1/queues/{queue}/jobs/{}", e.id);
     if e.created {
-        let state = e.state.map(|s| s.to_string()).unwrap_or_default();
-        let body = json!({"id": e.id, "queue": queue, "state": state});
+        let body = Created {
+            state: e.state.map(|s| s.to_string()).unwrap_or_default(),
+            id: e.id,
+            queue: queue.to_string(),
+        };
         return Ok((
             StatusCode::ACCEPTED,
             [(header::LOCATION, location)],
@@ -171,6 +196,11 @@ pub(super) async fn owned(
     Ok(s)
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/jobs/{id}", tag = "jobs",
+    params(("queue" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = JobView),
+        (status = 404, description = "absent, expired, or another key's", body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn read(
     State(api): State<Arc<Api>>,
     Path((queue, id)): Path<(String, String)>,
@@ -185,6 +215,12 @@ pub async fn read(
     answer(&api, "read", r)
 }
 
+#[utoipa::path(post, path = "/v1/queues/{queue}/jobs/{id}/cancel", tag = "jobs",
+    params(("queue" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "`{id, state: cancelled, previous_state}`"),
+        (status = 409, description = "running or ended", body = super::errors::ErrorBody),
+        (status = 404, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(api): State<Arc<Api>>,
     Path((queue, id)): Path<(String, String)>,
@@ -210,6 +246,11 @@ pub async fn cancel(
     answer(&api, "cancel", r)
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path)),
+    responses((status = 200, description = "the queue's stats, as `sluice stats --json`"),
+        (status = 404, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn queue(
     State(api): State<Arc<Api>>,
     Path(queue): Path<String>,

@@ -5,6 +5,8 @@
 //! - [`follow`]: a job's state changes as Server-Sent Events, resumable with `Last-Event-ID`;
 //! - [`relay`]: the OpenAI-compatible endpoint (`/v1/chat/completions` and kin): a request is a
 //!   job, answered with the upstream's own status and body once it ends;
+//! - [`streams`]: the cap on open event streams per key;
+//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations (`/openapi.json`);
 //! - [`errors`]: one JSON error shape, with the HTTP status each problem gets.
 //!
 //! Everything goes through the `Producer`, so a submit is the same one server-side call as any
@@ -14,15 +16,22 @@ pub mod auth;
 pub mod errors;
 pub mod follow;
 pub mod jobs;
+pub mod openapi;
 pub mod relay;
+pub mod streams;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use sluice_common::Config;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Producer;
 
@@ -36,6 +45,10 @@ pub struct Api {
     pub max_body_bytes: usize,
     /// `api.relay_wait_ms`.
     pub relay_wait_ms: u64,
+    /// Open event streams per key.
+    pub streams: streams::Streams,
+    /// `api.max_header_bytes`.
+    pub max_header_bytes: usize,
 }
 
 impl Api {
@@ -56,6 +69,8 @@ impl Api {
             requests,
             max_body_bytes: config.api.max_body_bytes,
             relay_wait_ms: config.api.relay_wait_ms,
+            streams: streams::Streams::new(config.api.max_streams_per_key),
+            max_header_bytes: config.api.max_header_bytes,
         }))
     }
 
@@ -67,22 +82,52 @@ impl Api {
     }
 }
 
-/// The routes, with the body cap of `config.api.max_body_bytes` (413 beyond it).
+/// The routes (each documented in `/openapi.json` from its annotation), with the body cap of
+/// `config.api.max_body_bytes` (413 beyond it) and the header cap (431 beyond it).
 pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/v1/queues/{queue}/jobs", post(jobs::submit))
-        .route("/v1/queues/{queue}/jobs/{id}", get(jobs::read))
-        .route("/v1/queues/{queue}/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/queues/{queue}/jobs/{id}/events", get(follow::events))
-        .route("/v1/queues/{queue}", get(jobs::queue))
-        .route("/v1/chat/completions", post(relay::chat_completions))
-        .route("/v1/embeddings", post(relay::embeddings))
-        .route("/v1/responses", post(relay::responses))
+    let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(jobs::submit))
+        .routes(routes!(jobs::read))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(follow::events))
+        .routes(routes!(jobs::queue))
+        .routes(routes!(relay::chat_completions))
+        .routes(routes!(relay::embeddings))
+        .routes(routes!(relay::responses))
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(api.clone(), header_cap))
         .with_state(api)
+}
+
+/// 431 when a request's header names and values add up to more than `api.max_header_bytes`.
+async fn header_cap(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > api.max_header_bytes {
+        let e = errors::ApiError::HeadersTooLarge(format!(
+            "headers: {size} bytes, over api.max_header_bytes ({})",
+            api.max_header_bytes
+        ));
+        api.count("headers", e.status());
+        return e.into_response();
+    }
+    next.run(request).await
 }
 
 async fn readyz(State(api): State<Arc<Api>>) -> (StatusCode, String) {

@@ -30,6 +30,16 @@ type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 /// The header that names the job behind an answer.
 pub const JOB_ID_HEADER: &str = "sluice-job-id";
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
+    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
+    responses(
+        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
+        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
+        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
+        (status = 422, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn chat_completions(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -39,11 +49,31 @@ pub async fn chat_completions(
     answer(&api, "chat_completions", r)
 }
 
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
+    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
+    responses(
+        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
+        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
+        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
+        (status = 422, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn embeddings(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let r = relay(&api, "/v1/embeddings", &headers, body).await;
     answer(&api, "embeddings", r)
 }
 
+#[utoipa::path(post, path = "/v1/responses", tag = "openai",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
+    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
+    responses(
+        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
+        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
+        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
+        (status = 422, body = super::errors::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn responses(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let r = relay(&api, "/v1/responses", &headers, body).await;
     answer(&api, "responses", r)
