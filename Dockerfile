@@ -1,5 +1,6 @@
 # Sluice images, multi-stage. Build from the repository root:
 #   docker build -t sluice-worker .                       (the worker; the default target)
+#   docker build --target api -t sluice-api .             (the HTTP API, sluice-api)
 #   docker build --target mock -t sluice-mock .           (the bundled mock model API, for demos)
 # The runtime images are Debian slim with only CA certificates, running as an unprivileged user.
 
@@ -9,9 +10,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p sluice-worker -p sluice-producer -p sluice-tests \
-        --bin sluice-worker --bin sluice --bin mock-model-api \
+        --bin sluice-worker --bin sluice --bin sluice-api --bin mock-model-api \
  && mkdir -p /out \
- && cp target/release/sluice-worker target/release/sluice target/release/mock-model-api /out/
+ && cp target/release/sluice-worker target/release/sluice target/release/sluice-api \
+       target/release/mock-model-api /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -24,6 +26,13 @@ FROM runtime AS mock
 COPY --from=build /out/mock-model-api /usr/local/bin/mock-model-api
 EXPOSE 8088
 ENTRYPOINT ["mock-model-api", "--listen", "0.0.0.0:8088"]
+
+FROM runtime AS api
+COPY --from=build /out/sluice-api /out/sluice /usr/local/bin/
+# The same config file as the workers ([api] section); probes GET /healthz and /readyz on 8080.
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["sluice-api", "--listen", "0.0.0.0:8080"]
 
 FROM runtime AS worker
 COPY --from=build /out/sluice-worker /out/sluice /usr/local/bin/

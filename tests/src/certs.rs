@@ -111,6 +111,7 @@ pub fn acl_file(dir: &Path) -> (PathBuf, String) {
     let password = format!("pw-{}", std::process::id());
     let text = text
         .replace(">CHANGE-ME-producer", &format!(">{password}"))
+        .replace(">CHANGE-ME-api", &format!(">{password}"))
         .replace(">CHANGE-ME-worker", &format!(">{password}"))
         .replace(">CHANGE-ME-operator", &format!(">{password}"));
     assert!(!text.contains("CHANGE-ME"), "a password left unreplaced");

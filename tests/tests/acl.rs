@@ -1,10 +1,12 @@
 //! deploy/redis/users.acl loaded into a real redis-server: the worker user runs a full job cycle
 //! (read, start, limiter, retry, promote, dead-letter, complete, queue gauges) and cannot run
-//! FLUSHALL or CONFIG; the producer user can enqueue, read status and wait, and nothing else.
+//! FLUSHALL or CONFIG; the producer user can enqueue, read status and wait, and nothing else;
+//! `sluice-api` runs as the sluice-api user (submit, read, follow, cancel).
 
 use std::time::Duration;
 
 use sluice_common::{NewJob, StoreError};
+use sluice_tests::api_process::{ApiProcess, key_toml};
 use sluice_tests::certs::acl_file;
 use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
@@ -159,6 +161,66 @@ async fn worker_and_producer_users_have_just_what_they_need() {
         6.0
     );
     assert!(!worker.log().contains("NOPERM"), "{}", worker.log());
+
+    // sluice-api as the sluice-api user: submit, read, follow and cancel a job (a paused queue
+    // keeps it from running), with no NOPERM anywhere.
+    operator.store().set_paused("q", true).await.expect("pause");
+    let keys = key_toml("a", "key-a", &["q"], "", "");
+    let api = ApiProcess::start(&url_of("sluice-api"), "", &keys);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/queues/q/jobs", api.base))
+        .bearer_auth("key-a")
+        .json(&serde_json::json!({"upstream": "mock", "body": {"x": 1}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202, "{:?}", r.text().await);
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_string();
+    let get = |path: String| {
+        http.get(format!("{}{path}", api.base))
+            .bearer_auth("key-a")
+            .send()
+    };
+    assert_eq!(
+        get(location.clone()).await.expect("GET").status().as_u16(),
+        200
+    );
+    let events = get(format!("{location}/events")).await.expect("GET");
+    assert_eq!(events.status().as_u16(), 200);
+    drop(events);
+    let r = http
+        .post(format!("{}{location}/cancel", api.base))
+        .bearer_auth("key-a")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    // It may not run workers' functions it lacks the commands for, nor anything dangerous.
+    let mut a = connect(&url_of("sluice-api")).await;
+    for args in [
+        &["FLUSHALL"][..],
+        &["CONFIG", "GET", "maxmemory"],
+        &["KEYS", "*"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "sluice",
+            "x",
+            "STREAMS",
+            "sluice:{q}:stream",
+            ">",
+        ],
+    ] {
+        assert_eq!(
+            refused(&mut a, args).await.as_deref(),
+            Some("NOPERM"),
+            "sluice-api ran {args:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

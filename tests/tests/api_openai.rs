@@ -1,7 +1,9 @@
 //! The official `openai` Python SDK (tests/py/openai_sdk.py, in the tests' venv) with `base_url`
 //! set to `sluice-api`: chat completions run as jobs through a real worker fleet against the mock,
-//! which enforces a low quota. The SDK gets typed answers and never a 429 (it runs with
-//! `max_retries=0`, so one would surface); the mock did answer 429s, which the workers rode out.
+//! which enforces a low quota (2 requests of burst, 2 a second) that 20 concurrent calls overrun.
+//! The SDK gets typed answers and never a 429 (it runs with `max_retries=0`, so one would
+//! surface): the workers pace the calls to the limits the mock announces, and ride out any 429
+//! it answers. Each job is called to success exactly once.
 //! A call given up by its client (a timeout before any worker ran) is not cancelled: the same
 //! `Idempotency-Key` later returns its result, made by one upstream call.
 
@@ -84,10 +86,6 @@ async fn the_openai_sdk_gets_typed_answers_and_no_429_under_a_saturated_quota() 
     println!(
         "{CALLS} SDK calls + 1 given up + 1 async: mock answered {} calls, {} of them 429 (rate limited)",
         stats.calls, stats.rate_limited
-    );
-    assert!(
-        stats.rate_limited > 0,
-        "the quota was never saturated, so the test proved nothing"
     );
     let gone_job = out["gone_again"]["job"].as_str().expect("Sluice-Job-Id");
     let successes = |id: &str| {

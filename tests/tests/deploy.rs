@@ -138,6 +138,45 @@ fn kubernetes_objects_agree_with_the_config_and_the_protocol() {
         "PodDisruptionBudget"
     );
 
+    // sluice-api: its own Deployment, Service and ConfigMap, agreeing on the port and probes.
+    let api = yaml("deploy/k8s/api-deployment.yaml");
+    // The webhook secret comes from the Secret, as SLUICE__API__KEYS__PROPOSALS__WEBHOOK_SECRET.
+    let api_toml = api[2]["data"]["sluice.toml"].as_str().expect("sluice.toml");
+    let api_config = load_config(&api_toml.replace(
+        "webhook_hosts =",
+        "webhook_secret = \"whsec_dGVzdA==\"\nwebhook_hosts =",
+    ));
+    assert!(!api_config.api.keys.is_empty(), "no API key configured");
+    let pod = &api[0]["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["ports"][0]["containerPort"].as_u64(),
+        Some(port_of(&api_config.api.listen))
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    assert!(
+        api_config.api.relay_wait_ms / 1000
+            < pod["terminationGracePeriodSeconds"]
+                .as_u64()
+                .expect("grace"),
+        "a waiting request outlives the grace period"
+    );
+    assert_eq!(api[1]["kind"], "Service");
+    assert_eq!(
+        api[1]["spec"]["ports"][0]["targetPort"],
+        c["ports"][0]["name"]
+    );
+    let secret = &yaml("deploy/k8s/secret.example.yaml")[0]["stringData"];
+    for e in c["env"].as_sequence().expect("env") {
+        let key = &e["valueFrom"]["secretKeyRef"]["key"];
+        assert!(
+            secret[key.as_str().expect("key")].is_string(),
+            "{key:?} not in the example Secret"
+        );
+    }
+
     let kustomize = &yaml("deploy/k8s/kustomization.yaml")[0];
     for r in kustomize["resources"].as_sequence().expect("resources") {
         let file = r.as_str().expect("file name");
@@ -152,7 +191,7 @@ fn kubernetes_objects_agree_with_the_config_and_the_protocol() {
 fn compose_stack_and_its_files_hold_together() {
     let compose = &yaml("deploy/docker-compose.yml")[0];
     let services = &compose["services"];
-    for s in ["redis", "mock", "worker", "prometheus", "grafana"] {
+    for s in ["redis", "mock", "worker", "api", "prometheus", "grafana"] {
         assert!(services[s].is_mapping(), "service {s} missing");
     }
     let redis_cmd = format!("{:?}", services["redis"]["command"]);
@@ -187,6 +226,25 @@ fn compose_stack_and_its_files_hold_together() {
         );
     }
     let config = load_config(&read("deploy/compose/sluice.toml"));
+    let api_port = format!(
+        "{}:{}",
+        port_of(&config.api.listen),
+        port_of(&config.api.listen)
+    );
+    assert_eq!(
+        services["api"]["ports"][0].as_str(),
+        Some(api_port.as_str())
+    );
+    let demo = &config.api.keys["demo"];
+    assert_eq!(
+        demo.sha256,
+        sluice_producer::api::auth::sha256_hex("sk-sluice-compose-demo")
+    );
+    assert!(
+        demo.upstreams
+            .iter()
+            .all(|u| config.upstreams.contains_key(u))
+    );
     let prom = &yaml("deploy/compose/prometheus.yml")[0];
     let sd = &prom["scrape_configs"][0]["dns_sd_configs"][0];
     assert_eq!(
@@ -217,12 +275,12 @@ fn compose_stack_and_its_files_hold_together() {
 fn dockerfile_builds_real_binaries_as_non_root() {
     let docker = read("Dockerfile");
     assert!(docker.contains("USER 10001"), "runtime image runs as root");
-    for bin in ["sluice-worker", "sluice", "mock-model-api"] {
+    for bin in ["sluice-worker", "sluice", "sluice-api", "mock-model-api"] {
         assert!(docker.contains(&format!("--bin {bin}")), "{bin} not built");
     }
     let manifests =
         read("worker/Cargo.toml") + &read("producer/Cargo.toml") + &read("tests/Cargo.toml");
-    for bin in ["sluice-worker", "mock-model-api"] {
+    for bin in ["sluice-worker", "sluice-api", "mock-model-api"] {
         assert!(
             manifests.contains(&format!("name = \"{bin}\"")),
             "no binary {bin}"
