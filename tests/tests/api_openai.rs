@@ -200,3 +200,108 @@ async fn a_wait_that_runs_out_names_the_job_and_a_dead_job_answers_the_upstream_
     assert_eq!(body["error"]["code"], "invalid", "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
 }
+
+/// Nothing of the config reaches an answer: with an upstream that echoes the credential it was
+/// sent (401s, as careless gateways do), every answer a key gets (the relay's 504, the job with
+/// its last error and `needs_attention`, its events, the queue's stats, another key's 404s)
+/// carries neither the upstream's secret nor its URL, nor another key's name, tenant or hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_carries_an_upstream_credential_or_another_keys_config() {
+    const SECRET: &str = "sk-upstream-secret-4711";
+    let rig = Rig::start(MockConfig {
+        auth_401: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let keys = key_toml("a", "key-a", &["q"], "tenant-a", "")
+        + &key_toml("b", "key-b", &["q"], "tenant-b", "");
+    let api = ApiProcess::start(&rig.url(), "relay_wait_ms = 1500", &keys);
+    let mut options = rig.options();
+    options.extra = "auth_env = \"MOCK_KEY\"\n".into();
+    options.env = vec![("MOCK_KEY".into(), SECRET.into())];
+    let worker = sluice_tests::worker_process::WorkerProcess::spawn("w", &options);
+
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    let r = http
+        .post(format!("{}/v1/chat/completions", api.base))
+        .bearer_auth("key-a")
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("POST");
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("Location")
+        .to_string();
+    answers.push(r.text().await.expect("text"));
+    // The job is held behind the open circuit: needs_attention says why, in the view.
+    let view: serde_json::Value = loop {
+        let v: serde_json::Value = http
+            .get(format!("{}{location}", api.base))
+            .bearer_auth("key-a")
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        if v["last_error"].is_object() {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(view["needs_attention"]["reason"], "upstream_auth", "{view}");
+    answers.push(view.to_string());
+    let mut events = http
+        .get(format!("{}{location}/events", api.base))
+        .bearer_auth("key-a")
+        .send()
+        .await
+        .expect("GET");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.chunk())
+        .await
+        .expect("an event")
+        .expect("chunk")
+        .expect("bytes");
+    answers.push(String::from_utf8_lossy(&first).into_owned());
+    for (path, key) in [
+        ("/v1/queues/q".to_string(), "key-a"),
+        (location.clone(), "key-b"),
+        (format!("{location}/events"), "key-b"),
+        ("/v1/queues/other".to_string(), "key-a"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        answers.push(r.text().await.expect("text"));
+    }
+    let mock_addr = rig.mock.url().trim_start_matches("http://").to_string();
+    let forbidden = [
+        SECRET.to_string(),
+        mock_addr,
+        "key-b".to_string(),
+        "tenant-b".to_string(),
+        sluice_producer::api::auth::sha256_hex("key-a"),
+        sluice_producer::api::auth::sha256_hex("key-b"),
+    ];
+    for a in &answers {
+        for f in &forbidden {
+            assert!(!a.contains(f.as_str()), "an answer carries {f:?}: {a}");
+        }
+    }
+    assert!(
+        rig.mock
+            .stats(false)
+            .by_status
+            .get("401")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the mock never echoed the credential: {}",
+        worker.log()
+    );
+}

@@ -1,6 +1,7 @@
 //! `sluice-demo`: the README's first command. Starts a local Redis, the bundled mock model API
 //! (50 ms answers, with some 503s, 429s and 400s) and a small worker fleet, enqueues a batch
-//! with the `sluice` CLI (progress bar), follows the jobs to their end, and prints what happened.
+//! with the `sluice` CLI (progress bar), follows the jobs to their end, sends one more job over
+//! HTTP to `sluice-api` and follows it by Server-Sent Events, and prints what happened.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,13 +113,6 @@ async fn main() -> anyhow::Result<()> {
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
-    for w in &workers {
-        w.terminate();
-    }
-    for w in &mut workers {
-        let _ = w.wait_exit(Duration::from_secs(30)).await;
-    }
-
     let seen = &events.seen;
     let dead = seen.count("dead");
     let completed = seen.count("completed");
@@ -162,5 +156,78 @@ async fn main() -> anyhow::Result<()> {
         "  limits        quota {} calls/s; concurrency {limit:.0} calls/s (workers × concurrency ÷ 60 ms)",
         QUOTA_RPM / 60
     );
+
+    // One more job, the way a product backend sends it: over HTTP to sluice-api, followed by SSE.
+    if let Err(e) = over_http(&redis.url()).await {
+        println!("(the HTTP part failed: {e:#})");
+    }
+    for w in &workers {
+        w.terminate();
+    }
+    for w in &mut workers {
+        let _ = w.wait_exit(Duration::from_secs(30)).await;
+    }
+    Ok(())
+}
+
+/// Starts `sluice-api` with a demo key, submits one job with an `Idempotency-Key` and prints its
+/// Server-Sent Events until it ends.
+async fn over_http(redis_url: &str) -> anyhow::Result<()> {
+    use sluice_tests::api_process::{ApiProcess, key_toml};
+    let api = ApiProcess::start(
+        redis_url,
+        "",
+        &key_toml("demo", "sk-sluice-demo", &["demo"], "", ""),
+    );
+    let http = reqwest::Client::new();
+    let body = r#"{"upstream": "mock", "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the upload"}]}}"#;
+    println!("\n$ curl -X POST {}/v1/queues/demo/jobs \\", api.base);
+    println!("    -H 'Authorization: Bearer sk-sluice-demo' -H 'Idempotency-Key: upload-4711' \\");
+    println!("    -d '{body}'");
+    let r = http
+        .post(format!("{}/v1/queues/demo/jobs", api.base))
+        .bearer_auth("sk-sluice-demo")
+        .header("Idempotency-Key", "upload-4711")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    println!("{} {}", status.as_u16(), r.text().await?);
+    println!(
+        "\n$ curl -N {}{location}/events -H 'Authorization: Bearer sk-sluice-demo'",
+        api.base
+    );
+    let mut r = http
+        .get(format!("{}{location}/events", api.base))
+        .bearer_auth("sk-sluice-demo")
+        .send()
+        .await?;
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), r.chunk()).await?? {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        // Whole events only: print each as `event: data` on one line (the job view cut short).
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let kind = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let data = event
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("");
+            let data: String = data.chars().take(110).collect();
+            if !kind.is_empty() {
+                println!("{kind:<6} {data}");
+            }
+        }
+    }
     Ok(())
 }
