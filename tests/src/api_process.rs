@@ -32,6 +32,11 @@ pub fn key_toml(name: &str, key: &str, queues: &[&str], tenant: &str, extra: &st
 }
 
 impl ApiProcess {
+    /// The process id (for its CPU and memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `sluice-api` on a free port for `redis_url`, with `[api]` settings `api` (TOML
     /// lines, e.g. `max_body_bytes = 65536`) and the key tables `keys`.
     pub fn start(redis_url: &str, api: &str, keys: &str) -> ApiProcess {

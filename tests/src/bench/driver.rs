@@ -115,7 +115,7 @@ impl RedisStats {
 }
 
 /// CPU seconds and peak RSS (MiB) of a process, from /proc.
-fn proc_usage(pid: u32) -> (f64, f64) {
+pub(super) fn proc_usage(pid: u32) -> (f64, f64) {
     let tick = 100.0; // USER_HZ on Linux
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -139,7 +139,7 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu, hwm)
 }
 
-fn pct(xs: &mut [f64], q: f64) -> f64 {
+pub(super) fn pct(xs: &mut [f64], q: f64) -> f64 {
     if xs.is_empty() {
         return f64::NAN;
     }

@@ -3,11 +3,12 @@
 //! ```text
 //! sluice-bench run all|w1|…|w6 [--out results.json]   # standalone, own Redis and mock
 //! sluice-bench cluster-w2 [--runs 3] [--partitions 3]  # W2: 3-master cluster vs one Redis
+//! sluice-bench api [--rate 500] [--n 50000]            # sluice-api vs direct calls
 //! sluice-bench enqueue …  /  sluice-bench worker …     # the adapter protocol (harness.py)
 //! ```
 
 use clap::{Parser, Subcommand};
-use sluice_tests::bench::{adapter, cluster, driver};
+use sluice_tests::bench::{adapter, api, cluster, driver};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,8 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         partitions: u32,
     },
+    /// sluice-api against direct calls: enqueue throughput, latency added at a fixed rate, RSS.
+    Api(api::ApiArgs),
     /// Adapter protocol: enqueue N payloads and print {"n", "seconds"}.
     Enqueue(adapter::EnqueueArgs),
     /// Adapter protocol: a worker driven by go/stop on stdin.
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
                 n,
                 partitions,
             } => cluster::w2(runs, n, partitions).await,
+            Cmd::Api(a) => api::run(a).await,
             Cmd::Enqueue(a) => adapter::enqueue(a).await,
             Cmd::Worker(a) => adapter::worker(a).await,
         }
