@@ -378,12 +378,14 @@ async fn sse_resumed_with_last_event_id_over_a_retrying_job_loses_and_repeats_no
 }
 
 /// `/openapi.json` documents every route from the handlers (and the job's schema); a request with
-/// headers over `api.max_header_bytes` gets 431; a key's event streams are capped at
+/// headers over `api.max_header_bytes` gets 431; a key's own body cap gives 413 where another
+/// key's does not; a key's event streams are capped at
 /// `api.max_streams_per_key` (429 beyond), and a closed stream frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capped_per_key() {
     let rig = Rig::start(MockConfig::default()).await;
-    let keys = key_toml("a", "key-a", &["q"], "a", "");
+    let keys = key_toml("a", "key-a", &["q"], "a", "")
+        + &key_toml("small", "key-small", &["q"], "a", "max_body_bytes = 2000");
     let api = ApiProcess::start(
         &rig.url(),
         "max_streams_per_key = 2\nmax_header_bytes = 4096",
@@ -426,6 +428,26 @@ async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capp
     assert_eq!(r.status().as_u16(), 431);
     let body: Value = r.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+
+    // A key's own body cap, below the global one.
+    let big = json!({"upstream": "mock", "body": {"text": "x".repeat(3000)}});
+    let post = |key: &str| {
+        http.post(format!("{}/v1/queues/q/jobs", api.base))
+            .bearer_auth(key)
+            .json(&big)
+            .send()
+    };
+    let r = post("key-small").await.expect("POST");
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.expect("JSON");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("this key's limit of 2000"),
+        "{body}"
+    );
+    assert_eq!(post("key-a").await.expect("POST").status().as_u16(), 202);
 
     // No worker runs: the job stays queued and its streams stay open.
     let mut job = sluice_common::NewJob::post("q", "mock", "/v1/chat/completions", json!({"x": 1}));
