@@ -73,3 +73,20 @@ impl ApiProcess {
         }
     }
 }
+
+/// The `error.message` of an API error answer ("" when there is none).
+pub fn error_message(body: &serde_json::Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or("")
+}
+
+/// GET `url` with bearer `key` and its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
+}

@@ -15,6 +15,17 @@ use sluice_tests::scrape::Scrape;
 use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, enqueue_all, scripted_job};
 
+/// A worker's read of queue q, which no producer or API user may run.
+const XREADGROUP: &[&str] = &[
+    "XREADGROUP",
+    "GROUP",
+    "sluice",
+    "x",
+    "STREAMS",
+    "sluice:{q}:stream",
+    ">",
+];
+
 async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .expect("url")
@@ -92,15 +103,7 @@ async fn worker_and_producer_users_have_just_what_they_need() {
     .await;
     assert_eq!(denied.as_deref(), Some("SLUICE_DENIED"));
     for args in [
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "sluice",
-            "x",
-            "STREAMS",
-            "sluice:{q}:stream",
-            ">",
-        ][..],
+        XREADGROUP,
         &["XACK", "sluice:{q}:stream", "sluice", "0-1"],
         &["DEL", "sluice:{q}:stream"],
         &["FLUSHALL"],
@@ -205,15 +208,7 @@ async fn worker_and_producer_users_have_just_what_they_need() {
         &["FLUSHALL"][..],
         &["CONFIG", "GET", "maxmemory"],
         &["KEYS", "*"],
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "sluice",
-            "x",
-            "STREAMS",
-            "sluice:{q}:stream",
-            ">",
-        ],
+        XREADGROUP,
     ] {
         assert_eq!(
             refused(&mut a, args).await.as_deref(),

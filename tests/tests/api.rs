@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
-use sluice_tests::api_process::{ApiProcess, key_toml};
+use sluice_tests::api_process::{ApiProcess, error_message, get_json, key_toml};
 use sluice_tests::mock::MockConfig;
 use sluice_tests::rig::{BOUND, Rig};
 
@@ -60,15 +60,7 @@ async fn a_thousand_concurrent_submits_with_one_idempotency_key_make_one_job_and
     let _worker = rig.spawn("w");
     assert!(events.until(BOUND, |s| s.count("completed") >= 1).await);
     assert_eq!(rig.mock.stats(false).calls, 1, "one upstream call");
-    let job: Value = http
-        .get(format!("{url}/{id}"))
-        .bearer_auth("key-a")
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let job = get_json(&http, &format!("{url}/{id}"), "key-a").await;
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(job["result"]["status"], 200, "{job}");
     assert!(job["result"]["body"]["choices"].is_array(), "{job}");
@@ -441,10 +433,7 @@ async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capp
     assert_eq!(r.status().as_u16(), 413);
     let body: Value = r.json().await.expect("JSON");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("this key's limit of 2000"),
+        error_message(&body).contains("this key's limit of 2000"),
         "{body}"
     );
     assert_eq!(post("key-a").await.expect("POST").status().as_u16(), 202);
@@ -468,10 +457,7 @@ async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capp
     assert_eq!(third.status().as_u16(), 429);
     let body: Value = third.json().await.expect("JSON");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("max_streams_per_key"),
+        error_message(&body).contains("max_streams_per_key"),
         "{body}"
     );
     drop(first);
@@ -492,4 +478,127 @@ async fn the_openapi_document_lists_every_route_and_headers_and_streams_are_capp
         "a closed stream's place was free again after {:?}",
         started.elapsed()
     );
+}
+
+/// Waiting costs no Redis connection per waiter: 500 SSE streams wait on jobs of a quiet queue
+/// (scheduled an hour ahead: no event for them), and meanwhile 100 requests to the
+/// OpenAI-compatible endpoint on another queue, served by a worker, all get their answers
+/// within the bound; then the 500 jobs are cancelled and every stream gets its `cancelled` and
+/// ends. (When each waiter held one of 16 pooled blocking connections for reads of up to 5 s,
+/// the requests queued behind the quiet streams: about 500 / 16 × 5 s = 156 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_waiting_on_a_quiet_queue_do_not_hold_up_requests_on_another() {
+    const STREAMS: usize = 500;
+    const RELAYS: usize = 100;
+    let rig = Rig::start(MockConfig::default()).await;
+    let api = ApiProcess::start(
+        &rig.url(),
+        "relay_wait_ms = 110000",
+        &key_toml("a", "key-a", &["q", "idle"], "a", ""),
+    );
+    let _worker = rig.spawn("w");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1000)
+        .build()
+        .expect("client");
+    let ids: Vec<String> = futures::future::join_all((0..STREAMS).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/queues/idle/jobs", api.base);
+        let mut body = chat(i as u32);
+        body["delay_ms"] = json!(3_600_000);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth("key-a")
+                .json(&body)
+                .send()
+                .await
+                .expect("POST");
+            r.json::<Value>().await.expect("JSON")["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        }
+    }))
+    .await;
+
+    // Each stream: read until it ends (saying so once its first event has come); what it saw.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::unbounded_channel();
+    let streams: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (http, open_tx) = (http.clone(), open_tx.clone());
+            let url = format!("{}/v1/queues/idle/jobs/{id}/events", api.base);
+            tokio::spawn(async move {
+                let mut r = http
+                    .get(url)
+                    .bearer_auth("key-a")
+                    .send()
+                    .await
+                    .expect("GET");
+                assert_eq!(r.status().as_u16(), 200);
+                let mut text = String::new();
+                while let Some(chunk) = r.chunk().await.expect("chunk") {
+                    if text.is_empty() {
+                        let _ = open_tx.send(());
+                    }
+                    text.push_str(&String::from_utf8_lossy(&chunk));
+                }
+                text
+            })
+        })
+        .collect();
+    for _ in 0..STREAMS {
+        tokio::time::timeout(BOUND, open_rx.recv())
+            .await
+            .expect("streams open within the bound");
+    }
+
+    let relays = futures::future::join_all((0..RELAYS).map(|i| {
+        let http = http.clone();
+        let url = format!("{}/v1/chat/completions", api.base);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth("key-a")
+                .header("Idempotency-Key", format!("relay-{i}"))
+                .json(&json!({"model": "m", "messages": [{"role": "user", "content": format!("r{i}")}]}))
+                .send()
+                .await
+                .expect("POST");
+            r.status().as_u16()
+        }
+    }));
+    let answers = tokio::time::timeout(BOUND, relays)
+        .await
+        .expect("every request answered within the bound, beside 500 waiting streams");
+    let ok = answers.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, RELAYS, "{answers:?}");
+
+    // The quiet jobs end (cancelled): every stream gets it and ends.
+    futures::future::join_all(ids.iter().map(|id| {
+        http.post(format!("{}/v1/queues/idle/jobs/{id}/cancel", api.base))
+            .bearer_auth("key-a")
+            .send()
+    }))
+    .await;
+    let ended = async {
+        let mut cancelled = 0;
+        for s in streams {
+            if s.await
+                .expect("stream task")
+                .contains("\"state\":\"cancelled\"")
+            {
+                cancelled += 1;
+            }
+        }
+        cancelled
+    };
+    let cancelled = tokio::time::timeout(BOUND, ended)
+        .await
+        .expect("every stream ended within the bound");
+    println!(
+        "{ok} of {RELAYS} requests answered 200 beside {STREAMS} waiting streams; {cancelled} streams saw cancelled and ended"
+    );
+    assert_eq!(cancelled, STREAMS);
 }

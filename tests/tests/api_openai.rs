@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use sluice_tests::api_process::{ApiProcess, key_toml};
+use sluice_tests::api_process::{ApiProcess, error_message, get_json, key_toml};
 use sluice_tests::bins::workspace_root;
 use sluice_tests::mock::MockConfig;
 use sluice_tests::rig::Rig;
@@ -133,26 +133,14 @@ async fn a_wait_that_runs_out_names_the_job_and_a_dead_job_answers_the_upstream_
         .to_string();
     let body: serde_json::Value = r.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "still_running", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&id),
-        "{body}"
-    );
+    assert!(error_message(&body).contains(&id), "{body}");
 
     let mut streamed = chat.clone();
     streamed["stream"] = true.into();
     let r = post(streamed, "k2").await.expect("POST");
     assert_eq!(r.status(), 422);
     let body: serde_json::Value = r.json().await.expect("JSON");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("stream:"),
-        "{body}"
-    );
+    assert!(error_message(&body).starts_with("stream:"), "{body}");
     let r = http
         .post(&url)
         .bearer_auth("key-a")
@@ -237,15 +225,7 @@ async fn no_answer_carries_an_upstream_credential_or_another_keys_config() {
     answers.push(r.text().await.expect("text"));
     // The job is held behind the open circuit: needs_attention says why, in the view.
     let view: serde_json::Value = loop {
-        let v: serde_json::Value = http
-            .get(format!("{}{location}", api.base))
-            .bearer_auth("key-a")
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+        let v = get_json(&http, &format!("{}{location}", api.base), "key-a").await;
         if v["last_error"].is_object() {
             break v;
         }

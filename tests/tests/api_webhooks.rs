@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use sluice_tests::api_process::{ApiProcess, key_toml};
+use sluice_tests::api_process::{ApiProcess, error_message, key_toml};
 use sluice_tests::bins::workspace_root;
 use sluice_tests::mock::MockConfig;
 use sluice_tests::rig::{BOUND, Rig};
@@ -92,7 +92,7 @@ async fn a_webhook_that_fails_twice_is_delivered_signed_and_verified_by_standard
     let r = submit("https://evil.example.com/hook").await.expect("POST");
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.expect("JSON");
-    let message = body["error"]["message"].as_str().unwrap_or("");
+    let message = error_message(&body);
     assert!(
         message.starts_with("webhook: host \"evil.example.com\""),
         "{body}"

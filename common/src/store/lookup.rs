@@ -197,28 +197,93 @@ impl Store {
         after: &str,
         block: Duration,
     ) -> Result<(String, Vec<(String, JobState)>), StoreError> {
+        let (last, all) = self
+            .queue_events(blocking, queue, after, Some(block))
+            .await?;
+        let mine = all
+            .into_iter()
+            .filter(|(_, job, _)| job == id)
+            .map(|(entry, _, state)| (entry, state))
+            .collect();
+        Ok((last, mine))
+    }
+
+    /// Every state change in queue `queue`'s events stream after entry `after` (at most 1,000),
+    /// as (entry, job id, state); with the position to read on from. `block`: wait up to this
+    /// long for the first (on a blocking connection); `None` answers at once.
+    pub async fn queue_events<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        queue: &str,
+        after: &str,
+        block: Option<Duration>,
+    ) -> Result<(String, Vec<(String, String, JobState)>), StoreError> {
         let keys = keys_for(queue)?;
-        let reply: Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1000)
-            .arg("BLOCK")
-            .arg(block.min(LONGEST_BLOCK).as_millis().max(1) as u64)
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(1000);
+        if let Some(block) = block {
+            cmd.arg("BLOCK")
+                .arg(block.min(LONGEST_BLOCK).as_millis().max(1) as u64);
+        }
+        let reply: Value = cmd
             .arg("STREAMS")
             .arg(keys.events())
             .arg(after)
-            .query_async(blocking)
+            .query_async(conn)
             .await?;
         let mut last = after.to_string();
-        let mut mine = Vec::new();
+        let mut changes = Vec::new();
         for (entry, fields) in reply::read_entries(&reply).unwrap_or_default() {
-            if names(&fields, id)
-                && let Some(state) = fields.get("state").and_then(|s| s.parse().ok())
-            {
-                mine.push((entry.clone(), state));
+            // One entry names one job (`id`) or, for a batch, many (`ids`, space-separated).
+            if let Some(state) = fields.get("state").and_then(|s| s.parse::<JobState>().ok()) {
+                let ids = fields.get("id").into_iter().chain(fields.get("ids"));
+                for job in ids.flat_map(|v| v.split(' ')).filter(|j| !j.is_empty()) {
+                    changes.push((entry.clone(), job.to_string(), state));
+                }
             }
             last = entry;
         }
-        Ok((last, mine))
+        Ok((last, changes))
+    }
+
+    /// Job `id`'s changes after entry `after` that the events stream holds now (no waiting), up
+    /// to the stream's end; with the position read to.
+    pub async fn job_events_now(
+        &self,
+        queue: &str,
+        id: &str,
+        after: &str,
+    ) -> Result<(String, Vec<(String, JobState)>), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut after = after.to_string();
+        let mut mine = Vec::new();
+        loop {
+            let (last, all) = self.queue_events(&mut conn, queue, &after, None).await?;
+            if last == after {
+                return Ok((after, mine));
+            }
+            after = last;
+            mine.extend(
+                all.into_iter()
+                    .filter(|(_, job, _)| job == id)
+                    .map(|(entry, _, state)| (entry, state)),
+            );
+        }
+    }
+
+    /// The newest entry of queue `queue`'s events stream (`0-0` when empty): where a follower
+    /// that wants only what comes next starts.
+    pub async fn events_position(&self, queue: &str) -> Result<String, StoreError> {
+        let keys = keys_for(queue)?;
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(newest_entry(&reply))
     }
 
     /// Cancels a job that has not started (queued, scheduled or retrying).

@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -20,11 +19,10 @@ use futures::stream::{self, Stream};
 
 use super::Api;
 use super::errors::ApiError;
+use super::hub::Subscription;
 use super::jobs::owned;
+use sluice_common::JobState;
 use sluice_common::view::JobView;
-
-/// Longest one read of the events stream blocks before looking again.
-const BLOCK: Duration = Duration::from_secs(5);
 
 #[utoipa::path(get, path = "/v1/queues/{queue}/jobs/{id}/events", tag = "jobs",
     params(("queue" = String, Path), ("id" = String, Path),
@@ -51,14 +49,14 @@ pub async fn events(
 
 /// Where a follower is.
 struct Follow {
-    api: Arc<Api>,
-    queue: String,
     id: String,
-    after: String,
+    /// The job's changes from the queue's follower (the hub).
+    sub: Subscription,
     ready: VecDeque<Event>,
+    /// The newest entry sent, or the position the job's view was read at: changes at or
+    /// before it were sent (or are in the view) and are dropped.
+    last: (u64, u64),
     done: bool,
-    /// The job had ended when a resumed stream began: what follows `after` is all there is.
-    ended_before: bool,
     /// This stream's place in its key's cap (`api.max_streams_per_key`), given back on drop.
     _slot: super::streams::Slot,
 }
@@ -71,49 +69,78 @@ async fn start(
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + use<>, ApiError> {
     let key = api.keys.check(headers)?;
     let now = owned(api, key, queue, id).await?;
-    let slot = api.streams.take(&key.name)?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let resume =
+        match resume {
+            Some(entry) => Some(entry_key(&entry).map(|k| (entry.clone(), k)).ok_or_else(
+                || {
+                    ApiError::Invalid(format!(
+                        "Last-Event-ID: {entry:?} is not an event id this stream sent"
+                    ))
+                },
+            )?),
+            None => None,
+        };
+    let slot = api.streams.take(&key.name)?;
+    let unavailable = |e: sluice_common::StoreError| ApiError::Unavailable(e.to_string());
+    // Subscribed before anything is read: a change after the reads below is delivered.
+    // `now.queue` is the job's own queue (its partition on a partitioned queue).
+    let sub = api
+        .hub
+        .subscribe(&now.queue, id)
+        .await
+        .map_err(unavailable)?;
+    let store = api.producer.store();
     let mut ready = VecDeque::new();
     let mut done = false;
-    let after = match resume {
-        Some(entry) if is_entry_id(&entry) => entry,
-        Some(entry) => {
-            return Err(ApiError::Invalid(format!(
-                "Last-Event-ID: {entry:?} is not an event id this stream sent"
-            )));
+    let last = match resume {
+        // Resumed: every change the stream holds after the client's last event, then the ones
+        // to come (none, when the job had ended already).
+        Some((entry, mut last)) => {
+            let (_, changes) = store
+                .job_events_now(&now.queue, id, &entry)
+                .await
+                .map_err(unavailable)?;
+            for (entry, state) in changes {
+                last = entry_key(&entry).unwrap_or(last);
+                ready.push_back(state_event(id, &entry, state));
+                done |= state.is_terminal();
+            }
+            done |= now.state.is_terminal();
+            last
         }
         None => {
-            let (status, position) = api
-                .producer
-                .store()
-                .status_and_position(queue, id)
+            let (status, position) = store
+                .status_and_position(&now.queue, id)
                 .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .map_err(unavailable)?
                 .ok_or_else(|| ApiError::NotFound(format!("no job {id} in queue {queue}")))?;
             done = status.state.is_terminal();
             let view = serde_json::to_string(&JobView::from(status)).unwrap_or_default();
             ready.push_back(Event::default().id(&position).event("job").data(view));
-            position
+            entry_key(&position).unwrap_or((0, 0))
         }
     };
     let follow = Follow {
-        api: api.clone(),
-        // The job's own queue (its partition on a partitioned queue), found once.
-        queue: now.queue.clone(),
         id: id.to_string(),
-        after,
+        sub,
         ready,
+        last,
         done,
-        ended_before: now.state.is_terminal(),
         _slot: slot,
     };
     Ok(stream::unfold(follow, next))
 }
 
-/// The next event: a buffered one, else the next batch read from the events stream.
+fn state_event(id: &str, entry: &str, state: JobState) -> Event {
+    let data = serde_json::json!({"id": id, "state": state}).to_string();
+    Event::default().id(entry).event("state").data(data)
+}
+
+/// The next event: a buffered one, else the job's next change from the hub.
 async fn next(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
     loop {
         if let Some(e) = f.ready.pop_front() {
@@ -122,50 +149,26 @@ async fn next(mut f: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
         if f.done {
             return None;
         }
-        // A job that had ended: its remaining changes are in the stream already.
-        let block = if f.ended_before {
-            Duration::from_millis(1)
-        } else {
-            BLOCK
+        // None: the queue's follower stopped; the client resumes with Last-Event-ID.
+        let change = f.sub.changes.recv().await?;
+        let Some(key) = entry_key(&change.entry) else {
+            continue;
         };
-        match f
-            .api
-            .producer
-            .job_events(&f.queue, &f.id, &f.after, block)
-            .await
-        {
-            Ok((last, changes)) => {
-                if changes.is_empty() && f.ended_before && last == f.after {
-                    return None;
-                }
-                f.after = last;
-                for (entry, state) in changes {
-                    let data = serde_json::json!({"id": f.id, "state": state}).to_string();
-                    f.ready
-                        .push_back(Event::default().id(&entry).event("state").data(data));
-                    if state.is_terminal() {
-                        f.done = true;
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(queue = %f.queue, id = %f.id, error = %e, "reading job events failed");
-                // The client reconnects with Last-Event-ID and loses nothing.
-                return None;
-            }
+        if key <= f.last {
+            continue;
         }
+        f.last = key;
+        f.ready
+            .push_back(state_event(&f.id, &change.entry, change.state));
+        f.done = change.state.is_terminal();
     }
 }
 
-/// A stream entry id, `<ms>-<seq>`: what this stream sends as event ids.
-fn is_entry_id(s: &str) -> bool {
-    s.split_once('-').is_some_and(|(ms, seq)| {
-        !ms.is_empty()
-            && !seq.is_empty()
-            && ms.len() <= 20
-            && seq.len() <= 20
-            && ms.bytes().all(|b| b.is_ascii_digit())
-            && seq.bytes().all(|b| b.is_ascii_digit())
-    })
+/// A stream entry id, `<ms>-<seq>`, as a number pair (ordered as the stream orders them).
+fn entry_key(s: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = s.split_once('-')?;
+    if ms.is_empty() || seq.is_empty() || ms.len() > 20 || seq.len() > 20 {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

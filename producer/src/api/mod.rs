@@ -3,6 +3,7 @@
 //! - [`auth`]: API keys (stored as SHA-256, compared in constant time) and what each may use;
 //! - [`jobs`]: submit with an `Idempotency-Key`, read, cancel, queue stats;
 //! - [`follow`]: a job's state changes as Server-Sent Events, resumable with `Last-Event-ID`;
+//! - [`hub`]: one events reader per queue for every waiting request and SSE stream;
 //! - [`relay`]: the OpenAI-compatible endpoint (`/v1/chat/completions` and kin): a request is a
 //!   job, answered with the upstream's own status and body once it ends;
 //! - [`streams`]: the cap on open event streams per key;
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod errors;
 pub mod follow;
+pub mod hub;
 pub mod jobs;
 pub mod openapi;
 pub mod relay;
@@ -35,6 +37,15 @@ use utoipa_axum::routes;
 
 use crate::Producer;
 
+/// Why the API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("redis: {0}")]
+    Store(#[from] sluice_common::StoreError),
+}
+
 /// What every handler shares.
 pub struct Api {
     pub producer: Producer,
@@ -47,12 +58,14 @@ pub struct Api {
     pub relay_wait_ms: u64,
     /// Open event streams per key.
     pub streams: streams::Streams,
+    /// The queues' events followers (waiting requests and SSE streams subscribe here).
+    pub hub: Arc<hub::Hub>,
     /// `api.max_header_bytes`.
     pub max_header_bytes: usize,
 }
 
 impl Api {
-    pub fn new(producer: Producer, config: &Config) -> Result<Arc<Api>, prometheus::Error> {
+    pub fn new(producer: Producer, config: &Config) -> Result<Arc<Api>, StartError> {
         let metrics = prometheus::Registry::new();
         let requests = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -62,7 +75,9 @@ impl Api {
             &["route", "status"],
         )?;
         metrics.register(Box::new(requests.clone()))?;
+        let hub = hub::Hub::new(producer.store().clone())?;
         Ok(Arc::new(Api {
+            hub,
             producer,
             keys: auth::Keys::from_config(&config.api),
             metrics,

@@ -30,54 +30,29 @@ type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 /// The header that names the job behind an answer.
 pub const JOB_ID_HEADER: &str = "sluice-job-id";
 
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
-    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
-        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
-    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
-    responses(
-        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
-        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
-        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
-        (status = 422, body = super::errors::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn chat_completions(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let r = relay(&api, "/v1/chat/completions", &headers, body).await;
-    answer(&api, "chat_completions", r)
+/// One route of the endpoint: `$name` serves `POST $path` (documented once, here, for all three).
+macro_rules! relay_route {
+    ($name:ident, $path:tt) => {
+        #[utoipa::path(post, path = $path, tag = "openai",
+            params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
+                ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
+            request_body(content = Object, description = "the OpenAI request, sent on as it is"),
+            responses(
+                (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
+                (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
+                (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
+                (status = 422, body = super::errors::ErrorBody)),
+            security(("bearer" = [])))]
+        pub async fn $name(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+            let r = relay(&api, $path, &headers, body).await;
+            answer(&api, stringify!($name), r)
+        }
+    };
 }
 
-#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
-    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
-        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
-    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
-    responses(
-        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
-        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
-        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
-        (status = 422, body = super::errors::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn embeddings(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let r = relay(&api, "/v1/embeddings", &headers, body).await;
-    answer(&api, "embeddings", r)
-}
-
-#[utoipa::path(post, path = "/v1/responses", tag = "openai",
-    params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
-        ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
-    request_body(content = Object, description = "the OpenAI request, sent on as it is"),
-    responses(
-        (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
-        (status = 202, description = "with Prefer: respond-async", body = super::jobs::Created),
-        (status = 504, description = "the job has not ended within api.relay_wait_ms", body = super::errors::ErrorBody),
-        (status = 422, body = super::errors::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn responses(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let r = relay(&api, "/v1/responses", &headers, body).await;
-    answer(&api, "responses", r)
-}
+relay_route!(chat_completions, "/v1/chat/completions");
+relay_route!(embeddings, "/v1/embeddings");
+relay_route!(responses, "/v1/responses");
 
 /// The key's queue and upstream for this endpoint: its first of each.
 fn route(key: &Key) -> Result<(&str, &str), ApiError> {
@@ -130,19 +105,57 @@ async fn relay(
         ));
     }
     let wait = Duration::from_millis(api.relay_wait_ms);
-    let status = match api.producer.wait(queue, &id, wait).await {
-        Ok(s) => s,
-        Err(crate::ProducerError::Timeout { .. }) => {
-            let e = ApiError::StillRunning(format!(
-                "job {id} has not ended after {} s; send the same Idempotency-Key again for its \
-                 answer, or follow {location}",
-                wait.as_secs()
-            ));
-            return Ok(with_job(e.into_response(), &id, &location));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(status) = ended(api, queue, &id, wait).await? else {
+        let e = ApiError::StillRunning(format!(
+            "job {id} has not ended after {} s; send the same Idempotency-Key again for its \
+             answer, or follow {location}",
+            wait.as_secs()
+        ));
+        return Ok(with_job(e.into_response(), &id, &location));
     };
     Ok(with_job(verbatim(status), &id, &location))
+}
+
+/// Job `id` once it has ended, waiting up to `wait` for the queue's follower (the hub) to report
+/// its end; `None` when it has not ended by then.
+async fn ended(
+    api: &Api,
+    queue: &str,
+    id: &str,
+    wait: Duration,
+) -> Result<Option<JobStatus>, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let missing = || ApiError::NotFound(format!("no job {id} in queue {queue}"));
+    let first = api.producer.status(queue, id).await?.ok_or_else(missing)?;
+    if first.state.is_terminal() {
+        return Ok(Some(first));
+    }
+    // Subscribed, then read again: an end between the two reads is in the second.
+    let part = first.queue;
+    let mut sub = api
+        .hub
+        .subscribe(&part, id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let again = api.producer.status(&part, id).await?.ok_or_else(missing)?;
+    if again.state.is_terminal() {
+        return Ok(Some(again));
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, sub.changes.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => {
+                return Err(ApiError::Unavailable(
+                    "the queue's events could not be followed".into(),
+                ));
+            }
+            Ok(Some(change)) if change.state.is_terminal() => {
+                let status = api.producer.status(&part, id).await?.ok_or_else(missing)?;
+                return Ok(Some(status));
+            }
+            Ok(Some(_)) => {}
+        }
+    }
 }
 
 /// `Prefer: respond-async` (RFC 7240), among other preferences.
