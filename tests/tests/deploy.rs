@@ -77,7 +77,14 @@ fn kubernetes_objects_agree_with_the_config_and_the_protocol() {
     let toml = cm["data"]["sluice.toml"]
         .as_str()
         .expect("sluice.toml in the ConfigMap");
-    let config = load_config(toml);
+    // Webhook secrets come from the Secret, as SLUICE__API__KEYS__<NAME>__WEBHOOK_SECRET.
+    let with_secret = |toml: &str| {
+        toml.replace(
+            "webhook_hosts =",
+            "webhook_secret = \"whsec_dGVzdA==\"\nwebhook_hosts =",
+        )
+    };
+    let config = load_config(&with_secret(toml));
     let port = port_of(&config.worker.http_listen);
 
     let dep = &yaml("deploy/k8s/deployment.yaml")[0];
@@ -140,12 +147,23 @@ fn kubernetes_objects_agree_with_the_config_and_the_protocol() {
 
     // sluice-api: its own Deployment, Service and ConfigMap, agreeing on the port and probes.
     let api = yaml("deploy/k8s/api-deployment.yaml");
-    // The webhook secret comes from the Secret, as SLUICE__API__KEYS__PROPOSALS__WEBHOOK_SECRET.
     let api_toml = api[2]["data"]["sluice.toml"].as_str().expect("sluice.toml");
-    let api_config = load_config(&api_toml.replace(
-        "webhook_hosts =",
-        "webhook_secret = \"whsec_dGVzdA==\"\nwebhook_hosts =",
-    ));
+    let api_config = load_config(&with_secret(api_toml));
+    // Every key whose webhooks the API accepts is known to the workers, with its hosts and a
+    // secret from the environment.
+    for (name, key) in &api_config.api.keys {
+        if key.webhook_hosts.is_empty() {
+            continue;
+        }
+        let worker_key = config
+            .api
+            .keys
+            .get(name)
+            .unwrap_or_else(|| panic!("workers lack [api.keys.{name}]"));
+        assert_eq!(worker_key.webhook_hosts, key.webhook_hosts, "key {name}");
+        let var = format!("SLUICE__API__KEYS__{}__WEBHOOK_SECRET", name.to_uppercase());
+        assert!(env.contains(&var.as_str()), "workers lack {var}");
+    }
     assert!(!api_config.api.keys.is_empty(), "no API key configured");
     let pod = &api[0]["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
