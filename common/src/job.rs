@@ -87,6 +87,71 @@ pub struct JobSpec {
     /// This job *is* such a delivery (its upstream is [`WEBHOOK_UPSTREAM`]); made by the library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliver: Option<Delivery>,
+    /// Serve this request from the queue's response cache, or from an identical job already
+    /// under way; store its answer for the next ones. Filled in by [`NewJob::prepare`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// A job's place in the response cache (docs/OPERATIONS.md, "Response cache").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    /// SHA-256 (hex) of the upstream, method, path, canonical body and named headers
+    /// ([`CacheSpec::key_of`]): identical requests share it.
+    pub key: String,
+    /// How long a successful answer is served from the cache.
+    pub ttl_ms: u64,
+    /// Answers larger than this many bytes are not stored (identical jobs under way still get them).
+    pub max_bytes: u64,
+    /// How long a job completed from the cache keeps its hash (the queue's retention).
+    pub retention_ms: u64,
+}
+
+/// What a producer asks of the cache for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOptions {
+    pub ttl: Duration,
+    /// Request headers whose values change the answer (part of the key), by name.
+    pub vary: Vec<String>,
+    /// Largest answer stored.
+    pub max_bytes: u64,
+}
+
+impl CacheSpec {
+    /// The cache key of `request` to `upstream`: the body canonical (object keys sorted, no
+    /// spaces), so field order does not matter; the `vary` headers' values (names compared
+    /// without case) included.
+    pub fn key_of(upstream: &str, request: &Request, vary: &[String]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(upstream.as_bytes());
+        h.update(b"\n");
+        h.update(request.method.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(request.path.as_bytes());
+        h.update(b"\n");
+        // serde_json's maps are sorted (no `preserve_order`): this is the canonical form.
+        if let Some(body) = &request.body {
+            h.update(body.to_string().as_bytes());
+        }
+        let mut names: Vec<String> = vary.iter().map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let value = request
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                .map_or("", |(_, v)| v.as_str());
+            h.update(b"\n");
+            h.update(name.as_bytes());
+            h.update(b":");
+            h.update(value.as_bytes());
+        }
+        let digest = h.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The upstream name of webhook deliveries (reserved: no configured upstream may have it).
@@ -132,6 +197,8 @@ pub struct NewJob {
     pub dedupe_window: Option<Duration>,
     pub schedule: Schedule,
     pub spec: JobSpec,
+    /// Use the response cache (and share identical jobs under way) for this job.
+    pub cache: Option<CacheOptions>,
 }
 
 impl NewJob {
@@ -148,6 +215,7 @@ impl NewJob {
             dedupe_key: None,
             dedupe_window: None,
             schedule: Schedule::Now,
+            cache: None,
             spec: JobSpec {
                 upstream: upstream.into(),
                 request: Request {
@@ -163,8 +231,20 @@ impl NewJob {
                 metadata: serde_json::Map::new(),
                 webhook: None,
                 deliver: None,
+                cache: None,
             },
         }
+    }
+
+    /// Serves this job from the response cache when an identical request's answer is fresh
+    /// (`ttl`), or from an identical job under way; stores its own answer for `ttl`.
+    pub fn with_cache(mut self, ttl: Duration) -> Self {
+        self.cache = Some(CacheOptions {
+            ttl,
+            vary: Vec::new(),
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+        });
+        self
     }
 
     pub fn with_dedupe_key(mut self, key: impl Into<String>) -> Self {
@@ -185,7 +265,21 @@ impl NewJob {
     /// Validates the job and encodes its spec once; the result is what the store enqueues.
     pub fn prepare(&self, limits: &JobLimits) -> Result<PreparedJob, InvalidJob> {
         validate::job(self, limits)?;
-        let spec_json = serde_json::to_string(&self.spec).map_err(|e| InvalidJob::Field {
+        let mut cached;
+        let spec = match &self.cache {
+            Some(c) => {
+                cached = self.spec.clone();
+                cached.cache = Some(CacheSpec {
+                    key: CacheSpec::key_of(&self.spec.upstream, &self.spec.request, &c.vary),
+                    ttl_ms: c.ttl.as_millis().max(1) as u64,
+                    max_bytes: c.max_bytes,
+                    retention_ms: limits.retention.as_millis().max(1) as u64,
+                });
+                &cached
+            }
+            None => &self.spec,
+        };
+        let spec_json = serde_json::to_string(spec).map_err(|e| InvalidJob::Field {
             field: "spec",
             reason: e.to_string(),
         })?;
@@ -254,7 +348,12 @@ pub struct JobLimits {
     pub dedupe_window: Duration,
     /// Furthest ahead a job may be scheduled.
     pub max_delay: Duration,
+    /// How long an ended job's hash is kept (`queues.retention_secs`).
+    pub retention: Duration,
 }
+
+/// Largest answer the response cache stores unless a job says otherwise.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024;
 
 impl Default for JobLimits {
     /// The built-in defaults (`config/default.toml`).

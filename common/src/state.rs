@@ -111,6 +111,11 @@ pub struct JobStatus {
     pub history: Option<String>,
     /// The job spec as stored (JSON text).
     pub spec: String,
+    /// Completed from the response cache at enqueue: no call was made for it.
+    pub cached: bool,
+    /// The identical job this one follows (response cache, single flight), while it waits; once
+    /// ended, the one whose answer it got.
+    pub follows: Option<String>,
 }
 
 impl JobStatus {
@@ -146,6 +151,8 @@ impl JobStatus {
             result: f.remove("result"),
             history: f.remove("history"),
             spec: f.remove("spec").unwrap_or_default(),
+            cached: f.get("cached").is_some_and(|v| v == "1"),
+            follows: f.remove("follows").or_else(|| f.remove("followed")),
         })
     }
 }

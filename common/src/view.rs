@@ -26,6 +26,12 @@ pub struct JobView {
     pub started_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Completed from the response cache: no upstream call was made for this job.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+    /// The identical job whose call serves this one (single flight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// The upstream's answer, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultView>,
@@ -84,6 +90,8 @@ impl From<JobStatus> for JobView {
             finished_at: s.finished_ms,
             result,
             needs_attention,
+            cached: s.cached,
+            follows: s.follows,
             id: s.id,
             queue: s.queue,
             state: s.state,

@@ -109,6 +109,7 @@ impl JobInput {
             dedupe_key: self.dedupe_key,
             dedupe_window: self.dedupe_window_secs.map(Duration::from_secs),
             schedule,
+            cache: None,
             spec: JobSpec {
                 upstream,
                 request,
@@ -119,6 +120,7 @@ impl JobInput {
                 metadata: self.metadata,
                 webhook: None,
                 deliver: None,
+                cache: None,
             },
         })
     }

@@ -205,6 +205,7 @@ fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamCo
             metadata: Default::default(),
             webhook: None,
             deliver: None,
+            cache: None,
         }),
         urls: Mutex::new(HashMap::new()),
     })

@@ -381,6 +381,7 @@ impl Config {
             max_job_bytes: self.queues.max_job_bytes,
             dedupe_window: Duration::from_secs(self.queues.dedupe_window_secs),
             max_delay: Duration::from_secs(self.queues.max_delay_secs),
+            retention: Duration::from_secs(self.queues.retention_secs),
         }
     }
 

@@ -268,6 +268,32 @@ end
 
 -- ==== store/enqueue.rs: enqueue, enqueue_many ====
 
+-- The response cache (docs/OPERATIONS.md, "Response cache"). A job whose spec has `cache`
+-- ({key, ttl_ms, max_bytes, retention_ms}) is, at enqueue: completed at once from `cache:<key>`
+-- when that holds a fresh answer (a hit); else a *follower* of the identical job under way named
+-- by `flight:<key>` (queued without a stream entry, listed in `followers:<leader>`); else the
+-- leader (`flight:<key>` names it). Its hash keeps `cache` = "key|ttl|max_bytes|retention".
+local function cache_arg(c)
+  if c == nil then return nil end
+  if type(c) ~= 'table' or type(c.key) ~= 'string' or not string.match(c.key, '^%x+$')
+    or #c.key > 128 then
+    return nil, 'SLUICE_INVALID spec.cache.key: hex digits expected'
+  end
+  for _, f in ipairs({'ttl_ms', 'max_bytes', 'retention_ms'}) do
+    local v = c[f]
+    if type(v) ~= 'number' or v < 1 or v > MAX_DURATION_MS or v ~= math.floor(v) then
+      return nil, 'SLUICE_INVALID spec.cache.' .. f .. ': a positive whole number expected'
+    end
+  end
+  return c.key .. '|' .. string.format('%d|%d|%d', c.ttl_ms, c.max_bytes, c.retention_ms)
+end
+
+-- "key|ttl|max_bytes|retention" -> key, ttl, max_bytes, retention
+local function cache_fields(v)
+  local key, ttl, max, ret = string.match(v or '', '^(%x+)|(%d+)|(%d+)|(%d+)$')
+  return key, tonumber(ttl), tonumber(max), tonumber(ret)
+end
+
 -- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
 -- -> {'created'|'duplicate'|'conflict', id, state}, or nil and the error text
 local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey, dttl, delay, run_at)
@@ -302,6 +328,9 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if type(decoded.request) ~= 'table' or type(decoded.request.path) ~= 'string' then
     return nil, 'SLUICE_INVALID spec.request.path: missing'
   end
+  local cache
+  cache, err = cache_arg(decoded.cache)
+  if err then return nil, err end
 
   -- The dedupe key first (SET NX GET: one command claims it or names its owner), then the id
   -- (HSETNX claims the hash). A claimed key whose id already exists points at that same job.
@@ -335,6 +364,41 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     tally.deduplicated = tally.deduplicated + 1
     return {same_or_conflict(jk, sha, spec), id, redis.call('HGET', jk, 'state')}
   end
+  if cache and due == 0 then
+    local key, _, _, retention = cache_fields(cache)
+    local hit = redis.call('HMGET', p .. 'cache:' .. key, 'result', 'status', 'usage')
+    if hit[1] then
+      -- A hit: completed now with the stored answer, no call, no quota.
+      redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream,
+        'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'finished_ms', nows,
+        'dedupe', dkey, 'state', 'completed', 'result', hit[1], 'status', hit[2] or '',
+        'usage', hit[3] or '', 'cached', '1')
+      if sha ~= '' then redis.call('HSET', jk, 'spec_sha', sha) end
+      redis.call('PEXPIRE', jk, retention)
+      tally.completed = tally.completed + 1
+      tally.cache_hits = tally.cache_hits + 1
+      local list = tally.ids.completed
+      list[#list + 1] = id
+      return {'created', id, 'completed'}
+    end
+    local leader = redis.call('GET', p .. 'flight:' .. key)
+    local lstate = leader and redis.call('HGET', p .. 'job:' .. leader, 'state')
+    if lstate and not terminal(lstate) then
+      -- An identical job is under way: follow it (no entry, no call, no quota).
+      redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream,
+        'attempts', '0', 'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey,
+        'follows', leader, 'cache', cache)
+      if sha ~= '' then redis.call('HSET', jk, 'spec_sha', sha) end
+      redis.call('RPUSH', p .. 'followers:' .. leader, id)
+      tally.queued = tally.queued + 1
+      tally.cache_followers = tally.cache_followers + 1
+      local list = tally.ids.queued
+      list[#list + 1] = id
+      return {'created', id, 'queued'}
+    end
+    redis.call('SET', p .. 'flight:' .. key, id)
+    tally.cache_misses = tally.cache_misses + 1
+  end
   -- `spec_sha` is the last field when there is one (no table built: this is the hot path).
   local where, at = 'entry', nil
   if due > 0 then
@@ -352,6 +416,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   end
   -- A job with a webhook is marked, so the call that ends it makes the delivery (hook below).
   if type(decoded.webhook) == 'table' then redis.call('HSET', jk, 'hook', '1') end
+  if cache then redis.call('HSET', jk, 'cache', cache) end
   tally[state] = tally[state] + 1
   local list = tally.ids[state]
   list[#list + 1] = id
@@ -359,12 +424,13 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
 end
 
 local function new_tally()
-  return {queued = 0, scheduled = 0, deduplicated = 0, ids = {queued = {}, scheduled = {}}}
+  return {queued = 0, scheduled = 0, completed = 0, deduplicated = 0, cache_hits = 0,
+    cache_misses = 0, cache_followers = 0, ids = {queued = {}, scheduled = {}, completed = {}}}
 end
 
 -- The counters and the events of one enqueue call.
 local function apply_tally(p, emax, tally)
-  if tally.queued + tally.scheduled > 0 then
+  if tally.queued + tally.scheduled + tally.completed > 0 then
     -- The queue's base name (a partition `Q#i` registers Q) in the set `sluice stats` lists. On a
     -- cluster that key lives in another slot and Redis refuses the write: the caller registers
     -- the queue itself there (the Rust producer always does, once per process).
@@ -373,8 +439,10 @@ local function apply_tally(p, emax, tally)
   end
   events(p, emax, tally.ids.queued, 'queued')
   events(p, emax, tally.ids.scheduled, 'scheduled')
-  local created = tally.queued + tally.scheduled
-  for _, k in ipairs({'queued', 'scheduled', 'deduplicated'}) do
+  events(p, emax, tally.ids.completed, 'completed')
+  local created = tally.queued + tally.scheduled + tally.completed
+  for _, k in ipairs({'queued', 'scheduled', 'completed', 'deduplicated', 'cache_hits',
+      'cache_misses', 'cache_followers'}) do
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
   end
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
@@ -399,6 +467,69 @@ local function hook(p, emax, id)
     apply_tally(p, emax, tally)
     redis.call('HSET', jk, 'hook', r[2])
   end
+end
+
+-- The leader `id` of the cache entry `cache` ("key|ttl|max_bytes|retention") has ended.
+-- Completed (`result` given): a 2xx answer within max_bytes is stored for ttl, and every follower
+-- still waiting completes with it. Dead or cancelled (no `result`): the first follower still
+-- waiting becomes the leader (its entry is added to the stream) and the others follow it; with
+-- none left, the flight ends. Followers are never lost.
+local function settle(p, emax, id, cache, result, status, usage)
+  local key, ttl, max, retention = cache_fields(cache)
+  if not key then return end
+  local fk = p .. 'flight:' .. key
+  local lk = p .. 'followers:' .. id
+  if result then
+    local code = tonumber(status) or 0
+    if code >= 200 and code < 300 and #result <= max then
+      local ck = p .. 'cache:' .. key
+      redis.call('HSET', ck, 'result', result, 'status', status, 'usage', usage or '')
+      redis.call('PEXPIRE', ck, ttl)
+    end
+    local _, nows = now_ms()
+    local done = {}
+    for _, fid in ipairs(redis.call('LRANGE', lk, 0, -1)) do
+      local fjk = p .. 'job:' .. fid
+      local f = redis.call('HMGET', fjk, 'state', 'follows')
+      if f[1] == 'queued' and f[2] == id then
+        redis.call('HSET', fjk, 'state', 'completed', 'result', result, 'status', status,
+          'usage', usage or '', 'finished_ms', nows, 'updated_ms', nows, 'followed', id)
+        redis.call('HDEL', fjk, 'follows')
+        redis.call('PEXPIRE', fjk, retention)
+        done[#done + 1] = fid
+      end
+    end
+    redis.call('DEL', lk)
+    if #done > 0 then
+      redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-#done))
+      redis.call('HINCRBY', p .. 'counts', 'completed', tostring(#done))
+      events(p, emax, done, 'completed')
+    end
+    if redis.call('GET', fk) == id then redis.call('DEL', fk) end
+    return
+  end
+  while true do
+    local fid = redis.call('LPOP', lk)
+    if not fid then break end
+    local fjk = p .. 'job:' .. fid
+    local f = redis.call('HMGET', fjk, 'state', 'follows')
+    if f[1] == 'queued' and f[2] == id then
+      local entry = redis.call('XADD', p .. 'stream', '*', 'id', fid)
+      redis.call('HSET', fjk, 'entry', entry)
+      redis.call('HDEL', fjk, 'follows')
+      redis.call('SET', fk, fid)
+      local rest = redis.call('LRANGE', lk, 0, -1)
+      for _, other in ipairs(rest) do
+        local ojk = p .. 'job:' .. other
+        if redis.call('HGET', ojk, 'follows') == id then
+          redis.call('HSET', ojk, 'follows', fid)
+        end
+      end
+      if #rest > 0 then redis.call('RENAME', lk, p .. 'followers:' .. fid) end
+      return
+    end
+  end
+  if redis.call('GET', fk) == id then redis.call('DEL', fk) end
 end
 
 local function max_bytes_arg(v)
@@ -457,7 +588,7 @@ local function cancel(keys, args)
   local retention = int(args[3], 'retention_ms', 1, MAX_DURATION_MS, DEFAULT_RETENTION_MS)
   local emax = maxlen(args[4], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local jk = p .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'entry', 'hook')
+  local f = redis.call('HMGET', jk, 'state', 'entry', 'hook', 'cache')
   local state = f[1]
   if not state then return {'missing', ''} end
   if state == 'queued' then
@@ -474,6 +605,7 @@ local function cancel(keys, args)
   move(p, state, 'cancelled')
   event(p, emax, id, 'cancelled')
   if f[3] then hook(p, emax, id) end
+  if f[4] then settle(p, emax, id, f[4]) end
   return {'cancelled', state}
 end
 
@@ -654,12 +786,13 @@ local function complete(keys, args)
     i = i + 5 + 2 * n
   end
   for _, job in ipairs(jobs) do
-    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook')
+    local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook',
+      'cache')
     if ok then job.f = f else job.corrupt = true end
   end
   local _, nows = now_ms()
   local out = {}
-  local done, refused, completed, hooked = 0, 0, {}, {}
+  local done, refused, completed, hooked, settled = 0, 0, {}, {}, {}
   for _, job in ipairs(jobs) do
     local i, n, id, entry = job.i, job.n, job.id, job.entry
     local result, status = args[i + 2], args[i + 3]
@@ -688,6 +821,13 @@ local function complete(keys, args)
       completed[done] = id
       out[#out + 1] = 'completed'
       if f[3] then hooked[#hooked + 1] = id end
+      if f[4] then
+        local usage = ''
+        for j = i + 5, i + 3 + 2 * n, 2 do
+          if args[j] == 'usage' then usage = args[j + 1] end
+        end
+        settled[#settled + 1] = {id, f[4], result or '', status or '', usage}
+      end
     end
   end
   if done > 0 then
@@ -696,6 +836,7 @@ local function complete(keys, args)
   end
   events(p, emax, completed, 'completed')
   for _, id in ipairs(hooked) do hook(p, emax, id) end
+  for _, c in ipairs(settled) do settle(p, emax, c[1], c[2], c[3], c[4], c[5]) end
   if refused > 0 then
     redis.call('HINCRBY', p .. 'counts', 'refused_completions', tostring(refused))
   end
@@ -760,7 +901,8 @@ local function dead(keys, args)
   local jk = p .. 'job:' .. id
   local f = {}
   if id ~= '' then
-    local ok, r = pcall(redis.call, 'HMGET', jk, 'state', 'attempts', 'upstream', 'entry', 'hook')
+    local ok, r = pcall(redis.call, 'HMGET', jk, 'state', 'attempts', 'upstream', 'entry', 'hook',
+      'cache')
     if ok then
       f = r
     else
@@ -791,6 +933,7 @@ local function dead(keys, args)
   move(p, state, 'dead')
   event(p, emax, id, 'dead', reason)
   if f[5] then hook(p, emax, id) end
+  if f[6] then settle(p, emax, id, f[6]) end
   return {'dead'}
 end
 

@@ -1,0 +1,206 @@
+//! The response cache and single flight (docs/OPERATIONS.md, "Response cache"), on a real Redis
+//! with real workers and the mock: a fresh answer completes an identical job at enqueue with no
+//! call; an expired one does not; field order does not matter, the model does; identical jobs
+//! enqueued together make one call; a leader that dies or is cancelled hands over to a follower,
+//! and no follower is lost.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_common::{JobState, NewJob};
+use sluice_tests::mock::MockConfig;
+use sluice_tests::rig::{BOUND, Rig, count};
+
+const TTL: Duration = Duration::from_secs(600);
+
+fn ask(body: serde_json::Value) -> NewJob {
+    NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL)
+}
+
+fn question(model: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "What is a sluice?"}], "max_tokens": 16})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut events = rig.events().await;
+    let _worker = rig.spawn("w");
+    let first = rig
+        .enqueue(vec![ask(question("gpt-4o-mini"))])
+        .await
+        .remove(0);
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&first, "completed") == 1)
+            .await
+    );
+    assert_eq!(rig.mock.stats(false).calls, 1);
+
+    // The same request (fields in another order): completed by the enqueue itself.
+    let reordered = json!({"max_tokens": 16, "messages": [{"content": "What is a sluice?", "role": "user"}], "model": "gpt-4o-mini"});
+    let e = rig.producer.enqueue(ask(reordered)).await.expect("enqueue");
+    assert_eq!(e.state, Some(JobState::Completed), "{e:?}");
+    let hit = rig
+        .producer
+        .status("q", &e.id)
+        .await
+        .expect("status")
+        .expect("job");
+    let leader = rig
+        .producer
+        .status("q", &first)
+        .await
+        .expect("status")
+        .expect("job");
+    assert!(hit.cached && !leader.cached);
+    assert_eq!(hit.result, leader.result);
+    assert_eq!(hit.status, Some(200));
+    // Waiting on it answers at once, and its event is in the stream like any completion.
+    let waited = rig.producer.wait("q", &e.id, BOUND).await.expect("wait");
+    assert_eq!(waited.state, JobState::Completed);
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&e.id, "completed") == 1)
+            .await
+    );
+
+    // Another model is another request: a miss, and a call.
+    let other = rig.enqueue(vec![ask(question("gpt-4o"))]).await.remove(0);
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&other, "completed") == 1)
+            .await
+    );
+    assert_eq!(rig.mock.stats(false).calls, 2);
+    let c = rig.counts().await;
+    println!(
+        "cache: hits {}, misses {}, followers {}; mock calls {}",
+        count(&c, "cache_hits"),
+        count(&c, "cache_misses"),
+        count(&c, "cache_followers"),
+        rig.mock.stats(false).calls
+    );
+    assert_eq!((count(&c, "cache_hits"), count(&c, "cache_misses")), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_answer_is_not_served() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut events = rig.events().await;
+    let _worker = rig.spawn("w");
+    let short = |body| {
+        NewJob::post("q", "mock", "/v1/chat/completions", body)
+            .with_cache(Duration::from_millis(300))
+    };
+    let first = rig.enqueue(vec![short(question("m"))]).await.remove(0);
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&first, "completed") == 1)
+            .await
+    );
+    // Until Redis has expired the entry (its TTL is the only clock here).
+    let mut conn = rig.redis.client().await;
+    let started = std::time::Instant::now();
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("sluice:{q}:cache:*")
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        if keys.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < BOUND, "the cache entry never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = rig.enqueue(vec![short(question("m"))]).await.remove(0);
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&again, "completed") == 1)
+            .await
+    );
+    assert_eq!(
+        rig.mock.stats(false).calls,
+        2,
+        "the expired answer was not served"
+    );
+    let s = rig
+        .producer
+        .status("q", &again)
+        .await
+        .expect("status")
+        .expect("job");
+    assert!(!s.cached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_identical_jobs_at_once_make_one_call_and_share_its_answer() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut events = rig.events().await;
+    let ids = rig
+        .enqueue((0..100).map(|_| ask(question("m"))).collect())
+        .await;
+    let _worker = rig.spawn("w");
+    assert!(events.until(BOUND, |s| s.count("completed") >= 100).await);
+    assert_eq!(rig.mock.stats(false).calls, 1);
+    let mut answers = std::collections::HashSet::new();
+    for id in &ids {
+        let s = rig
+            .producer
+            .status("q", id)
+            .await
+            .expect("status")
+            .expect("job");
+        assert_eq!(s.state, JobState::Completed, "{id}");
+        answers.insert(s.result.expect("result"));
+    }
+    assert_eq!(answers.len(), 1, "one answer for all");
+    let c = rig.counts().await;
+    assert_eq!(count(&c, "cache_followers"), 99);
+    assert_eq!(count(&c, "completed"), 100);
+    assert_eq!(count(&c, "queued"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_or_cancelled_leader_hands_over_and_no_follower_is_lost() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut events = rig.events().await;
+    // Dead: every call answers 400, so each leader in turn is dead-lettered and the next
+    // follower takes over; all six end, each after its own call.
+    let bad = json!({"model": "m", "messages": [{"role": "user", "content": "bad"}], "mock": {"script": [400]}});
+    let dead_ids = rig
+        .enqueue((0..6).map(|_| ask(bad.clone())).collect())
+        .await;
+    // Cancelled: a leader cancelled before any worker runs; a follower leads, one call serves
+    // the other four.
+    let good_ids = rig
+        .enqueue((0..5).map(|_| ask(question("m"))).collect())
+        .await;
+    let cancelled = rig
+        .producer
+        .cancel("q", &good_ids[0])
+        .await
+        .expect("cancel");
+    assert!(matches!(
+        cancelled,
+        sluice_common::store::CancelOutcome::Cancelled(_)
+    ));
+    let _worker = rig.spawn("w");
+    assert!(
+        events
+            .until(BOUND, |s| dead_ids.iter().all(|id| s.job(id, "dead") == 1)
+                && good_ids[1..].iter().all(|id| s.job(id, "completed") == 1))
+            .await,
+        "{:?}",
+        events.seen.totals
+    );
+    let stats = rig.mock.stats(false);
+    println!(
+        "6 jobs answered 400: dead one by one; 5 good, leader cancelled: mock calls {}",
+        stats.calls
+    );
+    assert_eq!(stats.calls, 6 + 1);
+    let c = rig.counts().await;
+    assert_eq!(count(&c, "queued"), 0, "{c:?}");
+}
