@@ -118,6 +118,18 @@ pub struct CacheOptions {
     pub max_bytes: u64,
 }
 
+/// Whether a request asks for a repeatable answer: not `temperature` > 0, not `n` > 1 (what it
+/// says; an absent field counts as asking nothing).
+pub fn deterministic(body: Option<&serde_json::Value>) -> bool {
+    let Some(body) = body else { return true };
+    let temperature = body
+        .get("temperature")
+        .and_then(|t| t.as_f64())
+        .unwrap_or(0.0);
+    let n = body.get("n").and_then(|n| n.as_f64()).unwrap_or(1.0);
+    temperature <= 0.0 && n <= 1.0
+}
+
 impl CacheSpec {
     /// The cache key of `request` to `upstream`: the body canonical (object keys sorted, no
     /// spaces), so field order does not matter; the `vary` headers' values (names compared

@@ -31,6 +31,9 @@ pub struct JobInput {
     pub timeout_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
     pub tokens: Option<u32>,
+    /// Serve it from the response cache (or an identical job under way) and cache its answer
+    /// for this long.
+    pub cache_ttl_ms: Option<u64>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -109,7 +112,13 @@ impl JobInput {
             dedupe_key: self.dedupe_key,
             dedupe_window: self.dedupe_window_secs.map(Duration::from_secs),
             schedule,
-            cache: None,
+            cache: self
+                .cache_ttl_ms
+                .map(|ms| sluice_common::job::CacheOptions {
+                    ttl: Duration::from_millis(ms),
+                    vary: Vec::new(),
+                    max_bytes: sluice_common::job::DEFAULT_CACHE_MAX_BYTES,
+                }),
             spec: JobSpec {
                 upstream,
                 request,

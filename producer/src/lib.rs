@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
+use sluice_common::job::{CacheOptions, deterministic};
 pub use sluice_common::store::{CancelOutcome, Enqueued, Waited};
 pub use sluice_common::{Config, InvalidJob, JobState, JobStatus, NewJob, Schedule, Store};
 use sluice_common::{JobLimits, StoreError};
@@ -51,6 +52,9 @@ pub struct Producer {
     blocking: sluice_common::conn::BlockingPool,
     /// Shares server-side calls among concurrent single enqueues.
     coalescer: coalesce::Coalescer,
+    /// The upstreams' response-cache settings (`[upstreams.NAME] cache_ttl_ms` > 0), applied to
+    /// jobs that say nothing about the cache.
+    cache_defaults: std::collections::HashMap<String, (CacheOptions, bool)>,
 }
 
 impl Producer {
@@ -66,7 +70,21 @@ impl Producer {
         let store = Store::connect(&config.redis.url, config.store_settings()).await?;
         let blocking = store.blocking_pool(16)?;
         let coalescer = coalesce::Coalescer::start(store.clone());
+        let cache_defaults = config
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.cache_ttl_ms > 0)
+            .map(|(name, u)| {
+                let options = CacheOptions {
+                    ttl: Duration::from_millis(u.cache_ttl_ms),
+                    vary: u.cache_vary.clone(),
+                    max_bytes: u.cache_max_bytes,
+                };
+                (name.clone(), (options, u.cache_nondeterministic))
+            })
+            .collect();
         Ok(Producer {
+            cache_defaults,
             store,
             limits: config.job_limits(),
             batch_size: config.producer.batch_size,
@@ -74,6 +92,18 @@ impl Producer {
             blocking,
             coalescer,
         })
+    }
+
+    /// `job` with its upstream's cache settings when it names none itself and its request asks
+    /// for a repeatable answer (or the upstream caches everything).
+    fn with_upstream_cache(&self, mut job: NewJob) -> NewJob {
+        if job.cache.is_none()
+            && let Some((options, everything)) = self.cache_defaults.get(&job.spec.upstream)
+            && (*everything || deterministic(job.spec.request.body.as_ref()))
+        {
+            job.cache = Some(options.clone());
+        }
+        job
     }
 
     /// The store underneath, for operations beyond enqueue and status (the CLI's).
@@ -89,7 +119,7 @@ impl Producer {
     /// existing job's id and state with `created == false`. Concurrent calls share server-side
     /// calls (one per queue for all jobs waiting), so many callers cost Redis what a batch does.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, ProducerError> {
-        let prepared = job.prepare(&self.limits)?;
+        let prepared = self.with_upstream_cache(job).prepare(&self.limits)?;
         Ok(self.coalescer.enqueue(prepared).await?)
     }
 
@@ -99,8 +129,8 @@ impl Producer {
         let mut results: Vec<Option<Result<Enqueued, ProducerError>>> =
             (0..jobs.len()).map(|_| None).collect();
         let mut valid = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            match job.prepare(&self.limits) {
+        for (i, job) in jobs.into_iter().enumerate() {
+            match self.with_upstream_cache(job).prepare(&self.limits) {
                 Ok(p) => valid.push((i, p)),
                 Err(e) => results[i] = Some(Err(e.into())),
             }

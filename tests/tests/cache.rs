@@ -204,3 +204,49 @@ async fn a_dead_or_cancelled_leader_hands_over_and_no_follower_is_lost() {
     let c = rig.counts().await;
     assert_eq!(count(&c, "queued"), 0, "{c:?}");
 }
+
+/// An upstream's `cache_ttl_ms` applies to jobs that say nothing of the cache, when the request
+/// asks for a repeatable answer: `temperature` 0 is served from the cache the second time,
+/// `temperature` 0.7 is called both times (docs/OPERATIONS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_cache_setting_serves_deterministic_requests_only() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("producer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[redis]\nurl = \"{}\"\n\n[upstreams.mock]\nbase_url = \"{}\"\ncache_ttl_ms = 600000\n",
+            rig.url(),
+            rig.mock.url()
+        ),
+    )
+    .expect("write config");
+    let config = sluice_common::Config::load(Some(&file)).expect("config");
+    let producer = sluice_producer::Producer::from_config(&config)
+        .await
+        .expect("producer");
+    let mut events = rig.events().await;
+    let _worker = rig.spawn("w");
+    let job = |temperature: f64| {
+        NewJob::post(
+            "q",
+            "mock",
+            "/v1/chat/completions",
+            json!({"model": "m", "temperature": temperature, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    for (temperature, calls_after) in [(0.0, 1), (0.0, 1), (0.7, 2), (0.7, 3)] {
+        let e = producer.enqueue(job(temperature)).await.expect("enqueue");
+        assert!(
+            events
+                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
+                .await
+        );
+        assert_eq!(
+            rig.mock.stats(false).calls,
+            calls_after,
+            "temperature {temperature}"
+        );
+    }
+}

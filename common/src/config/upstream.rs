@@ -53,6 +53,21 @@ pub struct UpstreamConfig {
     /// refunds pile up that the provider has already thrown away, and 429s follow.
     #[serde(default = "default_token_burst_ms")]
     pub token_burst_ms: u64,
+    /// Serve identical requests to this upstream from the queue's response cache for this long
+    /// (0: off; a job may still ask for it itself). Only requests that ask for a deterministic
+    /// answer are cached this way: not `temperature` > 0 or `n` > 1, unless
+    /// `cache_nondeterministic` (docs/OPERATIONS.md, "Response cache").
+    #[serde(default)]
+    pub cache_ttl_ms: u64,
+    /// Cache requests with `temperature` > 0 or `n` > 1 too.
+    #[serde(default)]
+    pub cache_nondeterministic: bool,
+    /// Request headers whose values change the answer: part of the cache key.
+    #[serde(default)]
+    pub cache_vary: Vec<String>,
+    /// Answers larger than this are not cached.
+    #[serde(default = "default_cache_max_bytes")]
+    pub cache_max_bytes: u64,
     /// Per-model limits (providers limit each model separately), by the body's `model`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelLimits>,
@@ -129,4 +144,8 @@ fn default_timeout_ms() -> u64 {
 
 fn default_idempotency_header() -> String {
     "Idempotency-Key".into()
+}
+
+fn default_cache_max_bytes() -> u64 {
+    crate::job::DEFAULT_CACHE_MAX_BYTES
 }

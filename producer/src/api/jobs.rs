@@ -44,6 +44,10 @@ pub struct Submit {
     /// A URL to POST the job to when it ends (its host must be in the key's `webhook_hosts`).
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Serve it from the queue's response cache (or an identical job under way) and cache its
+    /// answer for this many milliseconds.
+    #[serde(default)]
+    pub cache_ttl_ms: Option<u64>,
 }
 
 /// A new job (202).
@@ -111,6 +115,9 @@ async fn submit_inner(
     }
     if let Some(ms) = req.delay_ms {
         job = job.with_schedule(Schedule::After(Duration::from_millis(ms)));
+    }
+    if let Some(ms) = req.cache_ttl_ms.filter(|ms| *ms > 0) {
+        job = job.with_cache(Duration::from_millis(ms));
     }
     let job = with_identity(job, key, headers)?;
     let e = api.producer.enqueue(job).await?;

@@ -46,6 +46,10 @@ pub struct Args {
     /// Id of a single job (default: a new UUIDv7).
     #[arg(long, conflicts_with = "file")]
     id: Option<String>,
+    /// Serve a single job from the response cache (or an identical job under way) and cache its
+    /// answer this long, e.g. `5m` (docs/OPERATIONS.md, "Response cache").
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "file")]
+    cache_ttl: Option<std::time::Duration>,
     /// Delay a single job by this many milliseconds (it waits as `scheduled`).
     #[arg(long, conflicts_with = "file")]
     delay_ms: Option<u64>,
@@ -120,6 +124,9 @@ async fn one(ctx: &Session, args: &Args) -> anyhow::Result<ExitCode> {
     }
     if args.id.is_some() {
         input.id = args.id.clone();
+    }
+    if let Some(ttl) = args.cache_ttl {
+        input.cache_ttl_ms = Some(ttl.as_millis() as u64);
     }
     if args.delay_ms.is_some() {
         input.delay_ms = args.delay_ms;

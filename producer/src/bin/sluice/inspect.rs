@@ -226,6 +226,17 @@ pub async fn stats(ctx: &Session, args: StatsArgs) -> anyhow::Result<ExitCode> {
             show::count(c("deduplicated")),
             show::count(c("redriven"))
         );
+        let (hits, misses, followers) = (c("cache_hits"), c("cache_misses"), c("cache_followers"));
+        let asked = hits + misses + followers;
+        if asked > 0 {
+            println!(
+                "  cache    hit rate {:.1}%: {} hits, {} followers of an identical job, {} misses",
+                100.0 * (hits + followers) as f64 / asked as f64,
+                show::count(hits),
+                show::count(followers),
+                show::count(misses)
+            );
+        }
     }
     for u in upstreams {
         let mut line = format!("upstream {}  circuit {}", u.upstream, u.circuit);
