@@ -106,6 +106,8 @@ pub struct CacheSpec {
     pub max_bytes: u64,
     /// How long a job completed from the cache keeps its hash (the queue's retention).
     pub retention_ms: u64,
+    /// Most bytes of cached answers the queue keeps (`queues.cache_max_bytes`).
+    pub queue_max_bytes: u64,
 }
 
 /// What a producer asks of the cache for one job.
@@ -286,6 +288,7 @@ impl NewJob {
                     ttl_ms: c.ttl.as_millis().max(1) as u64,
                     max_bytes: c.max_bytes,
                     retention_ms: limits.retention.as_millis().max(1) as u64,
+                    queue_max_bytes: limits.cache_queue_bytes.max(1),
                 });
                 &cached
             }
@@ -362,6 +365,8 @@ pub struct JobLimits {
     pub max_delay: Duration,
     /// How long an ended job's hash is kept (`queues.retention_secs`).
     pub retention: Duration,
+    /// Most bytes of cached answers per queue (`queues.cache_max_bytes`).
+    pub cache_queue_bytes: u64,
 }
 
 /// Largest answer the response cache stores unless a job says otherwise.

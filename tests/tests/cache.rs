@@ -17,6 +17,22 @@ fn ask(body: serde_json::Value) -> NewJob {
     NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL)
 }
 
+/// The queue's cached answers (`cache:<64 hex digits>`, not the index, sizes or total).
+async fn cache_entries(rig: &Rig) -> Vec<String> {
+    let mut conn = rig.redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sluice:{q}:cache:*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    keys.into_iter()
+        .filter(|k| {
+            let tail = k.rsplit(':').next().unwrap_or("");
+            tail.len() == 64 && tail.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .collect()
+}
+
 fn question(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "What is a sluice?"}], "max_tokens": 16})
 }
@@ -100,15 +116,9 @@ async fn an_expired_answer_is_not_served() {
             .await
     );
     // Until Redis has expired the entry (its TTL is the only clock here).
-    let mut conn = rig.redis.client().await;
     let started = std::time::Instant::now();
     loop {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("sluice:{q}:cache:*")
-            .query_async(&mut conn)
-            .await
-            .expect("KEYS");
-        if keys.is_empty() {
+        if cache_entries(&rig).await.is_empty() {
             break;
         }
         assert!(started.elapsed() < BOUND, "the cache entry never expired");
@@ -249,4 +259,73 @@ async fn an_upstreams_cache_setting_serves_deterministic_requests_only() {
             "temperature {temperature}"
         );
     }
+}
+
+/// Memory stays bounded: with `queues.cache_max_bytes` at 1,000, five answers of ~400 bytes
+/// keep the queue's cached bytes at or under 1,000 (the soonest to expire evicted, counted); an
+/// answer over the job's `max_bytes` is not stored at all, so its repeat is called again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_cache_stays_under_its_byte_cap_and_big_answers_are_not_stored() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut config = sluice_common::Config::defaults();
+    config.redis.url = rig.url();
+    config.queues.cache_max_bytes = 1_000;
+    let producer = sluice_producer::Producer::from_config(&config)
+        .await
+        .expect("producer");
+    let mut events = rig.events().await;
+    let _worker = rig.spawn("w");
+    for i in 0..5 {
+        let e = producer
+            .enqueue(ask(question(&format!("model-{i}"))))
+            .await
+            .expect("enqueue");
+        assert!(
+            events
+                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
+                .await
+        );
+    }
+    let mut conn = rig.redis.client().await;
+    let bytes: u64 = redis::cmd("GET")
+        .arg("sluice:{q}:cache:bytes")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    let entries = cache_entries(&rig).await;
+    let c = rig.counts().await;
+    println!(
+        "5 answers under a 1,000-byte cap: {bytes} bytes in {} entries, {} evicted",
+        entries.len(),
+        count(&c, "cache_evictions")
+    );
+    assert!(bytes <= 1_000 && bytes > 0, "{bytes}");
+    assert!(count(&c, "cache_evictions") >= 3);
+    assert!(entries.len() <= 2 && !entries.is_empty(), "{entries:?}");
+
+    // The job's own size limit: an answer over it is not stored.
+    let tiny = |body| {
+        let mut job = NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL);
+        if let Some(c) = job.cache.as_mut() {
+            c.max_bytes = 10;
+        }
+        job
+    };
+    let calls = rig.mock.stats(false).calls;
+    for _ in 0..2 {
+        let e = producer
+            .enqueue(tiny(question("tiny")))
+            .await
+            .expect("enqueue");
+        assert!(
+            events
+                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
+                .await
+        );
+    }
+    assert_eq!(
+        rig.mock.stats(false).calls,
+        calls + 2,
+        "a big answer was cached"
+    );
 }

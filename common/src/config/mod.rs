@@ -81,6 +81,8 @@ pub struct QueuesConfig {
     pub max_delay_secs: u64,
     pub retention_secs: u64,
     pub dead_retention_secs: u64,
+    /// Most bytes of cached answers per queue (response cache).
+    pub cache_max_bytes: u64,
     pub events_maxlen: u64,
     pub dead_maxlen: u64,
     /// Partition counts of partitioned queues, by queue name.
@@ -382,6 +384,7 @@ impl Config {
             dedupe_window: Duration::from_secs(self.queues.dedupe_window_secs),
             max_delay: Duration::from_secs(self.queues.max_delay_secs),
             retention: Duration::from_secs(self.queues.retention_secs),
+            cache_queue_bytes: self.queues.cache_max_bytes,
         }
     }
 

@@ -279,19 +279,20 @@ local function cache_arg(c)
     or #c.key > 128 then
     return nil, 'SLUICE_INVALID spec.cache.key: hex digits expected'
   end
-  for _, f in ipairs({'ttl_ms', 'max_bytes', 'retention_ms'}) do
+  for _, f in ipairs({'ttl_ms', 'max_bytes', 'retention_ms', 'queue_max_bytes'}) do
     local v = c[f]
     if type(v) ~= 'number' or v < 1 or v > MAX_DURATION_MS or v ~= math.floor(v) then
       return nil, 'SLUICE_INVALID spec.cache.' .. f .. ': a positive whole number expected'
     end
   end
-  return c.key .. '|' .. string.format('%d|%d|%d', c.ttl_ms, c.max_bytes, c.retention_ms)
+  return c.key .. '|' .. string.format('%d|%d|%d|%d', c.ttl_ms, c.max_bytes, c.retention_ms,
+    c.queue_max_bytes)
 end
 
--- "key|ttl|max_bytes|retention" -> key, ttl, max_bytes, retention
+-- "key|ttl|max_bytes|retention|queue_max_bytes" -> key, ttl, max_bytes, retention, queue_max
 local function cache_fields(v)
-  local key, ttl, max, ret = string.match(v or '', '^(%x+)|(%d+)|(%d+)|(%d+)$')
-  return key, tonumber(ttl), tonumber(max), tonumber(ret)
+  local key, ttl, max, ret, cap = string.match(v or '', '^(%x+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  return key, tonumber(ttl), tonumber(max), tonumber(ret), tonumber(cap)
 end
 
 -- One job of an enqueue call. Counter increments are added to `tally` (applied once per call).
@@ -469,22 +470,55 @@ local function hook(p, emax, id)
   end
 end
 
+-- Stores an answer under `key` for `ttl` ms, within the queue's byte budget: `cache:index` (zset,
+-- key → expiry) and `cache:sizes` (hash, key → bytes) keep `cache:bytes` (the total) true.
+-- Expired entries are forgotten first (up to 100 per call); then, while the new entry would go
+-- over `cap` (`queues.cache_max_bytes`), the entries that would expire soonest are evicted.
+local function cache_store(p, key, ttl, cap, result, status, usage)
+  local now = now_ms()
+  local index, sizes, total = p .. 'cache:index', p .. 'cache:sizes', p .. 'cache:bytes'
+  local function forget(k)
+    local size = tonumber(redis.call('HGET', sizes, k) or '0') or 0
+    redis.call('HDEL', sizes, k)
+    redis.call('ZREM', index, k)
+    if size > 0 then redis.call('DECRBY', total, size) end
+  end
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 100)) do
+    forget(k)
+  end
+  forget(key)
+  local size = #result + #(usage or '') + #key + 64
+  local used = tonumber(redis.call('GET', total) or '0') or 0
+  while used + size > cap do
+    local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+    if not oldest then break end
+    redis.call('DEL', p .. 'cache:' .. oldest)
+    forget(oldest)
+    redis.call('HINCRBY', p .. 'counts', 'cache_evictions', 1)
+    used = tonumber(redis.call('GET', total) or '0') or 0
+  end
+  local ck = p .. 'cache:' .. key
+  redis.call('HSET', ck, 'result', result, 'status', status, 'usage', usage or '')
+  redis.call('PEXPIRE', ck, ttl)
+  redis.call('ZADD', index, now + ttl, key)
+  redis.call('HSET', sizes, key, size)
+  redis.call('INCRBY', total, size)
+end
+
 -- The leader `id` of the cache entry `cache` ("key|ttl|max_bytes|retention") has ended.
 -- Completed (`result` given): a 2xx answer within max_bytes is stored for ttl, and every follower
 -- still waiting completes with it. Dead or cancelled (no `result`): the first follower still
 -- waiting becomes the leader (its entry is added to the stream) and the others follow it; with
 -- none left, the flight ends. Followers are never lost.
 local function settle(p, emax, id, cache, result, status, usage)
-  local key, ttl, max, retention = cache_fields(cache)
+  local key, ttl, max, retention, cap = cache_fields(cache)
   if not key then return end
   local fk = p .. 'flight:' .. key
   local lk = p .. 'followers:' .. id
   if result then
     local code = tonumber(status) or 0
     if code >= 200 and code < 300 and #result <= max then
-      local ck = p .. 'cache:' .. key
-      redis.call('HSET', ck, 'result', result, 'status', status, 'usage', usage or '')
-      redis.call('PEXPIRE', ck, ttl)
+      cache_store(p, key, ttl, cap, result, status, usage)
     end
     local _, nows = now_ms()
     local done = {}
