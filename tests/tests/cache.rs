@@ -168,6 +168,8 @@ async fn a_hundred_identical_jobs_at_once_make_one_call_and_share_its_answer() {
     assert_eq!(answers.len(), 1, "one answer for all");
     let c = rig.counts().await;
     assert_eq!(count(&c, "cache_followers"), 99);
+    let saved = count(&c, "cache_tokens_saved");
+    assert!(saved > 0 && saved % 99 == 0, "99 followers × the leader's tokens: {saved}");
     assert_eq!(count(&c, "completed"), 100);
     assert_eq!(count(&c, "queued"), 0);
 }

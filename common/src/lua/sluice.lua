@@ -289,6 +289,17 @@ local function cache_arg(c)
     c.queue_max_bytes)
 end
 
+-- The tokens a stored `usage` (JSON text) says the call used: what a hit or a follower saved.
+local function usage_tokens(usage)
+  local ok, u = pcall(cjson.decode, usage or '')
+  if not ok or type(u) ~= 'table' then return 0 end
+  local total = tonumber(u.total_tokens)
+  if total then return math.floor(total) end
+  local sum = (tonumber(u.prompt_tokens) or tonumber(u.input_tokens) or 0)
+    + (tonumber(u.completion_tokens) or tonumber(u.output_tokens) or 0)
+  return math.floor(sum)
+end
+
 -- "key|ttl|max_bytes|retention|queue_max_bytes" -> key, ttl, max_bytes, retention, queue_max
 local function cache_fields(v)
   local key, ttl, max, ret, cap = string.match(v or '', '^(%x+)|(%d+)|(%d+)|(%d+)|(%d+)$')
@@ -378,6 +389,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
       redis.call('PEXPIRE', jk, retention)
       tally.completed = tally.completed + 1
       tally.cache_hits = tally.cache_hits + 1
+      tally.cache_tokens_saved = tally.cache_tokens_saved + usage_tokens(hit[3])
       local list = tally.ids.completed
       list[#list + 1] = id
       return {'created', id, 'completed'}
@@ -426,7 +438,8 @@ end
 
 local function new_tally()
   return {queued = 0, scheduled = 0, completed = 0, deduplicated = 0, cache_hits = 0,
-    cache_misses = 0, cache_followers = 0, ids = {queued = {}, scheduled = {}, completed = {}}}
+    cache_misses = 0, cache_followers = 0, cache_tokens_saved = 0,
+    ids = {queued = {}, scheduled = {}, completed = {}}}
 end
 
 -- The counters and the events of one enqueue call.
@@ -443,7 +456,7 @@ local function apply_tally(p, emax, tally)
   events(p, emax, tally.ids.completed, 'completed')
   local created = tally.queued + tally.scheduled + tally.completed
   for _, k in ipairs({'queued', 'scheduled', 'completed', 'deduplicated', 'cache_hits',
-      'cache_misses', 'cache_followers'}) do
+      'cache_misses', 'cache_followers', 'cache_tokens_saved'}) do
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
   end
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
@@ -537,6 +550,8 @@ local function settle(p, emax, id, cache, result, status, usage)
     if #done > 0 then
       redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-#done))
       redis.call('HINCRBY', p .. 'counts', 'completed', tostring(#done))
+      local saved = usage_tokens(usage) * #done
+      if saved > 0 then redis.call('HINCRBY', p .. 'counts', 'cache_tokens_saved', saved) end
       events(p, emax, done, 'completed')
     end
     if redis.call('GET', fk) == id then redis.call('DEL', fk) end

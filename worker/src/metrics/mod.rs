@@ -34,8 +34,13 @@ const STATES: [&str; 7] = [
 ];
 
 /// Fleet-wide totals kept in each queue's counts hash, exported as counters.
-const TOTALS: [(&str, &str); 4] = [
+const TOTALS: [(&str, &str); 9] = [
     ("enqueued", "sluice_queue_enqueued_total"),
+    ("cache_hits", "sluice_cache_hits_total"),
+    ("cache_misses", "sluice_cache_misses_total"),
+    ("cache_followers", "sluice_cache_followers_total"),
+    ("cache_evictions", "sluice_cache_evictions_total"),
+    ("cache_tokens_saved", "sluice_cache_tokens_saved_total"),
     ("deduplicated", "sluice_queue_deduplicated_total"),
     (
         "refused_completions",
