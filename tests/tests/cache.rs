@@ -169,7 +169,10 @@ async fn a_hundred_identical_jobs_at_once_make_one_call_and_share_its_answer() {
     let c = rig.counts().await;
     assert_eq!(count(&c, "cache_followers"), 99);
     let saved = count(&c, "cache_tokens_saved");
-    assert!(saved > 0 && saved % 99 == 0, "99 followers × the leader's tokens: {saved}");
+    assert!(
+        saved > 0 && saved % 99 == 0,
+        "99 followers × the leader's tokens: {saved}"
+    );
     assert_eq!(count(&c, "completed"), 100);
     assert_eq!(count(&c, "queued"), 0);
 }
@@ -330,4 +333,63 @@ async fn the_queues_cache_stays_under_its_byte_cap_and_big_answers_are_not_store
         calls + 2,
         "a big answer was cached"
     );
+}
+
+/// `sluice cache purge --queue q --upstream mock2` deletes that upstream's answers only: the
+/// next identical request to it is called again, the other upstream's is still a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_one_upstreams_answers_leaves_the_others() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut options = rig.options();
+    options.extra = format!("\n[upstreams.mock2]\nbase_url = \"{}\"\n", rig.mock.url());
+    let _worker = sluice_tests::worker_process::WorkerProcess::spawn("w", &options);
+    let mut events = rig.events().await;
+    let to = |upstream: &str| {
+        NewJob::post("q", upstream, "/v1/chat/completions", question("m")).with_cache(TTL)
+    };
+    for upstream in ["mock", "mock2"] {
+        let id = rig.enqueue(vec![to(upstream)]).await.remove(0);
+        assert!(events.until(BOUND, |s| s.job(&id, "completed") == 1).await);
+    }
+    assert_eq!(rig.mock.stats(false).calls, 2);
+    let purge = |extra: &[&str]| {
+        let out =
+            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+                .args(["--redis", &rig.url(), "cache", "purge", "--queue", "q"])
+                .args(extra)
+                .env_remove("SLUICE_REDIS_URL")
+                .env_remove("SLUICE_CONFIG")
+                .output()
+                .expect("run sluice cache purge");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        purge(&["--upstream", "mock2"]),
+        "purged 1 cached answers of upstream mock2 from q"
+    );
+    let hit = rig.producer.enqueue(to("mock")).await.expect("enqueue");
+    assert_eq!(
+        hit.state,
+        Some(JobState::Completed),
+        "mock's answer is still cached"
+    );
+    let again = rig.producer.enqueue(to("mock2")).await.expect("enqueue");
+    assert_eq!(
+        again.state,
+        Some(JobState::Queued),
+        "mock2's answer was purged"
+    );
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&again.id, "completed") == 1)
+            .await
+    );
+    assert_eq!(rig.mock.stats(false).calls, 3);
+    assert_eq!(purge(&[]), "purged 2 cached answers from q");
+    assert!(cache_entries(&rig).await.is_empty());
 }

@@ -163,6 +163,7 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
             vec![2, 3],
         ),
         15 => ("sluice_leave", Q, s(&[GROUP, "c"]), vec![]),
+        16 => ("sluice_cache_purge", Q, s(&["", "0", "1000"]), vec![1, 2]),
         _ => (
             "sluice_report",
             U,
@@ -180,7 +181,7 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
     )
 }
 
-const FUNCTIONS: usize = 17;
+const FUNCTIONS: usize = 18;
 
 /// Values no whole-number argument may take.
 const BAD_NUMBERS: &[&str] = &[

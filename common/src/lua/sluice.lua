@@ -487,15 +487,18 @@ end
 -- key → expiry) and `cache:sizes` (hash, key → bytes) keep `cache:bytes` (the total) true.
 -- Expired entries are forgotten first (up to 100 per call); then, while the new entry would go
 -- over `cap` (`queues.cache_max_bytes`), the entries that would expire soonest are evicted.
-local function cache_store(p, key, ttl, cap, result, status, usage)
+-- Drops cache key `k` from the bookkeeping (not the entry itself).
+local function cache_forget(p, k)
+  local size = tonumber(redis.call('HGET', p .. 'cache:sizes', k) or '0') or 0
+  redis.call('HDEL', p .. 'cache:sizes', k)
+  redis.call('ZREM', p .. 'cache:index', k)
+  if size > 0 then redis.call('DECRBY', p .. 'cache:bytes', size) end
+end
+
+local function cache_store(p, key, ttl, cap, upstream, result, status, usage)
   local now = now_ms()
   local index, sizes, total = p .. 'cache:index', p .. 'cache:sizes', p .. 'cache:bytes'
-  local function forget(k)
-    local size = tonumber(redis.call('HGET', sizes, k) or '0') or 0
-    redis.call('HDEL', sizes, k)
-    redis.call('ZREM', index, k)
-    if size > 0 then redis.call('DECRBY', total, size) end
-  end
+  local function forget(k) cache_forget(p, k) end
   for _, k in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 100)) do
     forget(k)
   end
@@ -511,7 +514,8 @@ local function cache_store(p, key, ttl, cap, result, status, usage)
     used = tonumber(redis.call('GET', total) or '0') or 0
   end
   local ck = p .. 'cache:' .. key
-  redis.call('HSET', ck, 'result', result, 'status', status, 'usage', usage or '')
+  redis.call('HSET', ck, 'result', result, 'status', status, 'usage', usage or '',
+    'upstream', upstream or '')
   redis.call('PEXPIRE', ck, ttl)
   redis.call('ZADD', index, now + ttl, key)
   redis.call('HSET', sizes, key, size)
@@ -531,7 +535,8 @@ local function settle(p, emax, id, cache, result, status, usage)
   if result then
     local code = tonumber(status) or 0
     if code >= 200 and code < 300 and #result <= max then
-      cache_store(p, key, ttl, cap, result, status, usage)
+      local upstream = redis.call('HGET', p .. 'job:' .. id, 'upstream')
+      cache_store(p, key, ttl, cap, upstream, result, status, usage)
     end
     local _, nows = now_ms()
     local done = {}
@@ -1419,6 +1424,29 @@ end
   half-open call in flight; `window`: hash {calls, fails} of the current failure-rate window.
 ]]
 
+-- cache_purge: ARGV upstream ('' for every entry), offset, limit
+-- -> {deleted, next offset or -1}: looks at `limit` entries of the cache's index from `offset`
+-- and deletes those of `upstream`; the caller goes on from the next offset until -1.
+local function cache_purge(keys, args)
+  local p = queue_key(keys)
+  at_most(args, 3)
+  local upstream = text(args[1], 'upstream')
+  local offset = int(args[2], 'offset', 0, MAX_COUNT * 1000, 0)
+  local limit = int(args[3], 'limit', 1, MAX_COUNT, 1000)
+  local page = redis.call('ZRANGE', p .. 'cache:index', offset, offset + limit - 1)
+  local deleted = 0
+  for _, k in ipairs(page) do
+    local ck = p .. 'cache:' .. k
+    if upstream == '' or redis.call('HGET', ck, 'upstream') == upstream then
+      redis.call('DEL', ck)
+      cache_forget(p, k)
+      deleted = deleted + 1
+    end
+  end
+  if #page < limit then return {deleted, -1} end
+  return {deleted, offset + #page - deleted}
+end
+
 -- ==== registration ====
 
 -- Replies a refusal raised anywhere in `f` as `<kind> <why>`; any other error is raised again
@@ -1466,3 +1494,4 @@ redis.register_function('sluice_admit', worker_only(admit))
 redis.register_function('sluice_report', worker_only(report))
 redis.register_function('sluice_redrive', worker_only(redrive))
 redis.register_function('sluice_purge', worker_only(purge))
+redis.register_function('sluice_cache_purge', worker_only(cache_purge))

@@ -166,6 +166,31 @@ impl Store {
             .await
     }
 
+    /// Deletes the queue's cached answers (of `upstream` only, when given), every partition;
+    /// how many went.
+    pub async fn purge_cache(
+        &self,
+        queue: &str,
+        upstream: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let mut offset: i64 = 0;
+            while offset >= 0 {
+                let (n, next): (u64, i64) = Self::fcall("sluice_cache_purge", &keys)
+                    .arg(upstream.unwrap_or(""))
+                    .arg(offset)
+                    .arg(1000)
+                    .run(self)
+                    .await?;
+                deleted += n;
+                offset = next;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Pauses (workers stop fetching from the queue) or resumes it; every partition of a
     /// partitioned queue.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {

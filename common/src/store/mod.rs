@@ -17,7 +17,7 @@
 //! | `listing.rs` | `sluice_jobs` (a page of a queue's jobs); which queue holds a job |
 //! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release`, `sluice_beat`, `sluice_takeover`, `sluice_leave`; `XREADGROUP`, `XAUTOCLAIM`, `XCLAIM` |
 //! | `limits.rs` | `sluice_admit`, `sluice_report`; the upstreams' state |
-//! | `admin.rs` | `sluice_redrive`, `sluice_purge`; stats, dead-letter listing, pause, consumers |
+//! | `admin.rs` | `sluice_redrive`, `sluice_purge`, `sluice_cache_purge`; stats, dead-letter listing, pause, consumers |
 //! | `decode.rs` | replies of untrusted shape, decoded (fuzzed) |
 //! | `error.rs`, `settings.rs` | the error type; retention, caps, TLS |
 //!

@@ -6,6 +6,7 @@
 //! Exit codes: 0 done, 1 an error (one line naming the cause), 2 a usage error, 3 a dedupe
 //! conflict under `--on-conflict error`; `wait`: 4 dead, 5 cancelled, 6 timed out.
 
+mod cache;
 mod dlq;
 mod enqueue;
 mod inspect;
@@ -57,6 +58,8 @@ enum Command {
     Stats(inspect::StatsArgs),
     /// The dead-letter stream: list, re-drive, purge.
     Dlq(dlq::Args),
+    /// The response cache: purge a queue's cached answers.
+    Cache(cache::Args),
     /// Stop workers fetching from a queue (enqueues still land).
     Pause(inspect::QueueArg),
     /// Let workers fetch from a paused queue again.
@@ -163,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => inspect::cancel(&ctx, args).await,
         Command::Stats(args) => inspect::stats(&ctx, args).await,
         Command::Dlq(args) => dlq::run(&ctx, args).await,
+        Command::Cache(args) => cache::run(&ctx, args).await,
         Command::Pause(q) => inspect::pause(&ctx, q, true).await,
         Command::Resume(q) => inspect::pause(&ctx, q, false).await,
     }
