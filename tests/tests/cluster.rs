@@ -208,6 +208,38 @@ async fn full_cycle_on_a_three_master_cluster_dedupe_retries_dead_letters_and_re
         count("completed"),
         count("dead"),
     );
+    // The response cache on the cluster (its keys are in the queue's slot): three identical
+    // jobs in one batch make one call (a leader and two followers), a fourth is a hit.
+    let calls = mock.stats(false).calls;
+    let ask = || {
+        NewJob::post(
+            "q",
+            "mock",
+            "/v1/chat/completions",
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "cached on a cluster"}]}),
+        )
+        .with_cache(Duration::from_secs(600))
+    };
+    let flight = sluice_tests::enqueue_all(&producer, (0..3).map(|_| ask()).collect()).await;
+    assert!(
+        events
+            .until(BOUND, |s| flight
+                .iter()
+                .all(|id| s.job(id, "completed") == 1))
+            .await
+    );
+    let hit = producer.enqueue(ask()).await.expect("enqueue");
+    assert_eq!(hit.state, Some(JobState::Completed), "a hit at enqueue");
+    assert_eq!(mock.stats(false).calls, calls + 1, "one call for four jobs");
+    let c = counts(&producer, "q").await;
+    assert_eq!(
+        (
+            c.get("cache_followers").copied(),
+            c.get("cache_hits").copied()
+        ),
+        (Some(2), Some(1)),
+        "{c:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
