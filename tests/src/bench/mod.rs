@@ -7,10 +7,12 @@
 //! - [`records`]: each completed job's times, read back from its hash: the harness's CSV;
 //! - [`driver`]: W1–W6 standalone, on its own Redis, with the figures issue #6 asks for;
 //! - [`api`]: `sluice-api` against direct calls (enqueue throughput, latency added, memory);
+//! - [`cache`]: the response cache on a Zipf workload, off against on;
 //! - [`cluster`]: W2 on a three-master Redis Cluster with a partitioned queue against one Redis.
 
 pub mod adapter;
 pub mod api;
+pub mod cache;
 pub mod cluster;
 pub mod driver;
 pub mod instant;

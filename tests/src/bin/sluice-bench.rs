@@ -4,11 +4,12 @@
 //! sluice-bench run all|w1|…|w6 [--out results.json]   # standalone, own Redis and mock
 //! sluice-bench cluster-w2 [--runs 3] [--partitions 3]  # W2: 3-master cluster vs one Redis
 //! sluice-bench api [--rate 500] [--n 50000]            # sluice-api vs direct calls
+//! sluice-bench cache                                    # the response cache, Zipf, off vs on
 //! sluice-bench enqueue …  /  sluice-bench worker …     # the adapter protocol (harness.py)
 //! ```
 
 use clap::{Parser, Subcommand};
-use sluice_tests::bench::{adapter, api, cluster, driver};
+use sluice_tests::bench::{adapter, api, cache, cluster, driver};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,9 @@ enum Cmd {
     },
     /// sluice-api against direct calls: enqueue throughput, latency added at a fixed rate, RSS.
     Api(api::ApiArgs),
+    /// The response cache on a Zipf workload (10,000 questions over 2,000): calls and tokens
+    /// off against on, hit latency, Redis memory per answer.
+    Cache,
     /// Adapter protocol: enqueue N payloads and print {"n", "seconds"}.
     Enqueue(adapter::EnqueueArgs),
     /// Adapter protocol: a worker driven by go/stop on stdin.
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 partitions,
             } => cluster::w2(runs, n, partitions).await,
             Cmd::Api(a) => api::run(a).await,
+            Cmd::Cache => cache::run().await,
             Cmd::Enqueue(a) => adapter::enqueue(a).await,
             Cmd::Worker(a) => adapter::worker(a).await,
         }
