@@ -77,6 +77,15 @@ impl Rig {
         crate::enqueue_all(&self.producer, jobs).await
     }
 
+    /// Job `id` of queue `q` as it is now (the test fails if it is absent).
+    pub async fn status(&self, id: &str) -> sluice_common::JobStatus {
+        self.producer
+            .status("q", id)
+            .await
+            .expect("status")
+            .unwrap_or_else(|| panic!("no job {id} in queue q"))
+    }
+
     /// A reader of queue `q`'s events from now on.
     pub async fn events(&self) -> Events {
         Events::new(&self.redis.url(), "q").await

@@ -33,6 +33,23 @@ async fn cache_entries(rig: &Rig) -> Vec<String> {
         .collect()
 }
 
+/// Enqueues `job` with `producer` and waits until it has completed; what enqueue said.
+async fn completed(
+    producer: &sluice_producer::Producer,
+    events: &mut sluice_tests::events::Events,
+    job: NewJob,
+) -> sluice_common::Enqueued {
+    let e = producer.enqueue(job).await.expect("enqueue");
+    assert!(
+        events
+            .until(BOUND, |s| s.job(&e.id, "completed") == 1)
+            .await,
+        "job {} did not complete",
+        e.id
+    );
+    e
+}
+
 fn question(model: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": "What is a sluice?"}], "max_tokens": 16})
 }
@@ -57,18 +74,8 @@ async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
     let reordered = json!({"max_tokens": 16, "messages": [{"content": "What is a sluice?", "role": "user"}], "model": "gpt-4o-mini"});
     let e = rig.producer.enqueue(ask(reordered)).await.expect("enqueue");
     assert_eq!(e.state, Some(JobState::Completed), "{e:?}");
-    let hit = rig
-        .producer
-        .status("q", &e.id)
-        .await
-        .expect("status")
-        .expect("job");
-    let leader = rig
-        .producer
-        .status("q", &first)
-        .await
-        .expect("status")
-        .expect("job");
+    let hit = rig.status(&e.id).await;
+    let leader = rig.status(&first).await;
     assert!(hit.cached && !leader.cached);
     assert_eq!(hit.result, leader.result);
     assert_eq!(hit.status, Some(200));
@@ -135,12 +142,7 @@ async fn an_expired_answer_is_not_served() {
         2,
         "the expired answer was not served"
     );
-    let s = rig
-        .producer
-        .status("q", &again)
-        .await
-        .expect("status")
-        .expect("job");
+    let s = rig.status(&again).await;
     assert!(!s.cached);
 }
 
@@ -156,12 +158,7 @@ async fn a_hundred_identical_jobs_at_once_make_one_call_and_share_its_answer() {
     assert_eq!(rig.mock.stats(false).calls, 1);
     let mut answers = std::collections::HashSet::new();
     for id in &ids {
-        let s = rig
-            .producer
-            .status("q", id)
-            .await
-            .expect("status")
-            .expect("job");
+        let s = rig.status(id).await;
         assert_eq!(s.state, JobState::Completed, "{id}");
         answers.insert(s.result.expect("result"));
     }
@@ -252,12 +249,7 @@ async fn an_upstreams_cache_setting_serves_deterministic_requests_only() {
         )
     };
     for (temperature, calls_after) in [(0.0, 1), (0.0, 1), (0.7, 2), (0.7, 3)] {
-        let e = producer.enqueue(job(temperature)).await.expect("enqueue");
-        assert!(
-            events
-                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
-                .await
-        );
+        completed(&producer, &mut events, job(temperature)).await;
         assert_eq!(
             rig.mock.stats(false).calls,
             calls_after,
@@ -281,15 +273,7 @@ async fn the_queues_cache_stays_under_its_byte_cap_and_big_answers_are_not_store
     let mut events = rig.events().await;
     let _worker = rig.spawn("w");
     for i in 0..5 {
-        let e = producer
-            .enqueue(ask(question(&format!("model-{i}"))))
-            .await
-            .expect("enqueue");
-        assert!(
-            events
-                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
-                .await
-        );
+        completed(&producer, &mut events, ask(question(&format!("model-{i}")))).await;
     }
     let mut conn = rig.redis.client().await;
     let bytes: u64 = redis::cmd("GET")
@@ -318,15 +302,7 @@ async fn the_queues_cache_stays_under_its_byte_cap_and_big_answers_are_not_store
     };
     let calls = rig.mock.stats(false).calls;
     for _ in 0..2 {
-        let e = producer
-            .enqueue(tiny(question("tiny")))
-            .await
-            .expect("enqueue");
-        assert!(
-            events
-                .until(BOUND, |s| s.job(&e.id, "completed") == 1)
-                .await
-        );
+        completed(&producer, &mut events, tiny(question("tiny"))).await;
     }
     assert_eq!(
         rig.mock.stats(false).calls,
