@@ -58,7 +58,12 @@ fn question(model: &str) -> serde_json::Value {
 async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
     let rig = Rig::start(MockConfig::default()).await;
     let mut events = rig.events().await;
-    let _worker = rig.spawn("w");
+    // A price of $1 a token in and $2 out makes the estimated cost easy to check.
+    let mut options = rig.options();
+    options.extra =
+        "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = 1000000.0\noutput_per_mtok = 2000000.0\n"
+            .into();
+    let mut worker = sluice_tests::worker_process::WorkerProcess::spawn("w", &options);
     let first = rig
         .enqueue(vec![ask(question("gpt-4o-mini"))])
         .await
@@ -105,6 +110,41 @@ async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
         rig.mock.stats(false).calls
     );
     assert_eq!((count(&c, "cache_hits"), count(&c, "cache_misses")), (1, 2));
+    let (input, output) = (
+        count(&c, "saved_in:gpt-4o-mini"),
+        count(&c, "saved_out:gpt-4o-mini"),
+    );
+    assert!(input > 0 && output > 0, "{c:?}");
+    assert_eq!(input + output, count(&c, "cache_tokens_saved"));
+
+    // Prometheus: the worker exports the queue's cache counters and the estimated cost saved.
+    let addr = worker.ready(BOUND).await.expect("worker ready");
+    let m = sluice_tests::scrape::Scrape::fetch(addr).await;
+    let q = [("queue", "q")];
+    assert_eq!(m.sum("sluice_cache_hits_total", &q), 1.0);
+    assert_eq!(m.sum("sluice_cache_misses_total", &q), 2.0);
+    assert_eq!(
+        m.sum("sluice_cache_tokens_saved_total", &q),
+        (input + output) as f64
+    );
+    assert_eq!(
+        m.sum("sluice_cache_cost_saved_dollars", &q),
+        (input + 2 * output) as f64
+    );
+
+    // `sluice stats` shows the hit rate.
+    let out =
+        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+            .args(["--redis", &rig.url(), "stats", "q"])
+            .env_remove("SLUICE_REDIS_URL")
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .expect("run sluice stats");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cache    hit rate 33.3%: 1 hits, 0 followers of an identical job, 2 misses"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

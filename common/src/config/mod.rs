@@ -13,9 +13,11 @@ use crate::store::{StoreSettings, TlsFiles};
 use crate::validate;
 
 mod api;
+mod prices;
 mod upstream;
 
 pub use api::{ApiConfig, ApiKeyConfig};
+pub use prices::ModelPrice;
 pub use upstream::{ModelLimits, UpstreamConfig};
 
 /// The built-in defaults: the one source of every setting's default value outside `[upstreams]`
@@ -49,6 +51,9 @@ pub struct Config {
     /// Upstreams by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Price per million tokens by model (the response cache's estimated cost saved).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ModelPrice>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

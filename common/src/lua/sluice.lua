@@ -289,15 +289,28 @@ local function cache_arg(c)
     c.queue_max_bytes)
 end
 
--- The tokens a stored `usage` (JSON text) says the call used: what a hit or a follower saved.
+-- The tokens a stored `usage` (JSON text) says the call used, in and out: what a hit or a
+-- follower saved.
 local function usage_tokens(usage)
   local ok, u = pcall(cjson.decode, usage or '')
-  if not ok or type(u) ~= 'table' then return 0 end
-  local total = tonumber(u.total_tokens)
-  if total then return math.floor(total) end
-  local sum = (tonumber(u.prompt_tokens) or tonumber(u.input_tokens) or 0)
-    + (tonumber(u.completion_tokens) or tonumber(u.output_tokens) or 0)
-  return math.floor(sum)
+  if not ok or type(u) ~= 'table' then return 0, 0 end
+  local input = tonumber(u.prompt_tokens) or tonumber(u.input_tokens) or 0
+  local output = tonumber(u.completion_tokens) or tonumber(u.output_tokens) or 0
+  if input + output == 0 then output = tonumber(u.total_tokens) or 0 end
+  return math.floor(input), math.floor(output)
+end
+
+-- Counts what `n` jobs served without a call saved: tokens (`cache_tokens_saved`) and, per
+-- model, tokens in and out (`saved_in:<model>`, `saved_out:<model>`, for the estimated cost).
+local function count_saved(p, model, usage, n)
+  local input, output = usage_tokens(usage)
+  if input + output == 0 or n == 0 then return end
+  local counts = p .. 'counts'
+  redis.call('HINCRBY', counts, 'cache_tokens_saved', (input + output) * n)
+  if type(model) == 'string' and model ~= '' and #model <= 128 then
+    if input > 0 then redis.call('HINCRBY', counts, 'saved_in:' .. model, input * n) end
+    if output > 0 then redis.call('HINCRBY', counts, 'saved_out:' .. model, output * n) end
+  end
 end
 
 -- "key|ttl|max_bytes|retention|queue_max_bytes" -> key, ttl, max_bytes, retention, queue_max
@@ -389,7 +402,8 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
       redis.call('PEXPIRE', jk, retention)
       tally.completed = tally.completed + 1
       tally.cache_hits = tally.cache_hits + 1
-      tally.cache_tokens_saved = tally.cache_tokens_saved + usage_tokens(hit[3])
+      local body = decoded.request.body
+      count_saved(p, type(body) == 'table' and body.model, hit[3], 1)
       local list = tally.ids.completed
       list[#list + 1] = id
       return {'created', id, 'completed'}
@@ -438,8 +452,7 @@ end
 
 local function new_tally()
   return {queued = 0, scheduled = 0, completed = 0, deduplicated = 0, cache_hits = 0,
-    cache_misses = 0, cache_followers = 0, cache_tokens_saved = 0,
-    ids = {queued = {}, scheduled = {}, completed = {}}}
+    cache_misses = 0, cache_followers = 0, ids = {queued = {}, scheduled = {}, completed = {}}}
 end
 
 -- The counters and the events of one enqueue call.
@@ -456,7 +469,7 @@ local function apply_tally(p, emax, tally)
   events(p, emax, tally.ids.completed, 'completed')
   local created = tally.queued + tally.scheduled + tally.completed
   for _, k in ipairs({'queued', 'scheduled', 'completed', 'deduplicated', 'cache_hits',
-      'cache_misses', 'cache_followers', 'cache_tokens_saved'}) do
+      'cache_misses', 'cache_followers'}) do
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
   end
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
@@ -555,8 +568,10 @@ local function settle(p, emax, id, cache, result, status, usage)
     if #done > 0 then
       redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-#done))
       redis.call('HINCRBY', p .. 'counts', 'completed', tostring(#done))
-      local saved = usage_tokens(usage) * #done
-      if saved > 0 then redis.call('HINCRBY', p .. 'counts', 'cache_tokens_saved', saved) end
+      local ok, spec = pcall(cjson.decode, redis.call('HGET', p .. 'job:' .. id, 'spec') or '')
+      local body = ok and type(spec) == 'table' and type(spec.request) == 'table'
+        and spec.request.body
+      count_saved(p, type(body) == 'table' and body.model, usage, #done)
       events(p, emax, done, 'completed')
     end
     if redis.call('GET', fk) == id then redis.call('DEL', fk) end

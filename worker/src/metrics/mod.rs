@@ -124,6 +124,9 @@ pub struct Metrics {
     circuit: IntGaugeVec,
     hold_seconds: prometheus::GaugeVec,
     rpm_limit: prometheus::GaugeVec,
+    /// The response cache's estimated cost saved per queue, from `[prices]`.
+    cache_cost_saved: prometheus::GaugeVec,
+    prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
     refresh_errors: prometheus::IntCounter,
     /// Unix ms of the last refresh from Redis, and whether one is running.
     refreshed_ms: AtomicU64,
@@ -365,11 +368,27 @@ impl Metrics {
                 "Requests per minute the fleet holds an upstream to: its adaptive rate, else its rpm (0: none)",
                 u,
             ),
+            cache_cost_saved: float_gauge(
+                &r,
+                "sluice_cache_cost_saved_dollars",
+                "Estimated cost of the calls the response cache saved, fleet-wide, from Redis: tokens saved per model times [prices] (models without a price count 0)",
+                q,
+            ),
+            prices: Default::default(),
             refresh_errors,
             registry: r,
             refreshed_ms: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Prices per model for the cache's estimated cost saved (`[prices]`).
+    pub fn with_prices(
+        mut self,
+        prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
+    ) -> Metrics {
+        self.prices = prices;
+        self
     }
 
     /// Creates the series that should read 0 before anything happens, so dashboards and alerts

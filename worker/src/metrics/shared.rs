@@ -94,6 +94,22 @@ impl Metrics {
         self.queue_paused
             .with_label_values(&[q])
             .set(i64::from(s.paused));
+        // The cache's estimated cost saved: tokens per model (`saved_in:<model>`,
+        // `saved_out:<model>`) at the configured prices.
+        let mut cost = 0.0;
+        for (field, n) in &s.counts {
+            let n = (*n).max(0) as u64;
+            if let Some(model) = field.strip_prefix("saved_in:")
+                && let Some(price) = self.prices.get(model)
+            {
+                cost += price.cost(n, 0);
+            } else if let Some(model) = field.strip_prefix("saved_out:")
+                && let Some(price) = self.prices.get(model)
+            {
+                cost += price.cost(0, n);
+            }
+        }
+        self.cache_cost_saved.with_label_values(&[q]).set(cost);
         // Counters follow Redis's totals; a total that went down (a purge or a FLUSHDB) is a
         // reset, which Prometheus's rate() copes with only if the counter restarts too — so it
         // is left where it is and resumes once Redis passes it again.
