@@ -409,3 +409,66 @@ async fn purging_one_upstreams_answers_leaves_the_others() {
     assert_eq!(purge(&[]), "purged 2 cached answers from q");
     assert!(cache_entries(&rig).await.is_empty());
 }
+
+/// The cache asked for from outside Rust: `sluice enqueue --cache-ttl` and the HTTP API's
+/// `cache_ttl_ms`. The second identical job of each is completed by its enqueue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_http_api_ask_for_the_cache() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let mut events = rig.events().await;
+    let _worker = rig.spawn("w");
+    let body = r#"{"model": "m", "messages": [{"role": "user", "content": "from the CLI"}]}"#;
+    let enqueue = || {
+        let out =
+            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+                .args([
+                    "--redis",
+                    &rig.url(),
+                    "enqueue",
+                    "--queue",
+                    "q",
+                    "--upstream",
+                    "mock",
+                ])
+                .args(["--cache-ttl", "10m", "--body", body])
+                .env_remove("SLUICE_REDIS_URL")
+                .env_remove("SLUICE_CONFIG")
+                .output()
+                .expect("run sluice enqueue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = enqueue();
+    assert!(first.ends_with("(queued)"), "{first}");
+    assert!(events.until(BOUND, |s| s.count("completed") >= 1).await);
+    let second = enqueue();
+    assert!(second.ends_with("(completed)"), "{second}");
+
+    let api = sluice_tests::api_process::ApiProcess::start(
+        &rig.url(),
+        "",
+        &sluice_tests::api_process::key_toml("a", "key-a", &["q"], "", ""),
+    );
+    let http = reqwest::Client::new();
+    let submit = || {
+        http.post(format!("{}/v1/queues/q/jobs", api.base))
+            .bearer_auth("key-a")
+            .json(&json!({"upstream": "mock", "cache_ttl_ms": 600000, "body": question("api")}))
+            .send()
+    };
+    let r: serde_json::Value = submit().await.expect("POST").json().await.expect("JSON");
+    assert_eq!(r["state"], "queued", "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    assert!(events.until(BOUND, |s| s.job(&id, "completed") == 1).await);
+    let r: serde_json::Value = submit().await.expect("POST").json().await.expect("JSON");
+    assert_eq!(r["state"], "completed", "{r}");
+    assert_eq!(
+        rig.mock.stats(false).calls,
+        2,
+        "one call each for the CLI and the API"
+    );
+}
