@@ -205,26 +205,6 @@ impl Producer {
         }
     }
 
-    /// The state changes of job `id` after events-stream entry `after`, waiting up to `block`
-    /// for one (on a connection of its own); and where to read on from.
-    pub async fn job_events(
-        &self,
-        queue: &str,
-        id: &str,
-        after: &str,
-        block: Duration,
-    ) -> Result<(String, Vec<(String, JobState)>), ProducerError> {
-        let mut conn = self
-            .blocking
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(self
-            .store
-            .job_events(&mut *conn, queue, id, after, block)
-            .await?)
-    }
-
     /// Cancels a job that has not started yet (queued, scheduled or retrying).
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<CancelOutcome, ProducerError> {
         Ok(self.store.cancel(queue, id).await?)

@@ -17,6 +17,25 @@ fn ask(body: serde_json::Value) -> NewJob {
     NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL)
 }
 
+/// Runs the `sluice` CLI on the rig's Redis with `args`; its standard output, trimmed (the
+/// command must succeed).
+fn sluice(rig: &Rig, args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+            .args(["--redis", &rig.url()])
+            .args(args)
+            .env_remove("SLUICE_REDIS_URL")
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// The queue's cached answers (`cache:<64 hex digits>`, not the index, sizes or total).
 async fn cache_entries(rig: &Rig) -> Vec<String> {
     let mut conn = rig.redis.client().await;
@@ -133,14 +152,7 @@ async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
     );
 
     // `sluice stats` shows the hit rate.
-    let out =
-        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-            .args(["--redis", &rig.url(), "stats", "q"])
-            .env_remove("SLUICE_REDIS_URL")
-            .env_remove("SLUICE_CONFIG")
-            .output()
-            .expect("run sluice stats");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = sluice(&rig, &["stats", "q"]);
     assert!(
         text.contains("cache    hit rate 33.3%: 1 hits, 0 followers of an identical job, 2 misses"),
         "{text}"
@@ -369,20 +381,9 @@ async fn purging_one_upstreams_answers_leaves_the_others() {
     }
     assert_eq!(rig.mock.stats(false).calls, 2);
     let purge = |extra: &[&str]| {
-        let out =
-            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-                .args(["--redis", &rig.url(), "cache", "purge", "--queue", "q"])
-                .args(extra)
-                .env_remove("SLUICE_REDIS_URL")
-                .env_remove("SLUICE_CONFIG")
-                .output()
-                .expect("run sluice cache purge");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let mut args = vec!["cache", "purge", "--queue", "q"];
+        args.extend_from_slice(extra);
+        sluice(&rig, &args)
     };
     assert_eq!(
         purge(&["--upstream", "mock2"]),
@@ -419,28 +420,20 @@ async fn the_cli_and_the_http_api_ask_for_the_cache() {
     let _worker = rig.spawn("w");
     let body = r#"{"model": "m", "messages": [{"role": "user", "content": "from the CLI"}]}"#;
     let enqueue = || {
-        let out =
-            std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-                .args([
-                    "--redis",
-                    &rig.url(),
-                    "enqueue",
-                    "--queue",
-                    "q",
-                    "--upstream",
-                    "mock",
-                ])
-                .args(["--cache-ttl", "10m", "--body", body])
-                .env_remove("SLUICE_REDIS_URL")
-                .env_remove("SLUICE_CONFIG")
-                .output()
-                .expect("run sluice enqueue");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        sluice(
+            &rig,
+            &[
+                "enqueue",
+                "--queue",
+                "q",
+                "--upstream",
+                "mock",
+                "--cache-ttl",
+                "10m",
+                "--body",
+                body,
+            ],
+        )
     };
     let first = enqueue();
     assert!(first.ends_with("(queued)"), "{first}");

@@ -186,28 +186,6 @@ impl Store {
         Ok(Some((status, newest_entry(&last))))
     }
 
-    /// The state changes of job `id` after events-stream entry `after`, blocking up to `block`
-    /// for the first; with the position to read on from (past entries of other jobs too).
-    /// `queue` is the job's own (its partition, as its status names it): no lookup per read.
-    pub async fn job_events<C: redis::aio::ConnectionLike + Send>(
-        &self,
-        blocking: &mut C,
-        queue: &str,
-        id: &str,
-        after: &str,
-        block: Duration,
-    ) -> Result<(String, Vec<(String, JobState)>), StoreError> {
-        let (last, all) = self
-            .queue_events(blocking, queue, after, Some(block))
-            .await?;
-        let mine = all
-            .into_iter()
-            .filter(|(_, job, _)| job == id)
-            .map(|(entry, _, state)| (entry, state))
-            .collect();
-        Ok((last, mine))
-    }
-
     /// Every state change in queue `queue`'s events stream after entry `after` (at most 1,000),
     /// as (entry, job id, state); with the position to read on from. `block`: wait up to this
     /// long for the first (on a blocking connection); `None` answers at once.

@@ -99,14 +99,16 @@ impl Metrics {
         let mut cost = 0.0;
         for (field, n) in &s.counts {
             let n = (*n).max(0) as u64;
-            if let Some(model) = field.strip_prefix("saved_in:")
-                && let Some(price) = self.prices.get(model)
-            {
-                cost += price.cost(n, 0);
-            } else if let Some(model) = field.strip_prefix("saved_out:")
-                && let Some(price) = self.prices.get(model)
-            {
-                cost += price.cost(0, n);
+            let (model, tokens) = match (
+                field.strip_prefix("saved_in:"),
+                field.strip_prefix("saved_out:"),
+            ) {
+                (Some(m), _) => (m, (n, 0)),
+                (_, Some(m)) => (m, (0, n)),
+                _ => continue,
+            };
+            if let Some(price) = self.prices.get(model) {
+                cost += price.cost(tokens.0, tokens.1);
             }
         }
         self.cache_cost_saved.with_label_values(&[q]).set(cost);
