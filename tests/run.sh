@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite on a fresh Debian machine with Rust:
-# installs what is missing (redis-server, promtool, a venv with the Python client), checks formatting and lints, then runs every
-# test of the workspace, then fuzzes the decoders of untrusted input for a short while
-# (tests/fuzz.sh: cargo-fuzz on nightly, 20 s per target). Each test starts its own redis-server
-# on a free port; nothing needs to be running beforehand. Set SLUICE_SKIP_LINT=1 to skip fmt and
-# clippy, SLUICE_SKIP_FUZZ=1 to skip the fuzz run, SLUICE_FUZZ_SECS to change its length.
+# installs what is missing (redis-server, Valkey, promtool, a venv with the Python client), checks
+# formatting and lints, then runs every test of the workspace on Redis 7 and again on Valkey 8,
+# then fuzzes the decoders of untrusted input for a short while (tests/fuzz.sh: cargo-fuzz on
+# nightly, 20 s per target). Each test starts its own server on a free port; nothing needs to be
+# running beforehand. SLUICE_TEST_SERVER=redis or =valkey runs the tests on that server only.
+# Set SLUICE_SKIP_LINT=1 to skip fmt and clippy, SLUICE_SKIP_FUZZ=1 to skip the fuzz run,
+# SLUICE_FUZZ_SECS to change its length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,20 @@ if [ -z "${SLUICE_PYTHON:-}" ]; then
   export SLUICE_PYTHON="$PWD/$VENV/bin/python"
 fi
 
+# Which servers the suite runs on: both unless SLUICE_TEST_SERVER names one.
+SERVERS="${SLUICE_TEST_SERVER:-redis valkey}"
+for server in $SERVERS; do
+  case "$server" in
+    redis | valkey) ;;
+    *) echo "SLUICE_TEST_SERVER=$server: expected redis or valkey" >&2; exit 2 ;;
+  esac
+done
+case " $SERVERS " in
+  *" valkey "*)
+    # shellcheck source=install-valkey.sh
+    . ./tests/install-valkey.sh ;;
+esac
+
 if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
@@ -51,8 +67,15 @@ if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
-echo "== cargo test --workspace"
-cargo test --workspace --all-targets "$@"
+for server in $SERVERS; do
+  if [ "$server" = valkey ]; then
+    echo "== cargo test --workspace on Valkey: $("$SLUICE_VALKEY_SERVER" --version)"
+    echo "   (TLS test: $("$SLUICE_VALKEY_TLS_SERVER" --version))"
+  else
+    echo "== cargo test --workspace on Redis: $("${SLUICE_REDIS_SERVER:-redis-server}" --version)"
+  fi
+  SLUICE_TEST_SERVER="$server" cargo test --workspace --all-targets "$@"
+done
 
 if [ "${SLUICE_SKIP_FUZZ:-0}" != 1 ]; then
   ./tests/fuzz.sh "${SLUICE_FUZZ_SECS:-20}"

@@ -4,6 +4,7 @@
 //! - [`redis_server`]: a real `redis-server` per test on a free port with its own data dir
 //!   (or testcontainers' Redis with `SLUICE_TEST_REDIS=docker`), torn down on drop;
 //! - [`redis_cluster`]: a real three-master Redis Cluster (with replicas) per test;
+//! - [`server_kind`]: Redis or Valkey (`SLUICE_TEST_SERVER`), and where their binaries are;
 //! - [`mock`]: the mock model API (OpenAI-compatible, failure injection, call record);
 //! - [`events`]: a test's view of a queue's events stream, to await states;
 //! - [`python`]: Python scripts (the `openai` SDK, `standardwebhooks`, our client) in the tests' venv;
@@ -32,6 +33,7 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod rig;
 pub mod scrape;
+pub mod server_kind;
 pub mod soak;
 pub mod worker_process;
 

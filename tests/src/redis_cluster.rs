@@ -1,6 +1,7 @@
 //! A real Redis Cluster for one test: cluster-enabled `redis-server` processes on free loopback
 //! ports (three masters with one replica each, unless asked otherwise), joined by
 //! `redis-cli --cluster create`, each with its own data dir, all killed when the handle drops.
+//! With `SLUICE_TEST_SERVER=valkey`, `valkey-server` processes joined by `valkey-cli`.
 //!
 //! Ready means every node reports `cluster_state:ok` and sees all 16384 slots assigned; the
 //! harness waits for that state (bounded), then hands out a `redis+cluster://` URL.
@@ -55,16 +56,18 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let out = Command::new("redis-cli")
+        let cli = crate::server_kind::ServerKind::current().cli_binary();
+        let out = Command::new(&cli)
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
-            .expect("run redis-cli --cluster create (apt-get install redis-tools)");
+            .unwrap_or_else(|e| panic!("run {} --cluster create: {e}", cli.display()));
         assert!(
             out.status.success(),
-            "redis-cli --cluster create failed:\n{}\n{}",
+            "{} --cluster create failed:\n{}\n{}",
+            cli.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

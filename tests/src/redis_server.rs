@@ -1,13 +1,15 @@
-//! A real Redis for one test: started by the test, on a free loopback port, with its own
-//! temporary data directory, and killed when the handle drops.
+//! A real Redis (or Valkey, with `SLUICE_TEST_SERVER=valkey`: [`crate::server_kind`]) for one
+//! test: started by the test, on a free loopback port, with its own temporary data directory, and
+//! killed when the handle drops.
 //!
-//! Readiness is awaited from the server's own "Ready to accept connections" log line, not by
-//! sleeping. With `SLUICE_TEST_REDIS=docker` the server is testcontainers' `redis` image instead
-//! (for machines with Docker and no redis-server binary).
+//! Readiness is awaited from the server's own "Ready to accept connections" log line (both
+//! servers print it), not by sleeping. With `SLUICE_TEST_REDIS=docker` the server is
+//! testcontainers' `redis:7` (or `valkey/valkey:8`) image instead, for machines with Docker and
+//! no server binary.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use std::time::Duration;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage};
+
+use crate::server_kind::{ServerKind, extra_server_args};
 
 /// How long a starting server may take before the harness gives up (a bound, not a wait).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,13 +39,6 @@ pub struct RedisServer {
     extra_args: Vec<String>,
 }
 
-/// Which `redis-server` binary to run: `SLUICE_REDIS_SERVER`, else the one on PATH.
-pub fn redis_server_binary() -> PathBuf {
-    std::env::var_os("SLUICE_REDIS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("redis-server"))
-}
-
 /// A port free on loopback just now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
@@ -60,7 +57,8 @@ impl RedisServer {
     /// Starts a Redis with extra `redis-server` arguments (`["--appendonly", "yes"]`); `{port}`
     /// in an argument stands for the port chosen (for `--port 0 --tls-port {port}`).
     pub async fn start_with(args: &[&str]) -> RedisServer {
-        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        extra_args.extend(extra_server_args());
         if std::env::var("SLUICE_TEST_REDIS").as_deref() == Ok("docker") {
             return Self::start_docker(extra_args).await;
         }
@@ -87,15 +85,19 @@ impl RedisServer {
     }
 
     async fn start_docker(extra_args: Vec<String>) -> RedisServer {
-        let mut cmd = vec!["redis-server".to_string()];
+        let kind = ServerKind::current();
+        let mut cmd = vec![format!("{}-server", kind.name())];
         cmd.extend(extra_args.iter().cloned());
-        let image = GenericImage::new("redis", "7")
+        let (name, tag) = kind.docker_image();
+        let image = GenericImage::new(name, tag)
             .with_exposed_port(6379.tcp())
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"));
         let container = testcontainers::ImageExt::with_cmd(image, cmd)
             .start()
             .await
-            .expect("start testcontainers' redis (SLUICE_TEST_REDIS=docker)");
+            .unwrap_or_else(|e| {
+                panic!("start testcontainers' {name}:{tag} (SLUICE_TEST_REDIS=docker): {e}")
+            });
         let port = container
             .get_host_port_ipv4(6379.tcp())
             .await
@@ -181,7 +183,8 @@ impl RedisServer {
 }
 
 fn spawn_local(dir: &Path, port: u16, extra: &[String]) -> Result<Child, String> {
-    let bin = redis_server_binary();
+    let kind = ServerKind::current();
+    let bin = kind.server_binary(extra.iter().any(|a| a == "--tls-port"));
     let mut child = Command::new(&bin)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .arg("--dir")
@@ -195,8 +198,9 @@ fn spawn_local(dir: &Path, port: u16, extra: &[String]) -> Result<Child, String>
         .spawn()
         .map_err(|e| {
             format!(
-                "{}: {e} (install it: apt-get install redis-server)",
-                bin.display()
+                "{}: {e} (install it: {})",
+                bin.display(),
+                kind.install_hint()
             )
         })?;
     let stdout = child.stdout.take().ok_or("no stdout from redis-server")?;
