@@ -240,4 +240,10 @@ async fn function_flags_xautoclaim_client_and_info_behave_as_sluice_expects() {
         let v = field(&all, f).unwrap_or_else(|| panic!("INFO lacks {f}"));
         assert!(v.parse::<f64>().is_ok(), "INFO {f}:{v}");
     }
+    // INFO commandstats, which the benchmark splits per command: `calls=N,usec=N,…`.
+    let fcall_ro = field(&all, "cmdstat_fcall_ro").expect("INFO commandstats lacks fcall_ro");
+    assert!(
+        fcall_ro.starts_with("calls=") && fcall_ro.contains(",usec="),
+        "cmdstat_fcall_ro:{fcall_ro}"
+    );
 }
