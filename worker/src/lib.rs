@@ -30,6 +30,7 @@ pub mod reclaim;
 pub mod retry;
 pub mod scheduler;
 pub mod shutdown;
+pub mod translate;
 pub mod upstream;
 pub mod webhook;
 pub mod worker;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::fallback::{ApiFormat, Fallback, default_fallback_after_ms, default_transient_tries};
+
 /// One upstream API. The secret is read from `auth_env` or `auth_file` by the worker at start-up;
 /// it never appears in config dumps, jobs, Redis or logs.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +92,24 @@ pub struct UpstreamConfig {
     /// a job's request.
     #[serde(default = "default_probe_path")]
     pub probe_path: String,
+    /// The format this upstream speaks: `openai` (chat completions) or `anthropic` (messages).
+    /// A job moved here by a fallback is translated (the common subset only).
+    #[serde(default)]
+    pub format: ApiFormat,
+    /// Where this upstream's jobs go when it is held, out of quota, refusing the credential or
+    /// failing: tried in order (docs/OPERATIONS.md, "Fallback chains").
+    #[serde(default)]
+    pub fallbacks: Vec<Fallback>,
+    /// A rate-limit hold longer than this sends the job to the next deployment now.
+    #[serde(default = "default_fallback_after_ms")]
+    pub fallback_after_ms: u64,
+    /// Transient failures (5xx, timeouts) on one deployment before the job moves to the next.
+    #[serde(default = "default_transient_tries")]
+    pub fallback_transient_tries: u32,
+    /// A larger-context model for requests over this one's context length (else they are dead
+    /// with reason `context_length`).
+    #[serde(default)]
+    pub context_fallback: Option<Fallback>,
 }
 
 /// Rate limits of one model of an upstream.
