@@ -91,6 +91,11 @@ pub struct JobSpec {
     /// under way; store its answer for the next ones. Filled in by [`NewJob::prepare`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    /// The fallback chain this job may take, by upstream name, in order. Each must be among its
+    /// upstream's configured `fallbacks` (producers that know the config refuse others at
+    /// enqueue; workers dead-letter them). Absent: the upstream's whole chain; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// A job's place in the response cache (docs/OPERATIONS.md, "Response cache").
@@ -246,8 +251,16 @@ impl NewJob {
                 webhook: None,
                 deliver: None,
                 cache: None,
+                fallbacks: None,
             },
         }
+    }
+
+    /// Limits the job's fallback chain to these upstreams, in this order (each must be in its
+    /// upstream's configured `fallbacks`); an empty list: no fallback at all.
+    pub fn with_fallbacks<S: Into<String>>(mut self, chain: impl IntoIterator<Item = S>) -> Self {
+        self.spec.fallbacks = Some(chain.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Serves this job from the response cache when an identical request's answer is fresh

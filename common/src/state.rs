@@ -116,6 +116,9 @@ pub struct JobStatus {
     /// The identical job this one follows (response cache, single flight), while it waits; once
     /// ended, the one whose answer it got.
     pub follows: Option<String>,
+    /// The deployment (upstream name, and the model asked of it) whose answer completed the
+    /// job: the job's own upstream, or one of its fallbacks.
+    pub answered_by: Option<String>,
 }
 
 impl JobStatus {
@@ -153,6 +156,7 @@ impl JobStatus {
             spec: f.remove("spec").unwrap_or_default(),
             cached: f.get("cached").is_some_and(|v| v == "1"),
             follows: f.remove("follows").or_else(|| f.remove("followed")),
+            answered_by: f.remove("answered_by"),
         })
     }
 }

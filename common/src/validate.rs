@@ -42,6 +42,8 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 ];
 
 const MAX_ATTEMPTS: u32 = 100;
+/// Most upstreams a job's own fallback chain may name.
+const MAX_CHAIN: usize = 16;
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -92,6 +94,25 @@ pub fn job(job: &NewJob, limits: &JobLimits) -> Result<(), InvalidJob> {
 /// Checks a job spec: the part a worker runs. Also used by the worker on what it reads back.
 pub fn spec(spec: &JobSpec) -> Result<(), InvalidJob> {
     upstream_name(&spec.upstream)?;
+    if let Some(chain) = &spec.fallbacks {
+        if chain.len() > MAX_CHAIN {
+            return Err(bad(
+                "fallbacks",
+                format!("{} upstreams, over the limit of {MAX_CHAIN}", chain.len()),
+            ));
+        }
+        for (i, name) in chain.iter().enumerate() {
+            if upstream_name(name).is_err() {
+                return Err(bad(
+                    "fallbacks",
+                    format!("{name:?} is not an upstream name"),
+                ));
+            }
+            if name == &spec.upstream || chain[..i].contains(name) {
+                return Err(bad("fallbacks", format!("{name:?} is in the chain twice")));
+            }
+        }
+    }
     path(&spec.request.path)?;
     let method = spec.request.method;
     match (&spec.request.body, method.has_body()) {

@@ -32,6 +32,10 @@ pub struct JobView {
     /// The identical job whose call serves this one (single flight).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// The deployment that answered (`upstream` or `upstream/model`): the job's own upstream
+    /// or one of its fallbacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
     /// The upstream's answer, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultView>,
@@ -92,6 +96,7 @@ impl From<JobStatus> for JobView {
             needs_attention,
             cached: s.cached,
             follows: s.follows,
+            answered_by: s.answered_by,
             id: s.id,
             queue: s.queue,
             state: s.state,

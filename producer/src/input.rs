@@ -34,6 +34,9 @@ pub struct JobInput {
     /// Serve it from the response cache (or an identical job under way) and cache its answer
     /// for this long.
     pub cache_ttl_ms: Option<u64>,
+    /// The job's own fallback chain (upstream names, each in its upstream's configured
+    /// `fallbacks`); `[]` for none.
+    pub fallbacks: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -130,6 +133,7 @@ impl JobInput {
                 webhook: None,
                 deliver: None,
                 cache: None,
+                fallbacks: self.fallbacks,
             },
         })
     }

@@ -55,6 +55,8 @@ pub struct Producer {
     /// The upstreams' response-cache settings (`[upstreams.NAME] cache_ttl_ms` > 0), applied to
     /// jobs that say nothing about the cache.
     cache_defaults: std::collections::HashMap<String, (CacheOptions, bool)>,
+    /// Each configured upstream's fallback chain: a job's own chain must stay within it.
+    chains: std::collections::HashMap<String, Vec<sluice_common::config::Fallback>>,
 }
 
 impl Producer {
@@ -83,8 +85,14 @@ impl Producer {
                 (name.clone(), (options, u.cache_nondeterministic))
             })
             .collect();
+        let chains = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), u.fallbacks.clone()))
+            .collect();
         Ok(Producer {
             cache_defaults,
+            chains,
             store,
             limits: config.job_limits(),
             batch_size: config.producer.batch_size,
@@ -92,6 +100,30 @@ impl Producer {
             blocking,
             coalescer,
         })
+    }
+
+    /// Validates `job` as this producer's config sees it (a job's own fallback chain must be
+    /// within its upstream's configured one) and encodes it.
+    fn prepare(&self, job: NewJob) -> Result<sluice_common::PreparedJob, InvalidJob> {
+        if let Some(chain) = job.spec.fallbacks.as_deref().filter(|c| !c.is_empty()) {
+            let upstream = &job.spec.upstream;
+            let Some(allowed) = self.chains.get(upstream) else {
+                return Err(InvalidJob::Field {
+                    field: "fallbacks",
+                    reason: format!(
+                        "upstream {upstream:?} is not in this producer's config, so its chain \
+                         cannot be checked: give the producer the workers' [upstreams]"
+                    ),
+                });
+            };
+            sluice_common::config::confine(upstream, chain, allowed).map_err(|reason| {
+                InvalidJob::Field {
+                    field: "fallbacks",
+                    reason,
+                }
+            })?;
+        }
+        self.with_upstream_cache(job).prepare(&self.limits)
     }
 
     /// `job` with its upstream's cache settings when it names none itself and its request asks
@@ -119,7 +151,7 @@ impl Producer {
     /// existing job's id and state with `created == false`. Concurrent calls share server-side
     /// calls (one per queue for all jobs waiting), so many callers cost Redis what a batch does.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, ProducerError> {
-        let prepared = self.with_upstream_cache(job).prepare(&self.limits)?;
+        let prepared = self.prepare(job)?;
         Ok(self.coalescer.enqueue(prepared).await?)
     }
 
@@ -130,7 +162,7 @@ impl Producer {
             (0..jobs.len()).map(|_| None).collect();
         let mut valid = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.into_iter().enumerate() {
-            match self.with_upstream_cache(job).prepare(&self.limits) {
+            match self.prepare(job) {
                 Ok(p) => valid.push((i, p)),
                 Err(e) => results[i] = Some(Err(e.into())),
             }

@@ -134,7 +134,7 @@ async fn a_400_is_dead_after_one_call_and_a_401_is_classified_auth_not_retried_b
     assert!(
         s.last_error
             .as_deref()
-            .is_some_and(|e| e.contains("context_length_exceeded")),
+            .is_some_and(|e| e.contains("invalid_value")),
         "{s:?}"
     );
     let dead = rig

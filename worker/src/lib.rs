@@ -28,6 +28,7 @@ pub mod outcome;
 pub mod processor;
 pub mod reclaim;
 pub mod retry;
+pub mod route;
 pub mod scheduler;
 pub mod shutdown;
 pub mod translate;

@@ -23,6 +23,9 @@ pub enum Class {
     Auth,
     Transient,
     Invalid,
+    /// The request is longer than the model's context window (a 400 that says so): wrong here,
+    /// possibly right on a larger model (`context_fallback`).
+    ContextLength,
 }
 
 impl Class {
@@ -34,6 +37,7 @@ impl Class {
             Class::Auth => "auth",
             Class::Transient => "transient",
             Class::Invalid => "invalid",
+            Class::ContextLength => "context_length",
         }
     }
 }
@@ -69,6 +73,20 @@ fn is_quota_code(code: &str) -> bool {
     ) || code.ends_with("_spend_limit_exceeded")
         || code.ends_with("_usage_limit_exceeded")
         || code.contains("PerDay")
+}
+
+/// A 400 (or 413) saying the prompt does not fit the model: OpenAI's and Azure's
+/// `context_length_exceeded`, Anthropic's "prompt is too long", Gemini's "exceeds the maximum
+/// number of tokens".
+fn is_context_length(status: u16, codes: &[String], message: &str) -> bool {
+    if !matches!(status, 400 | 413) {
+        return false;
+    }
+    let m = message.to_ascii_lowercase();
+    codes.iter().any(|c| c == "context_length_exceeded")
+        || m.contains("prompt is too long")
+        || m.contains("maximum context length")
+        || m.contains("exceeds the maximum number of tokens")
 }
 
 /// The error codes and the message found in a JSON error body (OpenAI, Anthropic, Gemini shapes).
@@ -145,6 +163,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) 
         (Some(true), Class::Invalid | Class::Auth) => class = Class::Transient,
         (Some(false), Class::Transient | Class::RateLimited) => class = Class::Invalid,
         _ => {}
+    }
+    if class == Class::Invalid && is_context_length(status, &codes, &message) {
+        class = Class::ContextLength;
     }
     let code = codes.first().map(String::as_str).unwrap_or("");
     let detail = excerpt(&format!("HTTP {status} {code}: {message}"), 300);
@@ -229,13 +250,33 @@ mod tests {
     }
 
     #[test]
+    fn a_prompt_too_long_for_the_model_is_its_own_class_in_every_providers_words() {
+        for body in [
+            r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+            r#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+        ] {
+            assert_eq!(
+                classify_json(400, body, &[]).class,
+                Class::ContextLength,
+                "{body}"
+            );
+        }
+        let other = r#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":"invalid_value"}}"#;
+        assert_eq!(classify_json(400, other, &[]).class, Class::Invalid);
+        // A 500 that mentions context is not this class.
+        let odd = r#"{"error":{"message":"maximum context length exceeded in the backend"}}"#;
+        assert_eq!(classify_json(500, odd, &[]).class, Class::Transient);
+    }
+
+    #[test]
     fn the_detail_names_status_code_and_message() {
         let o = classify_json(
             400,
             r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#,
             &[],
         );
-        assert_eq!(o.class, Class::Invalid);
+        assert_eq!(o.class, Class::ContextLength);
         assert!(
             o.detail
                 .starts_with("HTTP 400 context_length_exceeded: This model"),

@@ -19,7 +19,10 @@ use crate::limiter::{Gate, Ticket};
 use crate::metrics::{now_ms, status_class};
 use crate::outage::ride_out;
 use crate::outcome;
+use crate::outcome::Class;
 use crate::retry::{Budget, Decision};
+use crate::route::{self, Plan, Step};
+use crate::translate;
 use crate::upstream::{CallError, Upstream, Upstreams};
 
 /// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
@@ -83,7 +86,7 @@ async fn process(
             .map(Some);
     }
     tracing::Span::current().record("upstream", spec.upstream.as_str());
-    let Some(upstream) = ctx.upstreams.get(&spec.upstream).cloned() else {
+    let Some(primary) = ctx.upstreams.get(&spec.upstream).cloned() else {
         let why = format!(
             "no upstream named {:?} in this worker's config",
             spec.upstream
@@ -91,6 +94,10 @@ async fn process(
         return dead(ctx, job, "unknown_upstream", &why, None)
             .await
             .map(Some);
+    };
+    let plan = match Plan::new(primary, &spec) {
+        Ok(plan) => plan,
+        Err(why) => return dead(ctx, job, "invalid", &why, None).await.map(Some),
     };
     let until_deadline = match spec.deadline_ms {
         Some(deadline) if deadline <= now_ms() => {
@@ -107,140 +114,246 @@ async fn process(
         Some(deadline) => Some(Duration::from_millis(deadline - now_ms())),
         None => None,
     };
-
-    let admitting = Instant::now();
-    let ticket = loop {
-        let gate = ctx
-            .limiter
-            .admit(&upstream.name, &spec, &ctx.shutdown.abandon)
-            .await?;
-        match gate {
-            None => return Ok(None),
-            Some(Gate::Go(ticket)) => break ticket,
-            // No cheap request configured (probe_path = ""): the job's call is the probe.
-            Some(Gate::ProbeFirst(ticket)) if !upstream.has_probe() => break ticket,
-            Some(Gate::ProbeFirst(ticket)) => {
-                // The circuit was opened by a 401/403: probe with the upstream's cheap request;
-                // whatever it says (closed, or open again), ask again.
-                if !cheap_probe(ctx, &upstream, ticket).await {
-                    return Ok(None);
+    let fallback_after = plan.primary().chain.fallback_after;
+    let job_model = route::model_of(&spec).map(str::to_string);
+    // The concurrency slot is held until the job leaves the chain (a move to the next
+    // deployment makes another call in the same slot).
+    let mut slot = Some(slot);
+    let mut target = Target::Chain(plan.start(job.attempt));
+    let mut unusable: Vec<String> = Vec::new();
+    'chain: loop {
+        let built = match target {
+            Target::Chain(i) => plan.step(&ctx.upstreams, i),
+            Target::Context => match plan.context_step(&ctx.upstreams) {
+                Some(step) => step,
+                None => Err("no context_fallback".into()),
+            },
+        };
+        let step = match built {
+            Ok(step) => step,
+            Err(why) => {
+                tracing::warn!(queue = %job.queue, id = %job.id, why = %why, "a deployment of the chain cannot take the job");
+                unusable.push(why);
+                match target.next(&plan) {
+                    Some(next) => {
+                        target = next;
+                        continue 'chain;
+                    }
+                    None => {
+                        let why = format!(
+                            "no deployment of the chain can take it: {}",
+                            unusable.join("; ")
+                        );
+                        return dead(ctx, job, "untranslatable", &why, None).await.map(Some);
+                    }
                 }
             }
-            Some(Gate::Refuse(why)) => {
-                return dead(ctx, job, "over_limit", &why, None).await.map(Some);
-            }
-            Some(Gate::Defer { wait, class }) => {
-                // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
-                let why = format!("deferred before the call: {class}");
-                let sleep = Sleep {
-                    id: &job.id,
-                    entry: &job.entry,
-                    delay: wait,
-                    class,
-                    error: &why,
-                    http_status: None,
-                    spend: Spend::Neither,
-                };
-                let t = ride_out(|| ctx.store.retry(&job.queue, &sleep)).await?;
-                if t == Transition::Done {
-                    ctx.metrics
-                        .deferred
-                        .with_label_values(&[job.queue.as_str(), class])
-                        .inc();
-                    ctx.wakeups.due_in(&job.queue, wait);
-                    tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
-                }
-                return Ok(Some(()));
-            }
-        }
-    };
-    ctx.metrics
-        .limiter_wait
-        .with_label_values(&[upstream.name.as_str()])
-        .observe(admitting.elapsed().as_secs_f64());
-
-    let started = Instant::now();
-    let called_ms = now_ms();
-    let reply = tokio::select! {
-        r = ctx.upstreams.call(&upstream, &spec, &job.id) => r,
-        _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
-    };
-    let elapsed = started.elapsed();
-    drop(slot);
-    let u = upstream.name.as_str();
-    ctx.metrics
-        .call_time
-        .with_label_values(&[u])
-        .observe(elapsed.as_secs_f64());
-    let status = reply.as_ref().ok().map(|r| r.status);
-    ctx.metrics
-        .responses
-        .with_label_values(&[u, status_class(status)])
-        .inc();
-    let outcome = match &reply {
-        Ok(r) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
-        Err(CallError::TooLarge(limit)) => {
-            let why = format!("the answer was larger than worker.result_max_bytes ({limit})");
-            return dead(ctx, job, "result_too_large", &why, None)
-                .await
-                .map(Some);
-        }
-        Err(e) => outcome::transport_failure(&e.to_string()),
-    };
-    let usage = match &reply {
-        Ok(r) => Usage::of(&r.body),
-        Err(_) => Usage::default(),
-    };
-    for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion)] {
-        if n > 0 {
-            ctx.metrics.tokens.with_label_values(&[u, kind]).inc_by(n);
-        }
-    }
-    let headers = reply.as_ref().ok().map(|r| &r.headers);
-    match ctx
-        .limiter
-        .report(&upstream.name, &ticket, &outcome, headers, usage.total)
-        .await
-    {
-        Ok(r) => {
-            if r.held {
-                ctx.metrics.holds.with_label_values(&[u]).inc();
-            }
-            if let Some(change) = r.circuit {
-                ctx.metrics
-                    .circuit_changes
-                    .with_label_values(&[u, change.as_str()])
-                    .inc();
-                tracing::warn!(upstream = %upstream.name, circuit = %change, class = %outcome.class, "circuit changed")
-            }
-        }
-        Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
-    }
-    drop(ticket);
-    let budget = Budget {
-        attempt: job.attempt,
-        waits: job.waits,
-        max_attempts: spec.max_attempts,
-        until_deadline,
-    };
-    let decision = ctx.policy.decide(&outcome, budget);
-    tracing::debug!(queue = %job.queue, id = %job.id, class = %outcome.class, ms = elapsed.as_millis() as u64, ?decision, "call answered");
-    match decision {
-        Decision::Complete => {
-            let Ok(reply) = reply else {
-                return Err(StoreError::Protocol("success without a reply"));
+        };
+        let upstream = step.upstream.clone();
+        let u = upstream.name.as_str();
+        tracing::Span::current().record("upstream", u);
+        let moved = |to: Target, class: &str| {
+            let to_name = match to {
+                Target::Chain(i) => plan.name_of(i),
+                Target::Context => plan.context_name(),
             };
-            complete(ctx, job, &upstream, reply, &usage.text, called_ms).await?;
+            ctx.metrics
+                .fallbacks
+                .with_label_values(&[u, to_name, class])
+                .inc();
+            tracing::info!(queue = %job.queue, id = %job.id, from = u, to = to_name, class, "moved to the next deployment");
+        };
+
+        let admitting = Instant::now();
+        let ticket = loop {
+            let gate = ctx
+                .limiter
+                .admit(u, &step.spec, &ctx.shutdown.abandon)
+                .await?;
+            match gate {
+                None => return Ok(None),
+                Some(Gate::Go(ticket)) => break ticket,
+                // No cheap request configured (probe_path = ""): the job's call is the probe.
+                Some(Gate::ProbeFirst(ticket)) if !upstream.has_probe() => break ticket,
+                Some(Gate::ProbeFirst(ticket)) => {
+                    // The circuit was opened by a 401/403: probe with the upstream's cheap request;
+                    // whatever it says (closed, or open again), ask again.
+                    if !cheap_probe(ctx, &upstream, ticket).await {
+                        return Ok(None);
+                    }
+                }
+                Some(Gate::Refuse(why)) => {
+                    return dead(ctx, job, "over_limit", &why, None).await.map(Some);
+                }
+                Some(Gate::Defer { wait, class }) => {
+                    // Held longer than the chain allows, or its circuit open: the next
+                    // deployment now, without a call here.
+                    if route::moves_on_deferral(class, wait, fallback_after)
+                        && let Some(next) = target.next(&plan)
+                    {
+                        moved(next, class);
+                        target = next;
+                        continue 'chain;
+                    }
+                    // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
+                    let why = format!("deferred before the call: {class}");
+                    let sleep = Sleep {
+                        id: &job.id,
+                        entry: &job.entry,
+                        delay: wait,
+                        class,
+                        error: &why,
+                        http_status: None,
+                        spend: Spend::Neither,
+                    };
+                    let t = ride_out(|| ctx.store.retry(&job.queue, &sleep)).await?;
+                    if t == Transition::Done {
+                        ctx.metrics
+                            .deferred
+                            .with_label_values(&[job.queue.as_str(), class])
+                            .inc();
+                        ctx.wakeups.due_in(&job.queue, wait);
+                        tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
+                    }
+                    return Ok(Some(()));
+                }
+            }
+        };
+        ctx.metrics
+            .limiter_wait
+            .with_label_values(&[u])
+            .observe(admitting.elapsed().as_secs_f64());
+
+        let started = Instant::now();
+        let called_ms = now_ms();
+        let reply = tokio::select! {
+            r = ctx.upstreams.call(&upstream, &step.spec, &job.id) => r,
+            _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
+        };
+        let elapsed = started.elapsed();
+        ctx.metrics
+            .call_time
+            .with_label_values(&[u])
+            .observe(elapsed.as_secs_f64());
+        let status = reply.as_ref().ok().map(|r| r.status);
+        ctx.metrics
+            .responses
+            .with_label_values(&[u, status_class(status)])
+            .inc();
+        let outcome = match &reply {
+            Ok(r) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
+            Err(CallError::TooLarge(limit)) => {
+                drop(slot.take());
+                let why = format!("the answer was larger than worker.result_max_bytes ({limit})");
+                return dead(ctx, job, "result_too_large", &why, None)
+                    .await
+                    .map(Some);
+            }
+            Err(e) => outcome::transport_failure(&e.to_string()),
+        };
+        let usage = match &reply {
+            Ok(r) => Usage::of(&r.body),
+            Err(_) => Usage::default(),
+        };
+        for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion)] {
+            if n > 0 {
+                ctx.metrics.tokens.with_label_values(&[u, kind]).inc_by(n);
+            }
         }
-        Decision::Retry {
-            delay,
-            spends_attempt,
-        } => retry_later(ctx, job, &outcome, delay, spends_attempt).await?,
-        Decision::Dead { reason } => {
-            dead(ctx, job, reason, &outcome.detail, Some(&outcome)).await?;
+        let headers = reply.as_ref().ok().map(|r| &r.headers);
+        match ctx
+            .limiter
+            .report(u, &ticket, &outcome, headers, usage.total)
+            .await
+        {
+            Ok(r) => {
+                if r.held {
+                    ctx.metrics.holds.with_label_values(&[u]).inc();
+                }
+                if let Some(change) = r.circuit {
+                    ctx.metrics
+                        .circuit_changes
+                        .with_label_values(&[u, change.as_str()])
+                        .inc();
+                    tracing::warn!(upstream = %u, circuit = %change, class = %outcome.class, "circuit changed")
+                }
+            }
+            Err(e) => tracing::warn!(upstream = %u, error = %e, "limiter report failed"),
+        }
+        drop(ticket);
+        // Too long for this model: the larger-context deployment, once.
+        if outcome.class == Class::ContextLength
+            && target != Target::Context
+            && plan.primary().chain.context_fallback.is_some()
+        {
+            moved(Target::Context, "context_length");
+            target = Target::Context;
+            continue 'chain;
+        }
+        // Held long, out of quota, refused: the next deployment, now.
+        if route::moves_on_answer(&outcome, fallback_after)
+            && let Some(next) = target.next(&plan)
+        {
+            moved(next, outcome.class.as_str());
+            target = next;
+            continue 'chain;
+        }
+        drop(slot.take());
+        let budget = Budget {
+            attempt: job.attempt,
+            waits: job.waits,
+            max_attempts: spec.max_attempts,
+            until_deadline,
+        };
+        let decision = ctx.policy.decide(&outcome, budget);
+        tracing::debug!(queue = %job.queue, id = %job.id, class = %outcome.class, ms = elapsed.as_millis() as u64, ?decision, "call answered");
+        match decision {
+            Decision::Complete => {
+                let Ok(reply) = reply else {
+                    return Err(StoreError::Protocol("success without a reply"));
+                };
+                let answered_by = step.label(job_model.as_deref());
+                complete(ctx, job, &step, reply, &usage.text, called_ms, &answered_by).await?;
+            }
+            Decision::Retry {
+                delay,
+                spends_attempt,
+            } => {
+                // A transient failure that moves the next run to another deployment need not
+                // wait out a backoff meant for this one.
+                let delay = match target {
+                    Target::Chain(i) if spends_attempt && plan.start(job.attempt + 1) > i => {
+                        Duration::ZERO
+                    }
+                    _ => delay,
+                };
+                retry_later(ctx, job, &outcome, delay, spends_attempt).await?
+            }
+            Decision::Dead { reason } => {
+                dead(ctx, job, reason, &outcome.detail, Some(&outcome)).await?;
+            }
+        }
+        return Ok(Some(()));
+    }
+}
+
+/// Where in the chain a job is trying now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Step `i` of the chain (0: the job's own upstream).
+    Chain(usize),
+    /// The primary's larger-context deployment.
+    Context,
+}
+
+impl Target {
+    /// The next step, if any (the context deployment is a chain's end).
+    fn next(self, plan: &Plan) -> Option<Target> {
+        match self {
+            Target::Chain(i) if i + 1 < plan.len() => Some(Target::Chain(i + 1)),
+            _ => None,
         }
     }
-    Ok(Some(()))
 }
 
 /// Tokens an answer says it used (OpenAI's `usage.prompt_tokens`/`completion_tokens`/
@@ -297,15 +410,39 @@ impl Usage {
 async fn complete(
     ctx: &Ctx,
     job: &Job,
-    upstream: &crate::upstream::Upstream,
+    step: &Step<'_>,
     reply: crate::upstream::Reply,
     usage: &str,
     called_ms: u64,
+    answered_by: &str,
 ) -> Result<(), StoreError> {
+    // A fallback that speaks another format: the answer in the shape the job asked for.
+    let translated = if step.translates() {
+        let parsed = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .map_err(|e| e.to_string())
+            .and_then(|answer| {
+                let created = now_ms() / 1000;
+                translate::answer(&answer, step.upstream.chain.format, step.asked, created)
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(v) => Some(v.to_string()),
+            Err(e) => {
+                let why = format!("{answered_by}'s answer could not be translated: {e}");
+                return dead(ctx, job, "untranslatable", &why, None).await;
+            }
+        }
+    } else {
+        None
+    };
     // An answer that echoes the credential (some gateways do) never stores it.
-    let body = ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body));
+    let body = match translated {
+        Some(text) => ctx.upstreams.redact(&text),
+        None => ctx.upstreams.redact(&String::from_utf8_lossy(&reply.body)),
+    };
     let headers =
-        serde_json::Value::Object(Upstreams::kept_headers(upstream, &reply.headers)).to_string();
+        serde_json::Value::Object(Upstreams::kept_headers(&step.upstream, &reply.headers))
+            .to_string();
     let completion = Completion {
         id: job.id.clone(),
         entry: job.entry.clone(),
@@ -315,6 +452,7 @@ async fn complete(
             ("usage".into(), usage.to_string()),
             ("headers".into(), headers),
             ("called_ms".into(), called_ms.to_string()),
+            ("answered_by".into(), answered_by.to_string()),
         ],
     };
     let t = ctx.completer.complete(&job.queue, completion).await?;

@@ -93,6 +93,13 @@ impl RetryPolicy {
         let decision = match outcome.class {
             Class::Success => return Decision::Complete,
             Class::Invalid => return Decision::Dead { reason: "invalid" },
+            // A larger model is the processor's to find (`context_fallback`); retrying the same
+            // request on the same model cannot help.
+            Class::ContextLength => {
+                return Decision::Dead {
+                    reason: "context_length",
+                };
+            }
             Class::Transient => {
                 let max = budget.max_attempts.unwrap_or(self.max_attempts);
                 if budget.attempt >= max {

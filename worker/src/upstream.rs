@@ -65,6 +65,19 @@ pub struct Upstream {
     /// Checked URLs of the paths jobs have asked for (a handful per upstream), so a call does
     /// not parse one again (URL parsing was 4% of a worker's CPU under load).
     urls: Mutex<HashMap<String, Url>>,
+    /// Where its jobs may go when it cannot serve them (crate::route).
+    pub chain: Chain,
+}
+
+/// An upstream's fallback settings (`[upstreams.NAME]`: format, fallbacks, fallback_after_ms,
+/// fallback_transient_tries, context_fallback).
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub format: sluice_common::config::ApiFormat,
+    pub fallbacks: Vec<sluice_common::config::Fallback>,
+    pub fallback_after: Duration,
+    pub transient_tries: u32,
+    pub context_fallback: Option<sluice_common::config::Fallback>,
 }
 
 /// Most paths remembered per upstream; past it, URLs are parsed per call.
@@ -206,8 +219,16 @@ fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamCo
             webhook: None,
             deliver: None,
             cache: None,
+            fallbacks: None,
         }),
         urls: Mutex::new(HashMap::new()),
+        chain: Chain {
+            format: c.format,
+            fallbacks: c.fallbacks.clone(),
+            fallback_after: Duration::from_millis(c.fallback_after_ms),
+            transient_tries: c.fallback_transient_tries.max(1),
+            context_fallback: c.context_fallback.clone(),
+        },
     })
 }
 

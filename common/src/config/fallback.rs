@@ -83,6 +83,28 @@ impl<'de> Deserialize<'de> for Fallback {
     }
 }
 
+/// Checks a job's own chain against what its upstream's config allows: every name must be one
+/// of the configured fallbacks. The message names the first that is not, and what is allowed.
+pub fn confine(upstream: &str, job_chain: &[String], allowed: &[Fallback]) -> Result<(), String> {
+    match job_chain
+        .iter()
+        .find(|name| !allowed.iter().any(|f| &f.upstream == *name))
+    {
+        None => Ok(()),
+        Some(name) => {
+            let names: Vec<&str> = allowed.iter().map(|f| f.upstream.as_str()).collect();
+            Err(format!(
+                "upstream {name:?} is not in the fallbacks of {upstream:?} (allowed: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        }
+    }
+}
+
 /// How long a hold on the primary may be before its jobs move on (`fallback_after_ms`).
 pub(super) fn default_fallback_after_ms() -> u64 {
     5_000

@@ -18,7 +18,7 @@ mod prices;
 mod upstream;
 
 pub use api::{ApiConfig, ApiKeyConfig};
-pub use fallback::{ApiFormat, Fallback};
+pub use fallback::{ApiFormat, Fallback, confine};
 pub use prices::ModelPrice;
 pub use upstream::{ModelLimits, UpstreamConfig};
 

@@ -52,6 +52,10 @@ pub struct MockConfig {
     /// Also send OpenAI's `x-ratelimit-reset-requests|tokens` on every answer: the time until
     /// the bucket is *full* (~60 s at remaining 0 with a minute's burst), as OpenAI does.
     pub reset_headers: bool,
+    /// Context windows by model, in the mock's tokens (prompt characters ÷ 4 + `max_tokens`):
+    /// a longer request is answered 400 `context_length_exceeded` (Anthropic's "prompt is too
+    /// long" on `/v1/messages`), as providers do. Models not listed take anything.
+    pub context_windows: BTreeMap<String, u64>,
 }
 
 impl Default for MockConfig {
@@ -75,6 +79,7 @@ impl Default for MockConfig {
             burst_secs: 1.0,
             force_status: None,
             reset_headers: false,
+            context_windows: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +321,7 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/stats", get(get_stats))
         .route("/control", post(control))
@@ -385,7 +391,9 @@ fn token_cost(body: &Value) -> f64 {
                 .sum()
         })
         .or_else(|| body.get("input").and_then(Value::as_str).map(str::len))
-        .unwrap_or(0);
+        .unwrap_or(0)
+        // Anthropic's system prompt sits beside the messages, and counts as input too.
+        + body.get("system").and_then(Value::as_str).map_or(0, str::len);
     let max = body
         .get("max_tokens")
         .or_else(|| body.get("max_completion_tokens"))
@@ -487,10 +495,43 @@ async fn embeddings(
     answer(state, headers, body, Kind::Embeddings).await
 }
 
-#[derive(Clone, Copy)]
+/// Anthropic's Messages API: the same answers in Anthropic's shapes, and its request rules
+/// (`max_tokens` required; no `system` role among the messages; no OpenAI-only fields).
+async fn messages(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(state, headers, body, Kind::Messages).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Chat,
     Embeddings,
+    Messages,
+}
+
+/// What Anthropic would refuse in a Messages request (an OpenAI body sent as is, say).
+fn messages_request_problem(body: &Value) -> Option<String> {
+    if body.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return Some("max_tokens: Field required".into());
+    }
+    for field in ["stop", "n", "max_completion_tokens", "response_format"] {
+        if body.get(field).is_some() {
+            return Some(format!("{field}: Extra inputs are not permitted"));
+        }
+    }
+    let messages = body.get("messages").and_then(Value::as_array)?;
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if role != "user" && role != "assistant" {
+            return Some(format!(
+                "messages.{i}.role: Input should be 'user' or 'assistant'"
+            ));
+        }
+    }
+    None
 }
 
 /// A provider's error body. A 401 echoes the credential it was given, as careless gateways do
@@ -498,7 +539,7 @@ enum Kind {
 fn error_body(status: u16, credential: &str) -> Value {
     match status {
         400 => {
-            json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+            json!({"error": {"message": "Invalid value for 'temperature': expected a number between 0 and 2.", "type": "invalid_request_error", "param": "temperature", "code": "invalid_value"}})
         }
         401 => {
             json!({"error": {"message": format!("Incorrect API key provided: {credential}."), "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
@@ -546,7 +587,13 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
         }
         n
     };
-    let mut chosen = choose(&state, &parsed, n);
+    // A request the provider would refuse as it stands: checked before anything else.
+    let refusal = refusal(&state, &parsed, kind);
+    let mut chosen = if refusal.is_some() {
+        Answer::Status(400)
+    } else {
+        choose(&state, &parsed, n)
+    };
     let (latency, spread, hang_ms, reset_ms) = {
         let c = lock(&state.config);
         (c.latency_ms, c.spread_ms, c.hang_ms, c.rate_limit_reset_ms)
@@ -606,7 +653,7 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
         Answer::Ok => ok_body(&state, &parsed, kind).into_response(),
         Answer::Status(s) => (
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            Json(error_body(s, &credential)),
+            Json(refusal.unwrap_or_else(|| error_body(s, &credential))),
         )
             .into_response(),
         Answer::RateLimited(wait) => rate_limited(wait),
@@ -625,6 +672,30 @@ async fn answer(state: Arc<State>, headers: HeaderMap, body: Bytes, kind: Kind) 
     }
     remaining_headers(&state, h);
     response
+}
+
+/// The 400 body for a request this provider refuses as it stands: a Messages request outside
+/// Anthropic's rules, or a request longer than its model's context window.
+fn refusal(state: &State, body: &Value, kind: Kind) -> Option<Value> {
+    let anthropic = |message: String| json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+    if kind == Kind::Messages
+        && let Some(problem) = messages_request_problem(body)
+    {
+        return Some(anthropic(problem));
+    }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let window = *lock(&state.config).context_windows.get(model)?;
+    let tokens = token_cost(body) as u64;
+    if tokens <= window {
+        return None;
+    }
+    Some(if kind == Kind::Messages {
+        anthropic(format!(
+            "prompt is too long: {tokens} tokens > {window} maximum"
+        ))
+    } else {
+        json!({"error": {"message": format!("This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens."), "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+    })
 }
 
 /// Like Anthropic's output-token limit, the bucket is charged `max_tokens` at admission and
@@ -744,6 +815,16 @@ fn ok_body(state: &State, body: &Value, kind: Kind) -> Json<Value> {
     let (prompt, completion, _) = usage_of(body);
     let created = state.started.elapsed().as_secs() + now_ms() / 1000;
     match kind {
+        Kind::Messages => Json(json!({
+            "id": format!("msg_{:x}", rand::rng().random::<u64>()),
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "text", "text": answer_text(body)}],
+            "model": model,
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": {"input_tokens": prompt, "output_tokens": completion}
+        })),
         Kind::Chat => Json(json!({
             "id": format!("chatcmpl-{:x}", rand::rng().random::<u64>()),
             "object": "chat.completion",

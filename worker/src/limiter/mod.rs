@@ -340,7 +340,9 @@ impl Limiter {
         let limits = self.limits.get(upstream).unwrap_or(&default);
         let failing = self.failing.get(upstream);
         let verdict = match outcome.class {
-            Class::Success | Class::Invalid if ticket.probe => Verdict::ProbeOk,
+            Class::Success | Class::Invalid | Class::ContextLength if ticket.probe => {
+                Verdict::ProbeOk
+            }
             // A probe that failed opens the circuit again for a whole cool-off.
             _ if ticket.probe => Verdict::ProbeFailed,
             Class::Success => {
@@ -362,7 +364,7 @@ impl Limiter {
             Class::Auth => Verdict::Auth,
             Class::Quota => Verdict::Hard,
             Class::RateLimited if limits.adaptive => Verdict::Limited,
-            Class::RateLimited | Class::Invalid => Verdict::None,
+            Class::RateLimited | Class::Invalid | Class::ContextLength => Verdict::None,
         };
         if let Some(h) = headers {
             self.learn(upstream, limits, h);

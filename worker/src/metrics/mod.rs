@@ -104,6 +104,8 @@ pub struct Metrics {
     pub responses: IntCounterVec,
     pub holds: IntCounterVec,
     pub circuit_changes: IntCounterVec,
+    /// Jobs moved from one deployment to the next of their fallback chain, and why.
+    pub fallbacks: IntCounterVec,
     pub tokens: IntCounterVec,
     pub queue_wait: HistogramVec,
     pub call_time: HistogramVec,
@@ -256,6 +258,12 @@ impl Metrics {
                 "sluice_circuit_changes_total",
                 "Circuit breaker changes this worker caused, by the state entered",
                 &["upstream", "to"],
+            ),
+            fallbacks: counter(
+                &r,
+                "sluice_fallbacks_total",
+                "Jobs moved to the next deployment of their fallback chain, by the class that moved them (held, circuit_open, rate_limited, quota, auth, context_length, unusable)",
+                &["from", "to", "class"],
             ),
             tokens: counter(
                 &r,
