@@ -107,6 +107,11 @@ async fn metrics_add_up_pass_promtool_and_cover_the_dashboard() {
     let mut options = rig.options();
     options.log_json = true;
     options.log_filter = "info".into();
+    // A fallback chain, so its series exist (never taken: transient failures stay put).
+    options.extra = format!(
+        "fallbacks = [\"spare\"]\nfallback_transient_tries = 100\n[upstreams.spare]\nbase_url = \"{}\"\n",
+        rig.mock.url()
+    );
     let mut worker = WorkerProcess::spawn("w1", &options);
     let addr = worker
         .ready(BOUND)

@@ -33,5 +33,6 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod translate;
 pub mod upstream;
+pub mod usage;
 pub mod webhook;
 pub mod worker;

@@ -21,9 +21,10 @@ use crate::outage::ride_out;
 use crate::outcome;
 use crate::outcome::Class;
 use crate::retry::{Budget, Decision};
-use crate::route::{self, Plan, Step};
+use crate::route::{self, Plan, Step, Target};
 use crate::translate;
 use crate::upstream::{CallError, Upstream, Upstreams};
+use crate::usage::Usage;
 
 /// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
 /// calls in flight); writing the outcome, batched with other jobs', happens after.
@@ -116,8 +117,8 @@ async fn process(
     };
     let fallback_after = plan.primary().chain.fallback_after;
     let job_model = route::model_of(&spec).map(str::to_string);
-    // The concurrency slot is held until the job leaves the chain (a move to the next
-    // deployment makes another call in the same slot).
+    // The concurrency slot bounds calls in flight: freed as soon as a call is answered, taken
+    // again for the next deployment's call when the job moves on after an answer.
     let mut slot = Some(slot);
     let mut target = Target::Chain(plan.start(job.attempt));
     let mut unusable: Vec<String> = Vec::new();
@@ -231,6 +232,7 @@ async fn process(
             _ = ctx.shutdown.abandon.cancelled() => return Ok(None),
         };
         let elapsed = started.elapsed();
+        drop(slot.take());
         ctx.metrics
             .call_time
             .with_label_values(&[u])
@@ -243,7 +245,6 @@ async fn process(
         let outcome = match &reply {
             Ok(r) => outcome::classify(r.status, &r.headers, &r.body, SystemTime::now()),
             Err(CallError::TooLarge(limit)) => {
-                drop(slot.take());
                 let why = format!("the answer was larger than worker.result_max_bytes ({limit})");
                 return dead(ctx, job, "result_too_large", &why, None)
                     .await
@@ -288,6 +289,10 @@ async fn process(
         {
             moved(Target::Context, "context_length");
             target = Target::Context;
+            match slot_again(ctx).await {
+                Some(s) => slot = Some(s),
+                None => return Ok(None),
+            }
             continue 'chain;
         }
         // Held long, out of quota, refused: the next deployment, now.
@@ -296,9 +301,12 @@ async fn process(
         {
             moved(next, outcome.class.as_str());
             target = next;
+            match slot_again(ctx).await {
+                Some(s) => slot = Some(s),
+                None => return Ok(None),
+            }
             continue 'chain;
         }
-        drop(slot.take());
         let budget = Budget {
             attempt: job.attempt,
             waits: job.waits,
@@ -337,73 +345,11 @@ async fn process(
     }
 }
 
-/// Where in the chain a job is trying now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// Step `i` of the chain (0: the job's own upstream).
-    Chain(usize),
-    /// The primary's larger-context deployment.
-    Context,
-}
-
-impl Target {
-    /// The next step, if any (the context deployment is a chain's end).
-    fn next(self, plan: &Plan) -> Option<Target> {
-        match self {
-            Target::Chain(i) if i + 1 < plan.len() => Some(Target::Chain(i + 1)),
-            _ => None,
-        }
-    }
-}
-
-/// Tokens an answer says it used (OpenAI's `usage.prompt_tokens`/`completion_tokens`/
-/// `total_tokens`, or Anthropic's `input_tokens`/`output_tokens`).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Usage {
-    prompt: u64,
-    completion: u64,
-    /// The total, when the answer has a `usage` object at all.
-    total: Option<u64>,
-    /// The `usage` object as JSON text, stored with the result ("" when absent).
-    text: String,
-}
-
-/// Only the `usage` of an answer, kept as its text; the rest is skipped without being built.
-#[derive(serde::Deserialize)]
-struct Answer<'a> {
-    #[serde(borrow, default)]
-    usage: Option<&'a serde_json::value::RawValue>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct Counts {
-    prompt_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-}
-
-impl Usage {
-    fn of(body: &[u8]) -> Usage {
-        let Ok(Answer { usage: Some(raw) }) = serde_json::from_slice::<Answer>(body) else {
-            return Usage::default();
-        };
-        let Ok(c) = serde_json::from_str::<Counts>(raw.get()) else {
-            return Usage::default();
-        };
-        let prompt = c.prompt_tokens.or(c.input_tokens).unwrap_or(0);
-        let completion = c.completion_tokens.or(c.output_tokens).unwrap_or(0);
-        let total = c.total_tokens.or_else(|| {
-            let sum = prompt + completion;
-            (sum > 0).then_some(sum)
-        });
-        Usage {
-            prompt,
-            completion,
-            total,
-            text: raw.get().to_string(),
-        }
+/// A concurrency slot for one more call of a job that moves on (None: abandoned for shutdown).
+async fn slot_again(ctx: &Ctx) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = ctx.slots.clone().acquire_owned() => permit.ok(),
+        _ = ctx.shutdown.abandon.cancelled() => None,
     }
 }
 
@@ -510,27 +456,4 @@ async fn cheap_probe(ctx: &Ctx, upstream: &Upstream, ticket: Ticket) -> bool {
         Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "limiter report failed"),
     }
     true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Usage;
-
-    #[test]
-    fn usage_is_read_from_openai_and_anthropic_answers() {
-        let openai = br#"{"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#;
-        assert_eq!(
-            Usage::of(openai),
-            Usage {
-                prompt: 12,
-                completion: 30,
-                total: Some(42),
-                text: r#"{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}"#.into(),
-            }
-        );
-        let anthropic = br#"{"usage":{"input_tokens":5,"output_tokens":7}}"#;
-        assert_eq!(Usage::of(anthropic).total, Some(12));
-        assert_eq!(Usage::of(b"not json"), Usage::default());
-        assert_eq!(Usage::of(br#"{"choices":[]}"#).total, None);
-    }
 }

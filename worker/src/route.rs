@@ -180,6 +180,25 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// Where in the chain a job is trying now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Step `i` of the chain (0: the job's own upstream).
+    Chain(usize),
+    /// The primary's larger-context deployment.
+    Context,
+}
+
+impl Target {
+    /// The next step, if any (the context deployment is a chain's end).
+    pub fn next(self, plan: &Plan) -> Option<Target> {
+        match self {
+            Target::Chain(i) if i + 1 < plan.len() => Some(Target::Chain(i + 1)),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a deferral at admission (no call made) moves the job on: the deployment is held
 /// longer than `fallback_after`, or its circuit is open (quota, auth, failures).
 pub fn moves_on_deferral(class: &str, wait: Duration, fallback_after: Duration) -> bool {

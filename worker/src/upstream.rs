@@ -65,7 +65,7 @@ pub struct Upstream {
     /// Checked URLs of the paths jobs have asked for (a handful per upstream), so a call does
     /// not parse one again (URL parsing was 4% of a worker's CPU under load).
     urls: Mutex<HashMap<String, Url>>,
-    /// Where its jobs may go when it cannot serve them (crate::route).
+    /// Where its jobs may go when it cannot serve them (the fallback chain, route.rs).
     pub chain: Chain,
 }
 

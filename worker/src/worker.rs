@@ -77,7 +77,16 @@ pub async fn run_with_metrics(
         .iter()
         .map(|(name, u)| (name.clone(), u.rpm))
         .collect();
-    metrics.prime(&queues, &rpms);
+    let chains: Vec<(String, String)> = config
+        .upstreams
+        .iter()
+        .flat_map(|(name, u)| {
+            u.fallbacks
+                .iter()
+                .map(move |f| (name.clone(), f.upstream.clone()))
+        })
+        .collect();
+    metrics.prime(&queues, &rpms, &chains);
     let ctx = Arc::new(Ctx {
         limiter: Limiter::from_config(store.clone(), &config),
         completer: Completer::start(store.clone(), shutdown.abandon.clone()),

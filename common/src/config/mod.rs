@@ -193,35 +193,6 @@ impl Config {
     }
 
     /// Checks what types alone cannot.
-    /// An upstream's fallbacks and context fallback name other configured upstreams, once each.
-    fn check_chain(&self, name: &str, up: &UpstreamConfig) -> Result<(), ConfigError> {
-        let mut seen = vec![name];
-        for f in &up.fallbacks {
-            if !self.upstreams.contains_key(&f.upstream) {
-                return Err(ConfigError::Invalid {
-                    key: "upstreams.*.fallbacks",
-                    reason: format!("upstream {name}: no upstream named {:?}", f.upstream),
-                });
-            }
-            if seen.contains(&f.upstream.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: "upstreams.*.fallbacks",
-                    reason: format!("upstream {name}: {:?} is in its chain twice", f.upstream),
-                });
-            }
-            seen.push(&f.upstream);
-        }
-        if let Some(f) = &up.context_fallback
-            && !self.upstreams.contains_key(&f.upstream)
-        {
-            return Err(ConfigError::Invalid {
-                key: "upstreams.*.context_fallback",
-                reason: format!("upstream {name}: no upstream named {:?}", f.upstream),
-            });
-        }
-        Ok(())
-    }
-
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| ConfigError::Invalid {
             key,
@@ -380,7 +351,7 @@ impl Config {
                     ),
                 });
             }
-            self.check_chain(name, up)?;
+            fallback::check_chain(&self.upstreams, name, up)?;
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be positive"));
@@ -518,58 +489,5 @@ mod tests {
         std::fs::write(&path, "[redis]\nurl = \"http://x\"\n").expect("write");
         let err = Config::load(Some(&path)).expect_err("bad url must fail");
         assert!(err.to_string().contains("redis.url"), "{err}");
-    }
-
-    #[test]
-    fn fallback_chains_load_in_both_spellings_and_name_only_known_upstreams() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("chain.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).expect("write");
-            Config::load(Some(&path))
-        };
-        let ok = load(
-            r#"
-[upstreams.openai]
-base_url = "https://api.openai.com"
-fallbacks = ["azure", { upstream = "anthropic", model_map = { "gpt-4o" = "claude-sonnet-4" } }]
-fallback_after_ms = 2000
-context_fallback = { upstream = "openai", model_map = { "gpt-4o-mini" = "gpt-4.1" } }
-[upstreams.azure]
-base_url = "https://example.openai.azure.com"
-[upstreams.anthropic]
-base_url = "https://api.anthropic.com"
-format = "anthropic"
-"#,
-        )
-        .expect("a valid chain");
-        let up = &ok.upstreams["openai"];
-        assert_eq!(up.fallbacks.len(), 2);
-        assert_eq!(up.fallbacks[0].upstream, "azure");
-        assert_eq!(up.fallbacks[0].model_for("gpt-4o"), "gpt-4o");
-        assert_eq!(up.fallbacks[1].model_for("gpt-4o"), "claude-sonnet-4");
-        assert_eq!(up.fallback_after_ms, 2000);
-        assert_eq!(up.format, ApiFormat::Openai);
-        assert_eq!(ok.upstreams["anthropic"].format, ApiFormat::Anthropic);
-        assert_eq!(ok.upstreams["azure"].fallback_after_ms, 5000);
-        assert_eq!(
-            up.context_fallback
-                .as_ref()
-                .map(|f| f.model_for("gpt-4o-mini")),
-            Some("gpt-4.1")
-        );
-
-        let unknown = load("[upstreams.a]\nbase_url = \"http://a\"\nfallbacks = [\"b\"]\n")
-            .expect_err("an unknown fallback");
-        assert!(
-            unknown.to_string().contains("fallbacks") && unknown.to_string().contains("\"b\""),
-            "{unknown}"
-        );
-        let itself = load("[upstreams.a]\nbase_url = \"http://a\"\nfallbacks = [\"a\"]\n")
-            .expect_err("a chain back to itself");
-        assert!(itself.to_string().contains("twice"), "{itself}");
-        let format = load("[upstreams.a]\nbase_url = \"http://a\"\nformat = \"gemini\"\n")
-            .expect_err("an unknown format");
-        assert!(format.to_string().contains("gemini"), "{format}");
     }
 }

@@ -48,6 +48,10 @@ pub struct Submit {
     /// answer for this many milliseconds.
     #[serde(default)]
     pub cache_ttl_ms: Option<u64>,
+    /// This job's own fallback chain, in order: upstreams of this key that are in its
+    /// upstream's configured `fallbacks` (`[]`: none). Absent: the whole configured chain.
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// A new job (202).
@@ -106,6 +110,12 @@ async fn submit_inner(
     key.upstream(&req.upstream)?;
     let mut job = NewJob::post(queue, &req.upstream, &req.path, req.body);
     job.spec.max_attempts = req.max_attempts;
+    if let Some(chain) = req.fallbacks {
+        for name in &chain {
+            key.upstream(name)?;
+        }
+        job = job.with_fallbacks(chain);
+    }
     if let Some(url) = req.webhook {
         key.webhook(&url)?;
         job.spec.webhook = Some(Webhook {

@@ -401,8 +401,20 @@ impl Metrics {
 
     /// Creates the series that should read 0 before anything happens, so dashboards and alerts
     /// see them from the first scrape.
-    /// `upstreams` are (name, configured rpm).
-    pub fn prime(&self, queues: &[String], upstreams: &[(String, u64)]) {
+    /// `upstreams` are (name, configured rpm); `chains` the (from, to) pairs of the configured
+    /// fallback chains.
+    pub fn prime(
+        &self,
+        queues: &[String],
+        upstreams: &[(String, u64)],
+        chains: &[(String, String)],
+    ) {
+        for (from, to) in chains {
+            for class in ["held", "circuit_open", "rate_limited", "quota", "auth"] {
+                self.fallbacks
+                    .with_label_values(&[from.as_str(), to.as_str(), class]);
+            }
+        }
         for q in queues {
             let q = q.as_str();
             for reason in ["held", "circuit_open", "throttled"] {
@@ -458,7 +470,7 @@ mod tests {
     #[test]
     fn renders_primed_series_without_job_ids() {
         let m = Metrics::new(8);
-        m.prime(&["q1".to_string()], &[("mock".to_string(), 600)]);
+        m.prime(&["q1".to_string()], &[("mock".to_string(), 600)], &[]);
         m.started.with_label_values(&["q1"]).inc();
         let text = m.render().expect("render");
         assert!(text.contains("sluice_jobs_started_total{queue=\"q1\"} 1"));

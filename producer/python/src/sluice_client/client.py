@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import redis
 
@@ -112,13 +112,19 @@ class Sluice:
         run_at_ms: int = 0,
         job_id: str = "",
         on_conflict: str = "report",
+        fallbacks: Optional[List[str]] = None,
     ) -> Enqueued:
         """Enqueues one job. An empty `job_id` lets the library make one. A duplicate (the
         dedupe key still held, or the id used) returns the existing job; with
-        `on_conflict="error"` a duplicate whose request differs raises Conflict."""
+        `on_conflict="error"` a duplicate whose request differs raises Conflict. `fallbacks`
+        limits the job's fallback chain to these upstreams (each must be in its upstream's
+        configured chain, which the workers check; `[]`: none)."""
         if on_conflict not in ("report", "error"):
             raise ValueError("on_conflict: 'report' or 'error'")
-        spec = {"upstream": upstream, "request": {"method": method, "path": path, "body": body}}
+        spec: Dict[str, Any] = {
+            "upstream": upstream, "request": {"method": method, "path": path, "body": body}}
+        if fallbacks is not None:
+            spec["fallbacks"] = list(fallbacks)
         reply = self._fcall(
             "sluice_enqueue", queue,
             job_id, json.dumps(spec, separators=(",", ":")), dedupe_key,
