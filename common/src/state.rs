@@ -156,7 +156,18 @@ impl JobStatus {
             spec: f.remove("spec").unwrap_or_default(),
             cached: f.get("cached").is_some_and(|v| v == "1"),
             follows: f.remove("follows").or_else(|| f.remove("followed")),
-            answered_by: f.remove("answered_by"),
-        })
+            answered_by: None,
+        }
+        .answered(f.remove("answered_by")))
+    }
+
+    /// Who answered: the marked fallback, else (for a completed job that made its own call)
+    /// its own upstream.
+    fn answered(mut self, marked: Option<String>) -> JobStatus {
+        self.answered_by = marked.or_else(|| {
+            (self.state == JobState::Completed && !self.cached && self.follows.is_none())
+                .then(|| self.upstream.clone())
+        });
+        self
     }
 }

@@ -341,3 +341,64 @@ async fn a_chain_outside_the_config_is_refused_at_enqueue_and_by_the_worker() {
     );
     assert_eq!(secondary.stats(false).calls, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_retry_the_same_deployment_first_then_the_next() {
+    // Every call to the primary is a 503; two tries there (the default), then the secondary.
+    let rig = Rig::start(MockConfig {
+        fail_503: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let secondary = MockServer::start(MockConfig::default()).await;
+    let mut options = rig.options();
+    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
+    let _worker = WorkerProcess::spawn("w0", &options);
+    // Five jobs: ten failed calls, under the circuit's minimum of 20, so it stays closed.
+    let ids = rig.enqueue((0..5).map(chat_job).collect()).await;
+    await_terminal(&rig, 5).await;
+    for id in &ids {
+        let s = rig.status(id).await;
+        assert_eq!(s.state, JobState::Completed, "{s:?}");
+        assert_eq!(s.answered_by.as_deref(), Some("second"), "{s:?}");
+        // Attempts count across the chain: two on the primary, the third on the secondary.
+        assert_eq!(s.attempts, 3, "{s:?}");
+    }
+    let primary = rig.mock.stats(true);
+    let per_job: Vec<usize> = primary
+        .jobs
+        .as_ref()
+        .expect("per-job record")
+        .values()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(per_job, vec![2; 5], "calls per job on the primary");
+    assert_eq!(secondary.stats(false).calls, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_refusal_moves_on_and_opens_the_primarys_circuit() {
+    let rig = Rig::start(MockConfig {
+        auth_401: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let secondary = MockServer::start(MockConfig::default()).await;
+    let mut options = rig.options();
+    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
+    let mut worker = WorkerProcess::spawn("w0", &options);
+    let addr = worker.ready(BOUND).await.expect("worker ready");
+    let ids = rig.enqueue((0..50).map(chat_job).collect()).await;
+    await_terminal(&rig, 50).await;
+    let by = answered_by(&rig, &ids).await;
+    assert_eq!(by.get("second"), Some(&50), "{by:?}");
+    let scrape = Scrape::fetch(addr).await;
+    let opened = scrape.sum(
+        "sluice_circuit_changes_total",
+        &[("upstream", "mock"), ("to", "opened")],
+    );
+    let auth = scrape.sum("sluice_fallbacks_total", &[("class", "auth")]);
+    println!("primary circuit opened {opened} times; {auth} moves for auth");
+    assert!(opened >= 1.0, "the primary's circuit never opened");
+    assert!(auth >= 1.0, "no move counted as auth");
+}

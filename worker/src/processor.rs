@@ -116,7 +116,6 @@ async fn process(
         None => None,
     };
     let fallback_after = plan.primary().chain.fallback_after;
-    let job_model = route::model_of(&spec).map(str::to_string);
     // The concurrency slot bounds calls in flight: freed as soon as a call is answered, taken
     // again for the next deployment's call when the job moves on after an answer.
     let mut slot = Some(slot);
@@ -320,7 +319,7 @@ async fn process(
                 let Ok(reply) = reply else {
                     return Err(StoreError::Protocol("success without a reply"));
                 };
-                let answered_by = step.label(job_model.as_deref());
+                let answered_by = step.label(route::model_of(&spec));
                 complete(ctx, job, &step, reply, &usage.text, called_ms, &answered_by).await?;
             }
             Decision::Retry {
@@ -342,6 +341,14 @@ async fn process(
             }
         }
         return Ok(Some(()));
+    }
+}
+
+/// The upstream the job itself named (the step's spec is the job's own on step 0 only).
+fn job_upstream<'s>(step: &'s Step<'_>) -> &'s str {
+    match &step.spec {
+        std::borrow::Cow::Borrowed(spec) => spec.upstream.as_str(),
+        std::borrow::Cow::Owned(_) => "",
     }
 }
 
@@ -389,7 +396,7 @@ async fn complete(
     let headers =
         serde_json::Value::Object(Upstreams::kept_headers(&step.upstream, &reply.headers))
             .to_string();
-    let completion = Completion {
+    let mut completion = Completion {
         id: job.id.clone(),
         entry: job.entry.clone(),
         result: body,
@@ -398,9 +405,14 @@ async fn complete(
             ("usage".into(), usage.to_string()),
             ("headers".into(), headers),
             ("called_ms".into(), called_ms.to_string()),
-            ("answered_by".into(), answered_by.to_string()),
         ],
     };
+    // Only a fallback's answer is marked: the job's own upstream is the status's default.
+    if answered_by != job_upstream(step) {
+        completion
+            .fields
+            .push(("answered_by".into(), answered_by.to_string()));
+    }
     let t = ctx.completer.complete(&job.queue, completion).await?;
     match t {
         Transition::Done => {

@@ -44,7 +44,9 @@ impl Step<'_> {
 pub struct Plan<'a> {
     primary: Arc<Upstream>,
     spec: &'a JobSpec,
-    fallbacks: Vec<Fallback>,
+    /// The job's own chain, as indexes into the primary's configured one (None: all of it):
+    /// nothing is copied for a job that keeps the configured chain.
+    own: Option<Vec<usize>>,
 }
 
 /// The body's `model`, if it names one.
@@ -58,25 +60,35 @@ impl<'a> Plan<'a> {
     /// upstream is refused with the reason).
     pub fn new(primary: Arc<Upstream>, spec: &'a JobSpec) -> Result<Plan<'a>, String> {
         let configured = &primary.chain.fallbacks;
-        let fallbacks = match &spec.fallbacks {
-            None => configured.clone(),
+        let own = match &spec.fallbacks {
+            None => None,
             Some(own) => {
                 sluice_common::config::confine(&primary.name, own, configured)?;
-                own.iter()
-                    .filter_map(|name| configured.iter().find(|f| &f.upstream == name).cloned())
-                    .collect()
+                Some(
+                    own.iter()
+                        .filter_map(|name| configured.iter().position(|f| &f.upstream == name))
+                        .collect(),
+                )
             }
         };
-        Ok(Plan {
-            primary,
-            spec,
-            fallbacks,
-        })
+        Ok(Plan { primary, spec, own })
+    }
+
+    /// Fallback `i` of the job's chain (0: the first after the primary).
+    fn fallback(&self, i: usize) -> Option<&Fallback> {
+        let configured = &self.primary.chain.fallbacks;
+        match &self.own {
+            None => configured.get(i),
+            Some(own) => own.get(i).and_then(|&k| configured.get(k)),
+        }
     }
 
     /// How many steps the chain has (1: no fallback).
     pub fn len(&self) -> usize {
-        1 + self.fallbacks.len()
+        1 + match &self.own {
+            None => self.primary.chain.fallbacks.len(),
+            Some(own) => own.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,8 +108,7 @@ impl<'a> Plan<'a> {
         match i {
             0 => &self.primary.name,
             _ => self
-                .fallbacks
-                .get(i - 1)
+                .fallback(i - 1)
                 .map(|f| f.upstream.as_str())
                 .unwrap_or(""),
         }
@@ -130,8 +141,7 @@ impl<'a> Plan<'a> {
             });
         }
         let f = self
-            .fallbacks
-            .get(i - 1)
+            .fallback(i - 1)
             .ok_or_else(|| format!("no step {i} in the chain"))?;
         self.to(upstreams, f)
     }
