@@ -39,6 +39,29 @@ async fn answered_by(rig: &Rig, ids: &[String]) -> std::collections::BTreeMap<St
     by
 }
 
+/// A rig whose mock (the primary, configured as `primary`) falls back to a second mock, and
+/// one worker.
+async fn with_secondary(primary: MockConfig) -> (Rig, MockServer, WorkerProcess) {
+    let rig = Rig::start(primary).await;
+    let secondary = MockServer::start(MockConfig::default()).await;
+    let mut options = rig.options();
+    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
+    let worker = WorkerProcess::spawn("w0", &options);
+    (rig, secondary, worker)
+}
+
+/// `n` jobs through a primary configured as `primary`: every one completes on the secondary.
+/// The worker's scrape afterwards (one worker, so it saw every move).
+async fn all_on_the_secondary(primary: MockConfig, n: usize) -> Scrape {
+    let (rig, _secondary, mut worker) = with_secondary(primary).await;
+    let addr = worker.ready(BOUND).await.expect("worker ready");
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
+    await_terminal(&rig, n).await;
+    let by = answered_by(&rig, &ids).await;
+    assert_eq!(by.get("second"), Some(&n), "{by:?}");
+    Scrape::fetch(addr).await
+}
+
 async fn await_terminal(rig: &Rig, n: usize) {
     let mut events = rig.events().await;
     assert!(
@@ -111,23 +134,14 @@ async fn a_held_primary_sends_its_jobs_to_the_secondary_until_its_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_on_the_primary_completes_everything_on_the_secondary_and_raises_the_alert() {
-    let rig = Rig::start(MockConfig {
-        quota_429: 1.0,
-        ..MockConfig::default()
-    })
+    let scrape = all_on_the_secondary(
+        MockConfig {
+            quota_429: 1.0,
+            ..MockConfig::default()
+        },
+        200,
+    )
     .await;
-    let secondary = MockServer::start(MockConfig::default()).await;
-    let mut options = rig.options();
-    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
-    // One worker, so its /metrics sees every fallback.
-    let mut worker = WorkerProcess::spawn("w0", &options);
-    let addr = worker.ready(BOUND).await.expect("worker ready");
-
-    let ids = rig.enqueue((0..200).map(chat_job).collect()).await;
-    await_terminal(&rig, 200).await;
-    let by = answered_by(&rig, &ids).await;
-    assert_eq!(by.get("second"), Some(&200), "{by:?}");
-    let scrape = Scrape::fetch(addr).await;
     // SluiceCircuitOpen: max by (upstream) (sluice_circuit_state) == 2.
     let state = scrape.sum("sluice_circuit_state", &[("upstream", "mock")]);
     let moved = scrape.sum(
@@ -194,11 +208,7 @@ async fn a_prompt_too_long_goes_to_the_larger_model_or_dead_with_context_length(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_on_the_primary_is_dead_after_one_call_and_the_secondary_is_never_called() {
-    let rig = Rig::start(MockConfig::default()).await;
-    let secondary = MockServer::start(MockConfig::default()).await;
-    let mut options = rig.options();
-    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
-    let _worker = WorkerProcess::spawn("w0", &options);
+    let (rig, secondary, _worker) = with_secondary(MockConfig::default()).await;
     let ids = rig
         .enqueue((0..20).map(|i| scripted_job(i, &[400])).collect())
         .await;
@@ -345,15 +355,11 @@ async fn a_chain_outside_the_config_is_refused_at_enqueue_and_by_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_retry_the_same_deployment_first_then_the_next() {
     // Every call to the primary is a 503; two tries there (the default), then the secondary.
-    let rig = Rig::start(MockConfig {
+    let (rig, secondary, _worker) = with_secondary(MockConfig {
         fail_503: 1.0,
         ..MockConfig::default()
     })
     .await;
-    let secondary = MockServer::start(MockConfig::default()).await;
-    let mut options = rig.options();
-    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
-    let _worker = WorkerProcess::spawn("w0", &options);
     // Five jobs: ten failed calls, under the circuit's minimum of 20, so it stays closed.
     let ids = rig.enqueue((0..5).map(chat_job).collect()).await;
     await_terminal(&rig, 5).await;
@@ -378,21 +384,14 @@ async fn transient_failures_retry_the_same_deployment_first_then_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_refusal_moves_on_and_opens_the_primarys_circuit() {
-    let rig = Rig::start(MockConfig {
-        auth_401: 1.0,
-        ..MockConfig::default()
-    })
+    let scrape = all_on_the_secondary(
+        MockConfig {
+            auth_401: 1.0,
+            ..MockConfig::default()
+        },
+        50,
+    )
     .await;
-    let secondary = MockServer::start(MockConfig::default()).await;
-    let mut options = rig.options();
-    options.extra = chain_toml(&secondary.url(), "[\"second\"]");
-    let mut worker = WorkerProcess::spawn("w0", &options);
-    let addr = worker.ready(BOUND).await.expect("worker ready");
-    let ids = rig.enqueue((0..50).map(chat_job).collect()).await;
-    await_terminal(&rig, 50).await;
-    let by = answered_by(&rig, &ids).await;
-    assert_eq!(by.get("second"), Some(&50), "{by:?}");
-    let scrape = Scrape::fetch(addr).await;
     let opened = scrape.sum(
         "sluice_circuit_changes_total",
         &[("upstream", "mock"), ("to", "opened")],
