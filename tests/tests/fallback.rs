@@ -327,6 +327,42 @@ async fn a_chain_outside_the_config_is_refused_at_enqueue_and_by_the_worker() {
         .await
         .expect("no fallback");
 
+    // The CLI, with the same config: `--fallbacks` is checked the same way.
+    let cli = |chain: &str| {
+        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
+            .arg("--config")
+            .arg(&path)
+            .args([
+                "enqueue",
+                "--queue",
+                "q",
+                "--upstream",
+                "mock",
+                "--fallbacks",
+                chain,
+            ])
+            .args([
+                "--body",
+                r#"{"model": "m", "messages": [{"role": "user", "content": "cli"}]}"#,
+            ])
+            .env_remove("SLUICE_REDIS_URL")
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .expect("run sluice")
+    };
+    let refused = cli("evil");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("\"evil\""),
+        "{stderr}"
+    );
+    let accepted = cli("second");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+
     // A foreign producer (straight to the library) can write it; the worker refuses it.
     let prepared = outside
         .with_id("foreign")
@@ -339,7 +375,7 @@ async fn a_chain_outside_the_config_is_refused_at_enqueue_and_by_the_worker() {
     let mut options = rig.options();
     options.extra = chain_toml(&secondary.url(), "[\"second\"]");
     let _worker = WorkerProcess::spawn("w0", &options);
-    await_terminal(&rig, 3).await;
+    await_terminal(&rig, 4).await;
     let s = rig.status("foreign").await;
     assert_eq!(s.state, JobState::Dead, "{s:?}");
     assert_eq!(s.dead_reason.as_deref(), Some("invalid"));
@@ -400,4 +436,61 @@ async fn an_auth_refusal_moves_on_and_opens_the_primarys_circuit() {
     println!("primary circuit opened {opened} times; {auth} moves for auth");
     assert!(opened >= 1.0, "the primary's circuit never opened");
     assert!(auth >= 1.0, "no move counted as auth");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_takes_a_jobs_own_chain_within_the_key_and_the_config() {
+    use sluice_producer::api::auth::sha256_hex;
+    use sluice_tests::api_process::{ApiProcess, error_message};
+    let rig = Rig::start(MockConfig::default()).await;
+    let url = rig.mock.url();
+    // Key `wide` may name mock, second and third; key `narrow` only mock. mock's configured
+    // chain is [second]; third is configured but in no chain.
+    let config = format!(
+        "[api.keys.wide]\nsha256 = \"{}\"\nqueues = [\"q\"]\nupstreams = [\"mock\", \"second\", \"third\"]\n\
+         [api.keys.narrow]\nsha256 = \"{}\"\nqueues = [\"q\"]\nupstreams = [\"mock\"]\n\
+         [upstreams.mock]\nbase_url = \"{url}\"\nfallbacks = [\"second\"]\n\
+         [upstreams.second]\nbase_url = \"{url}\"\n[upstreams.third]\nbase_url = \"{url}\"\n",
+        sha256_hex("key-wide"),
+        sha256_hex("key-narrow")
+    );
+    let api = ApiProcess::start(&rig.url(), "", &config);
+    let http = reqwest::Client::new();
+    let submit = |key: &'static str, chain: Value| {
+        let http = http.clone();
+        let url = format!("{}/v1/queues/q/jobs", api.base);
+        async move {
+            let r = http
+                .post(&url)
+                .bearer_auth(key)
+                .json(&json!({"upstream": "mock", "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "fallbacks": chain}))
+                .send()
+                .await
+                .expect("POST");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (ok, body) = submit("key-wide", json!(["second"])).await;
+    assert_eq!(ok, 202, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    let spec: Value = serde_json::from_str(&rig.status(&id).await.spec).expect("spec");
+    assert_eq!(spec["fallbacks"], json!(["second"]));
+    let (outside, body) = submit("key-wide", json!(["third"])).await;
+    println!(
+        "outside the configured chain: {outside} {}",
+        error_message(&body)
+    );
+    assert_eq!(outside, 422, "{body}");
+    assert!(
+        error_message(&body).contains("not in the fallbacks"),
+        "{body}"
+    );
+    let (not_the_keys, body) = submit("key-narrow", json!(["second"])).await;
+    println!(
+        "an upstream not the key's: {not_the_keys} {}",
+        error_message(&body)
+    );
+    assert_eq!(not_the_keys, 422, "{body}");
+    assert!(error_message(&body).contains("second"), "{body}");
 }

@@ -50,6 +50,10 @@ pub struct Args {
     /// answer this long, e.g. `5m` (docs/OPERATIONS.md, "Response cache").
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "file")]
     cache_ttl: Option<std::time::Duration>,
+    /// A single job's own fallback chain, e.g. `azure-east,anthropic`: upstreams in its
+    /// upstream's configured `fallbacks` (docs/OPERATIONS.md, "Fallback chains"); `""` for none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., conflicts_with = "file")]
+    fallbacks: Option<Vec<String>>,
     /// Delay a single job by this many milliseconds (it waits as `scheduled`).
     #[arg(long, conflicts_with = "file")]
     delay_ms: Option<u64>,
@@ -130,6 +134,9 @@ async fn one(ctx: &Session, args: &Args) -> anyhow::Result<ExitCode> {
     }
     if args.delay_ms.is_some() {
         input.delay_ms = args.delay_ms;
+    }
+    if let Some(chain) = &args.fallbacks {
+        input.fallbacks = Some(chain.iter().filter(|u| !u.is_empty()).cloned().collect());
     }
     let job = input.into_job(&args.defaults(ctx))?;
     let queue = job.queue.clone();
