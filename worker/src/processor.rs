@@ -124,10 +124,7 @@ async fn process(
     'chain: loop {
         let built = match target {
             Target::Chain(i) => plan.step(&ctx.upstreams, i),
-            Target::Context => match plan.context_step(&ctx.upstreams) {
-                Some(step) => step,
-                None => Err("no context_fallback".into()),
-            },
+            Target::Context => plan.context_step(&ctx.upstreams),
         };
         let step = match built {
             Ok(step) => step,
@@ -195,27 +192,7 @@ async fn process(
                         target = next;
                         continue 'chain;
                     }
-                    // Not called: back to the delayed ZSET, spending neither an attempt nor a wait.
-                    let why = format!("deferred before the call: {class}");
-                    let sleep = Sleep {
-                        id: &job.id,
-                        entry: &job.entry,
-                        delay: wait,
-                        class,
-                        error: &why,
-                        http_status: None,
-                        spend: Spend::Neither,
-                    };
-                    let t = ride_out(|| ctx.store.retry(&job.queue, &sleep)).await?;
-                    if t == Transition::Done {
-                        ctx.metrics
-                            .deferred
-                            .with_label_values(&[job.queue.as_str(), class])
-                            .inc();
-                        ctx.wakeups.due_in(&job.queue, wait);
-                        tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
-                    }
-                    return Ok(Some(()));
+                    return defer(ctx, job, wait, class).await.map(Some);
                 }
             }
         };
@@ -281,23 +258,19 @@ async fn process(
             Err(e) => tracing::warn!(upstream = %u, error = %e, "limiter report failed"),
         }
         drop(ticket);
-        // Too long for this model: the larger-context deployment, once.
-        if outcome.class == Class::ContextLength
+        // Too long for this model: the larger-context deployment, once. Held long, out of
+        // quota, refused: the next deployment, now. Either way another call, in a slot again.
+        let move_on = if outcome.class == Class::ContextLength
             && target != Target::Context
             && plan.primary().chain.context_fallback.is_some()
         {
-            moved(Target::Context, "context_length");
-            target = Target::Context;
-            match slot_again(ctx).await {
-                Some(s) => slot = Some(s),
-                None => return Ok(None),
-            }
-            continue 'chain;
-        }
-        // Held long, out of quota, refused: the next deployment, now.
-        if route::moves_on_answer(&outcome, fallback_after)
-            && let Some(next) = target.next(&plan)
-        {
+            Some(Target::Context)
+        } else if route::moves_on_answer(&outcome, fallback_after) {
+            target.next(&plan)
+        } else {
+            None
+        };
+        if let Some(next) = move_on {
             moved(next, outcome.class.as_str());
             target = next;
             match slot_again(ctx).await {
@@ -319,8 +292,8 @@ async fn process(
                 let Ok(reply) = reply else {
                     return Err(StoreError::Protocol("success without a reply"));
                 };
-                let answered_by = step.label(route::model_of(&spec));
-                complete(ctx, job, &step, reply, &usage.text, called_ms, &answered_by).await?;
+                let answered_by = step.answered_by(route::model_of(&spec));
+                complete(ctx, job, &step, reply, &usage.text, called_ms, answered_by).await?;
             }
             Decision::Retry {
                 delay,
@@ -344,12 +317,33 @@ async fn process(
     }
 }
 
-/// The upstream the job itself named (the step's spec is the job's own on step 0 only).
-fn job_upstream<'s>(step: &'s Step<'_>) -> &'s str {
-    match &step.spec {
-        std::borrow::Cow::Borrowed(spec) => spec.upstream.as_str(),
-        std::borrow::Cow::Owned(_) => "",
+/// Not called: back to the delayed ZSET for `wait`, spending neither an attempt nor a wait.
+async fn defer(
+    ctx: &Ctx,
+    job: &Job,
+    wait: Duration,
+    class: &'static str,
+) -> Result<(), StoreError> {
+    let why = format!("deferred before the call: {class}");
+    let sleep = Sleep {
+        id: &job.id,
+        entry: &job.entry,
+        delay: wait,
+        class,
+        error: &why,
+        http_status: None,
+        spend: Spend::Neither,
+    };
+    let t = ride_out(|| ctx.store.retry(&job.queue, &sleep)).await?;
+    if t == Transition::Done {
+        ctx.metrics
+            .deferred
+            .with_label_values(&[job.queue.as_str(), class])
+            .inc();
+        ctx.wakeups.due_in(&job.queue, wait);
+        tracing::debug!(queue = %job.queue, id = %job.id, class, wait_ms = wait.as_millis() as u64, "deferred");
     }
+    Ok(())
 }
 
 /// A concurrency slot for one more call of a job that moves on (None: abandoned for shutdown).
@@ -367,7 +361,7 @@ async fn complete(
     reply: crate::upstream::Reply,
     usage: &str,
     called_ms: u64,
-    answered_by: &str,
+    answered_by: Option<String>,
 ) -> Result<(), StoreError> {
     // A fallback that speaks another format: the answer in the shape the job asked for.
     let translated = if step.translates() {
@@ -381,7 +375,10 @@ async fn complete(
         match parsed {
             Ok(v) => Some(v.to_string()),
             Err(e) => {
-                let why = format!("{answered_by}'s answer could not be translated: {e}");
+                let why = format!(
+                    "{}'s answer could not be translated: {e}",
+                    step.upstream.name
+                );
                 return dead(ctx, job, "untranslatable", &why, None).await;
             }
         }
@@ -408,10 +405,8 @@ async fn complete(
         ],
     };
     // Only a fallback's answer is marked: the job's own upstream is the status's default.
-    if answered_by != job_upstream(step) {
-        completion
-            .fields
-            .push(("answered_by".into(), answered_by.to_string()));
+    if let Some(by) = answered_by {
+        completion.fields.push(("answered_by".into(), by));
     }
     let t = ctx.completer.complete(&job.queue, completion).await?;
     match t {

@@ -26,12 +26,17 @@ pub struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// `upstream` or `upstream/model` when the model was mapped: what the job's status shows.
-    pub fn label(&self, job_model: Option<&str>) -> String {
-        match (model_of(&self.spec), job_model) {
+    /// For a fallback's answer, what the job's status shows as `answered_by`: `upstream`, or
+    /// `upstream/model` when the model was mapped. None on the job's own upstream (the step
+    /// whose spec is the job's own), which the status shows by default.
+    pub fn answered_by(&self, job_model: Option<&str>) -> Option<String> {
+        if let Cow::Borrowed(_) = self.spec {
+            return None;
+        }
+        Some(match (model_of(&self.spec), job_model) {
             (Some(m), Some(j)) if m != j => format!("{}/{m}", self.upstream.name),
             _ => self.upstream.name.clone(),
-        }
+        })
     }
 
     /// Whether answers must be translated back to the job's format.
@@ -84,15 +89,11 @@ impl<'a> Plan<'a> {
     }
 
     /// How many steps the chain has (1: no fallback).
-    pub fn len(&self) -> usize {
+    pub fn steps(&self) -> usize {
         1 + match &self.own {
             None => self.primary.chain.fallbacks.len(),
             Some(own) => own.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Where a run starts: transient failures retry the same deployment `transient_tries`
@@ -100,7 +101,7 @@ impl<'a> Plan<'a> {
     /// most). Other classes move on within a run and leave the attempt count alone.
     pub fn start(&self, attempt: u32) -> usize {
         let tries = self.primary.chain.transient_tries.max(1);
-        ((attempt.saturating_sub(1) / tries) as usize).min(self.len() - 1)
+        ((attempt.saturating_sub(1) / tries) as usize).min(self.steps() - 1)
     }
 
     /// The upstream name of step `i`.
@@ -147,9 +148,11 @@ impl<'a> Plan<'a> {
     }
 
     /// The larger-context deployment, if the primary names one.
-    pub fn context_step(&self, upstreams: &Upstreams) -> Option<Result<Step<'a>, String>> {
-        let f = self.primary.chain.context_fallback.as_ref()?;
-        Some(self.to(upstreams, f))
+    pub fn context_step(&self, upstreams: &Upstreams) -> Result<Step<'a>, String> {
+        match &self.primary.chain.context_fallback {
+            Some(f) => self.to(upstreams, f),
+            None => Err("no context_fallback".into()),
+        }
     }
 
     /// The job's spec rewritten for fallback `f`: its upstream, its model, its format.
@@ -203,7 +206,7 @@ impl Target {
     /// The next step, if any (the context deployment is a chain's end).
     pub fn next(self, plan: &Plan) -> Option<Target> {
         match self {
-            Target::Chain(i) if i + 1 < plan.len() => Some(Target::Chain(i + 1)),
+            Target::Chain(i) if i + 1 < plan.steps() => Some(Target::Chain(i + 1)),
             _ => None,
         }
     }

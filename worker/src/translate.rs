@@ -78,6 +78,32 @@ fn text_of(content: &Value, field: &str) -> Result<String, TranslateError> {
     }
 }
 
+/// The request's `messages` as (field name, role, text), each message allowed only `keys`.
+fn turns<'r>(
+    req: &'r Map<String, Value>,
+    keys: &[&str],
+) -> Result<Vec<(String, &'r str, String)>, TranslateError> {
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages", "missing or not a list"))?;
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let field = format!("messages[{i}]");
+        let m = m
+            .as_object()
+            .ok_or_else(|| invalid(&field, "not an object"))?;
+        only(m, keys, &format!("{field}."))?;
+        let text = text_of(m.get("content").unwrap_or(&Value::Null), &field)?;
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(&field, "without a role"))?;
+        out.push((field, role, text));
+    }
+    Ok(out)
+}
+
 /// `stop`: a string or a list of strings, as a list.
 fn stop_list(v: &Value, field: &str) -> Result<Vec<Value>, TranslateError> {
     match v {
@@ -111,30 +137,15 @@ pub fn openai_request_to_anthropic(body: &Value, model: &str) -> Result<Value, T
     if req.get("stream").is_some_and(|s| s != &Value::Bool(false)) {
         return Err(TranslateError::Unsupported("stream".into()));
     }
-    let messages = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages", "missing or not a list"))?;
     let mut system: Vec<String> = Vec::new();
     let mut out = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let field = format!("messages[{i}]");
-        let m = m
-            .as_object()
-            .ok_or_else(|| invalid(&field, "not an object"))?;
-        only(m, &["role", "content", "name"], &format!("{field}."))?;
-        let text = text_of(m.get("content").unwrap_or(&Value::Null), &field)?;
-        match m.get("role").and_then(Value::as_str) {
+    for (field, role, text) in turns(req, &["role", "content", "name"])? {
+        match role {
             // Anthropic has one system prompt, beside the messages: every system (or developer)
             // message goes there, in order.
-            Some("system") | Some("developer") => system.push(text),
-            Some(role @ ("user" | "assistant")) => {
-                out.push(json!({"role": role, "content": text}));
-            }
-            Some(other) => {
-                return Err(TranslateError::Unsupported(format!("{field}.role {other}")));
-            }
-            None => return Err(invalid(&field, "without a role")),
+            "system" | "developer" => system.push(text),
+            "user" | "assistant" => out.push(json!({"role": role, "content": text})),
+            other => return Err(TranslateError::Unsupported(format!("{field}.role {other}"))),
         }
     }
     let max_tokens = match req.get("max_completion_tokens").or(req.get("max_tokens")) {
@@ -192,25 +203,10 @@ pub fn anthropic_request_to_openai(body: &Value, model: &str) -> Result<Value, T
     if let Some(system) = req.get("system") {
         out.push(json!({"role": "system", "content": text_of(system, "system")?}));
     }
-    let messages = req
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages", "missing or not a list"))?;
-    for (i, m) in messages.iter().enumerate() {
-        let field = format!("messages[{i}]");
-        let m = m
-            .as_object()
-            .ok_or_else(|| invalid(&field, "not an object"))?;
-        only(m, &["role", "content"], &format!("{field}."))?;
-        let text = text_of(m.get("content").unwrap_or(&Value::Null), &field)?;
-        match m.get("role").and_then(Value::as_str) {
-            Some(role @ ("user" | "assistant")) => {
-                out.push(json!({"role": role, "content": text}));
-            }
-            Some(other) => {
-                return Err(TranslateError::Unsupported(format!("{field}.role {other}")));
-            }
-            None => return Err(invalid(&field, "without a role")),
+    for (field, role, text) in turns(req, &["role", "content"])? {
+        match role {
+            "user" | "assistant" => out.push(json!({"role": role, "content": text})),
+            other => return Err(TranslateError::Unsupported(format!("{field}.role {other}"))),
         }
     }
     let mut o = Map::new();
