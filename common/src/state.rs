@@ -109,8 +109,10 @@ pub struct JobStatus {
     pub redrives: u32,
     /// One line per earlier life (re-drives).
     pub history: Option<String>,
-    /// The job spec as stored (JSON text).
-    pub spec: String,
+    /// The tenant its spec names (`metadata.tenant`, set by sluice-api for a tenant's key);
+    /// `None` for jobs of no tenant. The spec itself is not part of the status: a waiting job
+    /// keeps it in its stream entry (docs/PROTOCOL.md).
+    pub tenant: Option<String>,
     /// Completed from the response cache at enqueue: no call was made for it.
     pub cached: bool,
     /// The identical job this one follows (response cache, single flight), while it waits; once
@@ -119,6 +121,12 @@ pub struct JobStatus {
     /// The deployment (upstream name, and the model asked of it) whose answer completed the
     /// job: the job's own upstream, or one of its fallbacks.
     pub answered_by: Option<String>,
+}
+
+/// `metadata.tenant` of a spec (JSON text): for hashes written before the `tenant` field.
+fn tenant_of(spec: &str) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_str(spec).ok()?;
+    spec["metadata"]["tenant"].as_str().map(str::to_string)
 }
 
 impl JobStatus {
@@ -153,7 +161,10 @@ impl JobStatus {
             status: num(&f, "status"),
             result: f.remove("result"),
             history: f.remove("history"),
-            spec: f.remove("spec").unwrap_or_default(),
+            tenant: f
+                .remove("tenant")
+                .or_else(|| tenant_of(f.get("spec")?))
+                .filter(|t| !t.is_empty()),
             cached: f.get("cached").is_some_and(|v| v == "1"),
             follows: f.remove("follows").or_else(|| f.remove("followed")),
             answered_by: None,

@@ -86,6 +86,16 @@ impl Rig {
             .unwrap_or_else(|| panic!("no job {id} in queue q"))
     }
 
+    /// Job `id`'s spec where it is kept (the test fails if there is none).
+    pub async fn spec(&self, id: &str) -> String {
+        self.producer
+            .store()
+            .spec("q", id)
+            .await
+            .expect("spec")
+            .unwrap_or_else(|| panic!("no spec kept for job {id} in queue q"))
+    }
+
     /// A reader of queue `q`'s events from now on.
     pub async fn events(&self) -> Events {
         Events::new(&self.redis.url(), "q").await

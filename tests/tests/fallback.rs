@@ -474,7 +474,7 @@ async fn the_http_api_takes_a_jobs_own_chain_within_the_key_and_the_config() {
     let (ok, body) = submit("key-wide", json!(["second"])).await;
     assert_eq!(ok, 202, "{body}");
     let id = body["id"].as_str().expect("id").to_string();
-    let spec: Value = serde_json::from_str(&rig.status(&id).await.spec).expect("spec");
+    let spec: Value = serde_json::from_str(&rig.spec(&id).await).expect("spec");
     assert_eq!(spec["fallbacks"], json!(["second"]));
     let (outside, body) = submit("key-wide", json!(["third"])).await;
     println!(

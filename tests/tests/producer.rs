@@ -92,6 +92,17 @@ async fn enqueue_returns_an_id_and_the_job_is_in_the_stream_and_its_hash() {
         c.xrange_all("sluice:{q}:stream").await.expect("XRANGE");
     assert_eq!(entries.ids.len(), 1);
     assert_eq!(entries.ids[0].get::<String>("id"), Some(e.id.clone()));
+    // The entry holds the spec, the job hash none (docs/PROTOCOL.md, `spec`).
+    let held: String = entries.ids[0]
+        .get("spec")
+        .expect("the entry holds the spec");
+    let spec: JobSpec = serde_json::from_str(&held).expect("spec is a JobSpec");
+    assert_eq!(spec, chat("q", 1).spec);
+    let in_hash: Option<String> = c
+        .hget(format!("sluice:{{q}}:job:{}", e.id), "spec")
+        .await
+        .expect("HGET");
+    assert_eq!(in_hash, None);
 
     let status = producer
         .status("q", &e.id)
@@ -100,8 +111,6 @@ async fn enqueue_returns_an_id_and_the_job_is_in_the_stream_and_its_hash() {
         .expect("job exists");
     assert_eq!(status.state, JobState::Queued);
     assert_eq!(status.attempts, 0);
-    let spec: JobSpec = serde_json::from_str(&status.spec).expect("spec is a JobSpec");
-    assert_eq!(spec, chat("q", 1).spec);
     let queues = producer.store().queues().await.expect("queues");
     assert_eq!(queues, vec!["q".to_string()]);
 }

@@ -40,7 +40,12 @@ async fn a_python_service_enqueues_with_dedupe_and_reads_the_result() {
     // The job a Python service wrote is a valid Sluice job.
     let status = store.status("py", &id).await.expect("status").expect("job");
     assert_eq!(status.state, JobState::Queued);
-    let spec: JobSpec = serde_json::from_str(&status.spec).expect("a JobSpec");
+    let held = store
+        .spec("py", &id)
+        .await
+        .expect("spec")
+        .expect("a spec kept");
+    let spec: JobSpec = serde_json::from_str(&held).expect("a JobSpec");
     sluice_common::validate::spec(&spec).expect("passes the worker's validation");
 
     // Python waits on the events stream while the Rust side runs the job.

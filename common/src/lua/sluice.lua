@@ -246,10 +246,47 @@ local function trim_acked(p, group)
   end
 end
 
-local function push_ready(p, jk, id)
-  local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+-- Where a job's spec lives: a job enqueued straight into the ready stream keeps it only in its
+-- entry (`id <id> spec <spec>`), so its hash stays small enough for Redis's compact encoding
+-- (listpack: every value within `hash-max-listpack-value`, 64 bytes by default). A job that
+-- leaves its entry other than by completing (retry, dead letter) or that never had one
+-- (scheduled, follower) keeps it in its hash's `spec` field; its later entries are `id <id>`.
+-- `push_ready` adds the job's entry, carrying `spec` when given (the hash holds none).
+local function push_ready(p, jk, id, spec)
+  local entry
+  if spec then
+    entry = redis.call('XADD', p .. 'stream', '*', 'id', id, 'spec', spec)
+  else
+    entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+  end
   redis.call('HSET', jk, 'entry', entry)
   return entry
+end
+
+-- The spec that ready-stream entry `entry` carries, or nil.
+local function entry_spec(p, entry)
+  if not entry or entry == '' then return nil end
+  local rows = redis.call('XRANGE', p .. 'stream', entry, entry)
+  local kv = rows[1] and rows[1][2]
+  if not kv then return nil end
+  for j = 1, #kv - 1, 2 do
+    if kv[j] == 'spec' then return kv[j + 1] end
+  end
+  return nil
+end
+
+-- The job's spec: its hash's, else its current entry's ('' when neither holds one).
+local function job_spec(p, jk)
+  local f = redis.call('HMGET', jk, 'spec', 'entry')
+  return f[1] or entry_spec(p, f[2]) or ''
+end
+
+-- Before a job leaves entry `entry` for good: its spec moves into its hash.
+local function keep_spec(p, jk, entry)
+  if not redis.call('HGET', jk, 'spec') then
+    local spec = entry_spec(p, entry)
+    if spec then redis.call('HSET', jk, 'spec', spec) end
+  end
 end
 
 local function valid_id(id)
@@ -426,20 +463,22 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     redis.call('SET', p .. 'flight:' .. key, id)
     tally.cache_misses = tally.cache_misses + 1
   end
-  -- `spec_sha` is the last field when there is one (no table built: this is the hot path).
-  local where, at = 'entry', nil
+  -- A job for the ready stream keeps its spec in its entry only (see push_ready); a scheduled
+  -- one in its hash. No `attempts` (absent is 0), no empty `dedupe`: a waiting job's hash holds
+  -- only what it must, each value short (docs/OPERATIONS.md, "Memory").
   if due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
-    where, at = 'run_at_ms', due
+    redis.call('HSET', jk, 'id', id, 'upstream', decoded.upstream, 'created_ms', nows,
+      'updated_ms', nows, 'run_at_ms', due, 'spec', spec)
   else
-    at = redis.call('XADD', p .. 'stream', '*', 'id', id)
+    local entry = redis.call('XADD', p .. 'stream', '*', 'id', id, 'spec', spec)
+    redis.call('HSET', jk, 'id', id, 'upstream', decoded.upstream, 'created_ms', nows,
+      'updated_ms', nows, 'entry', entry)
   end
-  if sha == '' then
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
-      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, where, at)
-  else
-    redis.call('HSET', jk, 'id', id, 'spec', spec, 'upstream', decoded.upstream, 'attempts', '0',
-      'created_ms', nows, 'updated_ms', nows, 'dedupe', dkey, where, at, 'spec_sha', sha)
+  if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
+  local meta = decoded.metadata
+  if type(meta) == 'table' and type(meta.tenant) == 'string' and meta.tenant ~= '' then
+    redis.call('HSET', jk, 'tenant', meta.tenant)
   end
   -- A job with a webhook is marked, so the call that ends it makes the delivery (hook below).
   if type(decoded.webhook) == 'table' then redis.call('HSET', jk, 'hook', '1') end
@@ -479,9 +518,11 @@ end
 -- same call that ended it, so an ended job's webhook is never lost. The delivery names the job,
 -- the URL and the API key (whose allowlist and secret the worker applies); `hook` then holds the
 -- delivery's id. A re-driven job that ends again gets a new delivery.
-local function hook(p, emax, id)
+-- `spec`: the job's, read by the caller before its entry went (nil: read here).
+local function hook(p, emax, id, spec)
   local jk = p .. 'job:' .. id
-  local ok, spec = pcall(cjson.decode, redis.call('HGET', jk, 'spec') or '')
+  local ok
+  ok, spec = pcall(cjson.decode, spec or job_spec(p, jk))
   if not ok or type(spec) ~= 'table' or type(spec.webhook) ~= 'table' then return end
   local w = spec.webhook
   local delivery = cjson.encode({upstream = WEBHOOK_UPSTREAM,
@@ -540,7 +581,8 @@ end
 -- still waiting completes with it. Dead or cancelled (no `result`): the first follower still
 -- waiting becomes the leader (its entry is added to the stream) and the others follow it; with
 -- none left, the flight ends. Followers are never lost.
-local function settle(p, emax, id, cache, result, status, usage)
+-- `spec`: the leader's, read by the caller before its entry went (nil: read here).
+local function settle(p, emax, id, cache, result, status, usage, spec)
   local key, ttl, max, retention, cap = cache_fields(cache)
   if not key then return end
   local fk = p .. 'flight:' .. key
@@ -568,9 +610,9 @@ local function settle(p, emax, id, cache, result, status, usage)
     if #done > 0 then
       redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-#done))
       redis.call('HINCRBY', p .. 'counts', 'completed', tostring(#done))
-      local ok, spec = pcall(cjson.decode, redis.call('HGET', p .. 'job:' .. id, 'spec') or '')
-      local body = ok and type(spec) == 'table' and type(spec.request) == 'table'
-        and spec.request.body
+      local ok, decoded = pcall(cjson.decode, spec or job_spec(p, p .. 'job:' .. id))
+      local body = ok and type(decoded) == 'table' and type(decoded.request) == 'table'
+        and decoded.request.body
       count_saved(p, type(body) == 'table' and body.model, usage, #done)
       events(p, emax, done, 'completed')
     end
@@ -660,6 +702,8 @@ local function cancel(keys, args)
   local f = redis.call('HMGET', jk, 'state', 'entry', 'hook', 'cache')
   local state = f[1]
   if not state then return {'missing', ''} end
+  -- Read before its entry goes (a queued job's spec may live there only).
+  local spec = (f[3] or f[4]) and job_spec(p, jk) or nil
   if state == 'queued' then
     drop_entry(p, group, f[2])
   elseif state == 'scheduled' or state == 'retrying' then
@@ -673,8 +717,8 @@ local function cancel(keys, args)
   redis.call('PEXPIRE', jk, retention)
   move(p, state, 'cancelled')
   event(p, emax, id, 'cancelled')
-  if f[3] then hook(p, emax, id) end
-  if f[4] then settle(p, emax, id, f[4]) end
+  if f[3] then hook(p, emax, id, spec) end
+  if f[4] then settle(p, emax, id, f[4], nil, nil, nil, spec) end
   return {'cancelled', state}
 end
 
@@ -741,11 +785,14 @@ local function start_checked(p, group, emax, consumer, list, paused)
     local jk = p .. 'job:' .. id
     local f = got[k]
     local state, current = f[1], f[2]
+    -- The spec: the hash's, else the entry's (handed over by fetch, else read here).
+    local function entry_held() return pair[3] or entry_spec(p, entry) end
     if f.corrupt then
       out[#out + 1] = {entry, id, 'corrupt', f.corrupt}
     elseif not state then
       out[#out + 1] = {entry, id, 'missing'}
     elseif paused and (state == 'queued' or state == 'running') and current == entry then
+      local spec = not f[3] and entry_held() or nil
       ack_entry(p, group, entry)
       redis.call('XDEL', p .. 'stream', entry)
       if state == 'running' then
@@ -755,7 +802,7 @@ local function start_checked(p, group, emax, consumer, list, paused)
         redis.call('HSET', jk, 'state', 'queued', 'updated_ms', nows)
         move(p, 'running', 'queued')
       end
-      push_ready(p, jk, id)
+      push_ready(p, jk, id, spec)
       out[#out + 1] = {entry, id, 'paused'}
     elseif (state == 'queued' or state == 'running') and current == entry then
       local attempts = (tonumber(f[7] or '0') or 0) + 1
@@ -766,8 +813,8 @@ local function start_checked(p, group, emax, consumer, list, paused)
         moved = moved + 1
         running[#running + 1] = id
       end
-      out[#out + 1] = {entry, id, 'run', f[3], attempts, tonumber(f[4] or '0') or 0,
-        tonumber(f[6] or f[5] or '0') or 0}
+      out[#out + 1] = {entry, id, 'run', f[3] or entry_held() or '', attempts,
+        tonumber(f[4] or '0') or 0, tonumber(f[6] or f[5] or '0') or 0}
     else
       -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
       ack_entry(p, group, entry)
@@ -808,12 +855,12 @@ local function fetch(keys, args)
   local bad = {}
   if r then
     for _, e in ipairs(r[1][2]) do
-      local fields, id = e[2], nil
+      local fields, id, spec = e[2], nil, nil
       for j = 1, #fields, 2 do
-        if fields[j] == 'id' then id = fields[j + 1] end
+        if fields[j] == 'id' then id = fields[j + 1] elseif fields[j] == 'spec' then spec = fields[j + 1] end
       end
-      if #fields == 2 and valid_id(id) then
-        list[#list + 1] = {e[1], id}
+      if valid_id(id) and (#fields == 2 or (#fields == 4 and spec)) then
+        list[#list + 1] = {e[1], id, spec}
       else
         local raw = {}
         for j = 1, #fields do raw[#raw + 1] = fields[j] end
@@ -889,13 +936,14 @@ local function complete(keys, args)
       done = done + 1
       completed[done] = id
       out[#out + 1] = 'completed'
-      if f[3] then hooked[#hooked + 1] = id end
+      local spec = (f[3] or f[4]) and (redis.call('HGET', jk, 'spec') or entry_spec(p, entry))
+      if f[3] then hooked[#hooked + 1] = {id, spec} end
       if f[4] then
         local usage = ''
         for j = i + 5, i + 3 + 2 * n, 2 do
           if args[j] == 'usage' then usage = args[j + 1] end
         end
-        settled[#settled + 1] = {id, f[4], result or '', status or '', usage}
+        settled[#settled + 1] = {id, f[4], result or '', status or '', usage, spec}
       end
     end
   end
@@ -904,8 +952,8 @@ local function complete(keys, args)
     redis.call('HINCRBY', p .. 'counts', 'completed', tostring(done))
   end
   events(p, emax, completed, 'completed')
-  for _, id in ipairs(hooked) do hook(p, emax, id) end
-  for _, c in ipairs(settled) do settle(p, emax, c[1], c[2], c[3], c[4], c[5]) end
+  for _, h in ipairs(hooked) do hook(p, emax, h[1], h[2]) end
+  for _, c in ipairs(settled) do settle(p, emax, c[1], c[2], c[3], c[4], c[5], c[6]) end
   if refused > 0 then
     redis.call('HINCRBY', p .. 'counts', 'refused_completions', tostring(refused))
   end
@@ -941,6 +989,7 @@ local function retry(keys, args)
   if spends == '0' or spends == 'n' then redis.call('HINCRBY', jk, 'attempts', -1) end
   if spends == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
   if spends == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
+  keep_spec(p, jk, entry)
   redis.call('HSET', jk, 'state', 'retrying', 'last_class', class, 'last_error', err,
     'last_status', status, 'run_at_ms', due, 'failed_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
@@ -995,6 +1044,8 @@ local function dead(keys, args)
   if state == 'scheduled' or state == 'retrying' then redis.call('ZREM', p .. 'delayed', id) end
   redis.call('XADD', p .. 'dead', 'MAXLEN', '~', dmax, '*', 'id', id, 'reason', reason,
     'status', status, 'attempts', f[2] or 0, 'error', err, 'upstream', f[3] or '', 'at_ms', now)
+  -- Kept for a re-drive (and read by hook and settle below).
+  keep_spec(p, jk, f[4])
   redis.call('HSET', jk, 'state', 'dead', 'dead_reason', reason, 'last_error', err,
     'last_status', status, 'finished_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
@@ -1051,12 +1102,12 @@ local function release(keys, args)
   for _, pair in ipairs(list) do
     local entry, id = pair[1], pair[2]
     local jk = p .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'state', 'entry')
+    local f = redis.call('HMGET', jk, 'state', 'entry', 'spec')
     if f[1] == 'running' and f[2] == entry then
       ack_entry(p, group, entry)
       redis.call('HINCRBY', jk, 'attempts', -1)
       redis.call('HINCRBY', jk, 'total_attempts', -1)
-      push_ready(p, jk, id)
+      push_ready(p, jk, id, not f[3] and entry_spec(p, entry) or nil)
       redis.call('HSET', jk, 'state', 'queued', 'updated_ms', now)
       move(p, 'running', 'queued')
       event(p, emax, id, 'queued', 'released')

@@ -69,6 +69,37 @@ impl Store {
         Ok(self.locate(queue, id).await?.map(|(_, status)| status))
     }
 
+    /// The job's spec (JSON text) where it is kept: its hash's `spec`, else its ready-stream
+    /// entry's (docs/PROTOCOL.md, `spec`). `None`: no such job, or one that kept none (it
+    /// completed, or was cancelled, straight from its entry).
+    pub async fn spec(&self, queue: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let Some(part) = self.holding(queue, id).await? else {
+            return Ok(None);
+        };
+        let keys = keys_for(&part)?;
+        let mut conn = self.conn.clone();
+        let (spec, entry): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys.job(id))
+            .arg("spec")
+            .arg("entry")
+            .query_async(&mut conn)
+            .await?;
+        let Some(entry) = entry.filter(|e| spec.is_none() && !e.is_empty()) else {
+            return Ok(spec);
+        };
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(keys.stream())
+            .arg(&entry)
+            .arg(&entry)
+            .query_async(&mut conn)
+            .await?;
+        let entries = reply::stream_entries(&reply).ok_or(StoreError::Protocol("XRANGE stream"))?;
+        Ok(entries
+            .into_iter()
+            .next()
+            .and_then(|(_, mut f)| f.remove("spec")))
+    }
+
     /// The job's status in one queue (or partition).
     pub(super) async fn status_in(
         &self,

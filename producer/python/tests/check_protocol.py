@@ -56,7 +56,11 @@ def enqueue(client, r):
     check(r.xlen(prefix("py") + "stream") == 1, "exactly one stream entry")
     status = client.status("py", first.id)
     check(status.state == "queued" and status.attempts == 0, "status has state and attempts")
-    check(json.loads(status.fields["spec"])["upstream"] == "mock", "hash holds the spec")
+    check("spec" not in status.fields, "a queued job's hash holds no spec")
+    [(_, entry)] = r.xrange(prefix("py") + "stream")
+    check(entry.get(b"id", entry.get("id")) in (first.id, first.id.encode()), "the entry names the job")
+    spec = entry.get(b"spec", entry.get("spec"))
+    check(spec is not None and json.loads(spec)["upstream"] == "mock", "its stream entry holds the spec")
 
     # An empty id: the library makes one.
     made = client.enqueue("py", "mock", path, body, delay_ms=3_600_000)

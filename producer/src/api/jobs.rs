@@ -203,11 +203,7 @@ pub(super) async fn owned(
     key.queue(queue)?;
     let missing = || ApiError::NotFound(format!("no job {id} in queue {queue}"));
     let s = api.producer.status(queue, id).await?.ok_or_else(missing)?;
-    let tenant = serde_json::from_str::<Value>(&s.spec)
-        .ok()
-        .and_then(|spec| spec["metadata"]["tenant"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    if tenant != key.tenant {
+    if s.tenant.as_deref().unwrap_or_default() != key.tenant {
         return Err(missing());
     }
     Ok(s)
