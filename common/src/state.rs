@@ -130,9 +130,12 @@ fn tenant_of(spec: &str) -> Option<String> {
 }
 
 impl JobStatus {
-    /// Builds the status from a job hash's fields (HGETALL).
+    /// Builds job `id`'s status from its hash's fields (HGETALL). A waiting job's hash holds
+    /// only what differs from the defaults (no `id`: its key has it; no `updated_ms` before the
+    /// first change; no `attempts` 0).
     pub fn from_fields(
         queue: &str,
+        id: &str,
         mut f: HashMap<String, String>,
     ) -> Result<JobStatus, UnknownState> {
         let state = f.get("state").map(String::as_str).unwrap_or("").parse()?;
@@ -140,7 +143,7 @@ impl JobStatus {
             f.get(k).and_then(|v| v.parse().ok())
         }
         Ok(JobStatus {
-            id: f.remove("id").unwrap_or_default(),
+            id: f.remove("id").unwrap_or_else(|| id.to_string()),
             queue: queue.to_string(),
             state,
             upstream: f.remove("upstream").unwrap_or_default(),
@@ -148,7 +151,7 @@ impl JobStatus {
             total_attempts: num(&f, "total_attempts").unwrap_or(0),
             waits: num(&f, "waits").unwrap_or(0),
             created_ms: num(&f, "created_ms"),
-            updated_ms: num(&f, "updated_ms"),
+            updated_ms: num(&f, "updated_ms").or_else(|| num(&f, "created_ms")),
             started_ms: num(&f, "started_ms"),
             finished_ms: num(&f, "finished_ms"),
             run_at_ms: num(&f, "run_at_ms"),

@@ -103,6 +103,15 @@ async fn enqueue_returns_an_id_and_the_job_is_in_the_stream_and_its_hash() {
         .await
         .expect("HGET");
     assert_eq!(in_hash, None);
+    // So the waiting job's hash holds only short values: Redis keeps it compact (a listpack,
+    // not a hashtable; docs/OPERATIONS.md, "Memory").
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(format!("sluice:{{q}}:job:{}", e.id))
+        .query_async(&mut c)
+        .await
+        .expect("OBJECT ENCODING");
+    assert_eq!(encoding, "listpack");
 
     let status = producer
         .status("q", &e.id)

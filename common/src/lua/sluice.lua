@@ -466,14 +466,14 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   -- A job for the ready stream keeps its spec in its entry only (see push_ready); a scheduled
   -- one in its hash. No `attempts` (absent is 0), no empty `dedupe`: a waiting job's hash holds
   -- only what it must, each value short (docs/OPERATIONS.md, "Memory").
+  -- Nor `id` (the key holds it) nor `updated_ms` (absent: `created_ms`).
   if due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
-    redis.call('HSET', jk, 'id', id, 'upstream', decoded.upstream, 'created_ms', nows,
-      'updated_ms', nows, 'run_at_ms', due, 'spec', spec)
+    redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'run_at_ms', due,
+      'spec', spec)
   else
     local entry = redis.call('XADD', p .. 'stream', '*', 'id', id, 'spec', spec)
-    redis.call('HSET', jk, 'id', id, 'upstream', decoded.upstream, 'created_ms', nows,
-      'updated_ms', nows, 'entry', entry)
+    redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'entry', entry)
   end
   if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
   local meta = decoded.metadata
@@ -752,7 +752,7 @@ local function jobs(keys, args)
       local f = redis.call('HMGET', key, 'state', 'attempts', 'created_ms', 'updated_ms', 'upstream',
         'last_error')
       if f[1] and (want == '' or f[1] == want) then
-        rows[#rows + 1] = {string.sub(key, #p + 5), f[1], f[2] or '0', f[3] or '', f[4] or '',
+        rows[#rows + 1] = {string.sub(key, #p + 5), f[1], f[2] or '0', f[3] or '', f[4] or f[3] or '',
           f[5] or '', string.sub(f[6] or '', 1, 200)}
       end
     end

@@ -115,7 +115,7 @@ impl Store {
         if fields.is_empty() {
             return Ok(None);
         }
-        JobStatus::from_fields(queue, fields)
+        JobStatus::from_fields(queue, id, fields)
             .map(Some)
             .map_err(|_| StoreError::Protocol("job hash state"))
     }
@@ -212,7 +212,7 @@ impl Store {
         if fields.is_empty() {
             return Ok(None);
         }
-        let status = JobStatus::from_fields(&part, fields)
+        let status = JobStatus::from_fields(&part, id, fields)
             .map_err(|_| StoreError::Protocol("a job hash with an unknown state"))?;
         Ok(Some((status, newest_entry(&last))))
     }
