@@ -2,7 +2,8 @@
 //! real worker; its delivery (a job of its own, made in the call that completed the job) reaches
 //! a receiver that fails twice and then accepts. The three deliveries carry one `webhook-id`, and
 //! each is verified by the `standardwebhooks` PyPI package (a tampered copy is refused by it). A
-//! webhook to a host off the allowlist is refused at submit with 422.
+//! webhook to a host off the allowlist is refused at submit with 422. A queued job cancelled
+//! before any worker ran still gets its webhook (its spec lived in its stream entry alone).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -156,4 +157,55 @@ async fn a_webhook_that_fails_twice_is_delivered_signed_and_verified_by_standard
         .expect("the delivery job");
     assert_eq!(delivery.state, sluice_common::JobState::Completed);
     assert_eq!(delivery.attempts, 3);
+}
+
+/// A queued job's spec lives in its stream entry only (docs/PROTOCOL.md): cancelling it removes
+/// the entry, and the webhook (in the spec) must still be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_cancelled_before_any_worker_still_gets_its_webhook() {
+    let rig = Rig::start(MockConfig::default()).await;
+    let (url, mut received) = receiver(0).await;
+    let hooks = format!("webhook_hosts = [\"127.0.0.1\"]\nwebhook_secret = \"{SECRET}\"");
+    let keys = key_toml("a", "key-a", &["q"], "a", &hooks);
+    let api = ApiProcess::start(&rig.url(), "", &keys);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/queues/q/jobs", api.base))
+        .bearer_auth("key-a")
+        .json(&json!({"upstream": "mock", "webhook": url,
+            "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // No worker yet: the job is queued, its spec in its entry alone.
+    let r = http
+        .post(format!("{}/v1/queues/q/jobs/{id}/cancel", api.base))
+        .bearer_auth("key-a")
+        .send()
+        .await
+        .expect("POST cancel");
+    assert_eq!(r.status(), 200);
+
+    let mut options = rig.options();
+    options.extra = keys.clone();
+    let worker = sluice_tests::worker_process::WorkerProcess::spawn("w", &options);
+    let Ok(Some((_, body))) = tokio::time::timeout(BOUND, received.recv()).await else {
+        panic!(
+            "no delivery within the bound\nworker log:\n{}",
+            worker.log()
+        );
+    };
+    let payload: Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(payload["type"], "job.cancelled", "{payload}");
+    assert_eq!(payload["data"]["id"], id.as_str(), "{payload}");
+    assert_eq!(
+        rig.mock.stats(false).calls,
+        0,
+        "a cancelled job makes no call"
+    );
 }
