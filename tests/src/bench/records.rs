@@ -67,12 +67,15 @@ pub async fn read(
                 continue;
             }
             let num = |k: usize| f.get(k).and_then(|s| s.as_deref()?.parse::<f64>().ok());
+            // The payload's `i` when the hash kept the spec (a retried job's); else the record's
+            // position: a completed job keeps no spec (docs/PROTOCOL.md), and `i` is a label only.
             let i = f
                 .get(2)
                 .and_then(|s| s.as_deref())
                 .and_then(|spec| serde_json::from_str::<serde_json::Value>(spec).ok())
-                .and_then(|v| v["request"]["body"]["i"].as_u64());
-            if let (Some(i), Some(enq), Some(start), Some(end)) = (i, num(3), num(4), num(5)) {
+                .and_then(|v| v["request"]["body"]["i"].as_u64())
+                .unwrap_or(out.len() as u64);
+            if let (Some(enq), Some(start), Some(end)) = (num(3), num(4), num(5)) {
                 out.push(Record {
                     i,
                     enq_ms: enq,
