@@ -208,6 +208,15 @@ local function ack_entry(p, group, entry)
   end
 end
 
+-- Acknowledges delivered entries (a list of ids) in as few XACKs as the argument limit allows.
+local ACK_CHUNK = 500
+local function ack_entries(p, group, entries)
+  for from = 1, #entries, ACK_CHUNK do
+    pcall(redis.call, 'XACK', p .. 'stream', group,
+      unpack(entries, from, math.min(from + ACK_CHUNK - 1, #entries)))
+  end
+end
+
 -- Removes an entry that was never delivered (a cancelled job's).
 local function drop_entry(p, group, entry)
   if entry and entry ~= '' then
@@ -908,7 +917,7 @@ local function complete(keys, args)
   end
   local _, nows = now_ms()
   local out = {}
-  local done, refused, completed, hooked, settled = 0, 0, {}, {}, {}
+  local done, refused, completed, hooked, settled, acks = 0, 0, {}, {}, {}, {}
   for _, job in ipairs(jobs) do
     local i, n, id, entry = job.i, job.n, job.id, job.entry
     local result, status = args[i + 2], args[i + 3]
@@ -916,8 +925,9 @@ local function complete(keys, args)
     local f = job.f or {}
     local state = f[1]
     -- A job key of the wrong type: left pending, so the entry comes back to a worker's start,
-    -- which reports it corrupt and has it dead-lettered (never dropped).
-    if not job.corrupt then ack_entry(p, group, entry) end
+    -- which reports it corrupt and has it dead-lettered (never dropped). The others' entries
+    -- are acknowledged together below (one XACK for the batch, not one per job).
+    if not job.corrupt then acks[#acks + 1] = entry end
     if job.corrupt then
       refused = refused + 1
       out[#out + 1] = 'refused:corrupt'
@@ -947,6 +957,7 @@ local function complete(keys, args)
       end
     end
   end
+  ack_entries(p, group, acks)
   if done > 0 then
     redis.call('HINCRBY', p .. 'counts', 'running', tostring(-done))
     redis.call('HINCRBY', p .. 'counts', 'completed', tostring(done))
