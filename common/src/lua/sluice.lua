@@ -284,7 +284,13 @@ local function entry_spec(p, entry)
   return nil
 end
 
--- The job's spec: its hash's, else its current entry's ('' when neither holds one).
+-- The spec of the job whose hash is `jk` and whose entry is `entry`: the hash's, else the
+-- entry's, else nil.
+local function spec_at(p, jk, entry)
+  return redis.call('HGET', jk, 'spec') or entry_spec(p, entry)
+end
+
+-- The job's spec where it is kept now ('' when nowhere).
 local function job_spec(p, jk)
   local f = redis.call('HMGET', jk, 'spec', 'entry')
   return f[1] or entry_spec(p, f[2]) or ''
@@ -712,7 +718,7 @@ local function cancel(keys, args)
   local state = f[1]
   if not state then return {'missing', ''} end
   -- Read before its entry goes (a queued job's spec may live there only).
-  local spec = (f[3] or f[4]) and job_spec(p, jk) or nil
+  local spec = (f[3] or f[4]) and spec_at(p, jk, f[2]) or nil
   if state == 'queued' then
     drop_entry(p, group, f[2])
   elseif state == 'scheduled' or state == 'retrying' then
@@ -794,14 +800,13 @@ local function start_checked(p, group, emax, consumer, list, paused)
     local jk = p .. 'job:' .. id
     local f = got[k]
     local state, current = f[1], f[2]
-    -- The spec: the hash's, else the entry's (handed over by fetch, else read here).
-    local function entry_held() return pair[3] or entry_spec(p, entry) end
     if f.corrupt then
       out[#out + 1] = {entry, id, 'corrupt', f.corrupt}
     elseif not state then
       out[#out + 1] = {entry, id, 'missing'}
     elseif paused and (state == 'queued' or state == 'running') and current == entry then
-      local spec = not f[3] and entry_held() or nil
+      -- The entry's spec (handed over by fetch, else read) when the hash holds none.
+      local spec = not f[3] and (pair[3] or entry_spec(p, entry)) or nil
       ack_entry(p, group, entry)
       redis.call('XDEL', p .. 'stream', entry)
       if state == 'running' then
@@ -822,7 +827,7 @@ local function start_checked(p, group, emax, consumer, list, paused)
         moved = moved + 1
         running[#running + 1] = id
       end
-      out[#out + 1] = {entry, id, 'run', f[3] or entry_held() or '', attempts,
+      out[#out + 1] = {entry, id, 'run', f[3] or pair[3] or entry_spec(p, entry) or '', attempts,
         tonumber(f[4] or '0') or 0, tonumber(f[6] or f[5] or '0') or 0}
     else
       -- terminal, cancelled, or a stale entry of a job that has moved on: never run it
@@ -946,7 +951,7 @@ local function complete(keys, args)
       done = done + 1
       completed[done] = id
       out[#out + 1] = 'completed'
-      local spec = (f[3] or f[4]) and (redis.call('HGET', jk, 'spec') or entry_spec(p, entry))
+      local spec = (f[3] or f[4]) and spec_at(p, jk, entry)
       if f[3] then hooked[#hooked + 1] = {id, spec} end
       if f[4] then
         local usage = ''
