@@ -13,7 +13,7 @@ ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
 WORK=${WORK:-/tmp/sluice-anchors}
 export RUNS=${RUNS:-1}
 export SYSTEMS=${SYSTEMS:-bullmq}
-export CASES=${CASES:-W1-bulk,W1-single-c50,W2-drain,W2-drain-removeOnComplete,W3-http,W4-limit500,W5-retry,W5-retry-200}
+export CASES=${CASES:-W1-bulk,W1-single-c50,W2-drain,W2-drain-removeOnComplete,W2-http-instant,W3-http,W4-limit500,W5-retry,W5-retry-200}
 export OUT=${OUT:-results-sluice}
 
 (cd "$ROOT" && cargo build --release -p sluice-tests --bin sluice-bench)

@@ -1,7 +1,7 @@
 //! sluice-worker: runs Sluice jobs from Redis Streams against configured upstreams.
 //!
 //! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
-//! started [`job`]) → [`upstream`] (the HTTP call) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
+//! started [`job`]) → [`upstream`] (the HTTP call, through [`clients`]) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
 //! (the policy: complete — batched by [`completer`] —, or [`finish`]: sleep in the delayed ZSET,
 //! or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
@@ -10,6 +10,7 @@
 //! and health probes; [`webhook`] runs webhook deliveries (signed with [`hooks`]' secrets, to
 //! allowlisted hosts only). [`worker`] wires them together.
 
+pub mod clients;
 pub mod completer;
 pub mod ctx;
 pub mod dispatch;

@@ -14,6 +14,8 @@ use reqwest::{Client, Url};
 use sluice_common::config::{Config, UpstreamConfig};
 use sluice_common::{JobSpec, Method};
 
+use crate::clients::{self, Clients};
+
 /// A problem with the upstreams' configuration, found at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamConfigError {
@@ -67,6 +69,8 @@ pub struct Upstream {
     urls: Mutex<HashMap<String, Url>>,
     /// Where its jobs may go when it cannot serve them (the fallback chain, route.rs).
     pub chain: Chain,
+    /// The HTTP client(s) its calls go through.
+    clients: Clients,
 }
 
 /// An upstream's fallback settings (`[upstreams.NAME]`: format, fallbacks, fallback_after_ms,
@@ -100,11 +104,10 @@ impl Upstream {
     }
 }
 
-/// All upstreams of this worker and the pooled HTTP client they share.
+/// All upstreams of this worker (each with its HTTP clients, clients.rs).
 #[derive(Clone)]
 pub struct Upstreams {
     map: Arc<HashMap<String, Arc<Upstream>>>,
-    client: Client,
     max_body: usize,
 }
 
@@ -116,7 +119,12 @@ fn invalid(name: &str, key: &'static str, reason: impl Into<String>) -> Upstream
     }
 }
 
-fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamConfigError> {
+fn build_upstream(
+    name: &str,
+    c: &UpstreamConfig,
+    shared: &Client,
+    concurrency: usize,
+) -> Result<Upstream, UpstreamConfigError> {
     let mut base = Url::parse(&c.base_url).map_err(|e| invalid(name, "base_url", e.to_string()))?;
     if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
         return Err(invalid(
@@ -229,25 +237,22 @@ fn build_upstream(name: &str, c: &UpstreamConfig) -> Result<Upstream, UpstreamCo
             transient_tries: c.fallback_transient_tries.max(1),
             context_fallback: c.context_fallback.clone(),
         },
+        clients: clients::for_upstream(c, shared, concurrency)?,
     })
 }
 
 impl Upstreams {
     /// Builds every configured upstream, reading secrets; fails naming the bad key.
     pub fn from_config(config: &Config) -> Result<Upstreams, UpstreamConfigError> {
+        let concurrency = config.worker.concurrency;
+        let shared = clients::shared(concurrency)?;
         let mut map = HashMap::new();
         for (name, c) in &config.upstreams {
-            map.insert(name.clone(), Arc::new(build_upstream(name, c)?));
+            let up = build_upstream(name, c, &shared, concurrency)?;
+            map.insert(name.clone(), Arc::new(up));
         }
-        let client = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(config.worker.concurrency.max(1))
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .build()?;
         Ok(Upstreams {
             map: Arc::new(map),
-            client,
             max_body: config.worker.result_max_bytes,
         })
     }
@@ -329,8 +334,9 @@ impl Upstreams {
         if let Some((k, v)) = &up.auth {
             headers.insert(k.clone(), v.clone());
         }
-        let mut req = self
-            .client
+        let mut req = up
+            .clients
+            .pick()
             .request(method, url)
             .headers(headers)
             .timeout(timeout);

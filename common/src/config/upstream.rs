@@ -110,6 +110,29 @@ pub struct UpstreamConfig {
     /// with reason `context_length`).
     #[serde(default)]
     pub context_fallback: Option<Fallback>,
+    /// The HTTP version of calls to this upstream (docs/OPERATIONS.md, "HTTP/2 to upstreams").
+    #[serde(default)]
+    pub http: HttpVersion,
+    /// HTTP/2 connections each worker spreads this upstream's calls across, round robin. One
+    /// HTTP/2 connection carries at most the server's `SETTINGS_MAX_CONCURRENT_STREAMS` calls at
+    /// once (often 100–256) and the client queues the rest on it, so a worker with more calls in
+    /// flight than that needs more connections. Only for `http2`, or `auto` over https.
+    #[serde(default = "default_http2_connections")]
+    pub http2_connections: usize,
+}
+
+/// Which HTTP a worker speaks to an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    /// https: HTTP/2 or HTTP/1.1, as the server picks (ALPN); http: HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only: one connection per call in flight.
+    Http1,
+    /// HTTP/2 only: on http:// with prior knowledge (h2c), on https:// by ALPN (a server
+    /// without h2 fails the call). Many calls share one connection.
+    Http2,
 }
 
 /// Rate limits of one model of an upstream.
@@ -120,6 +143,32 @@ pub struct ModelLimits {
     pub rpm: u64,
     #[serde(default)]
     pub tpm: u64,
+}
+
+impl UpstreamConfig {
+    /// Checks `http` and `http2_connections` together.
+    pub(super) fn check_http(&self, name: &str) -> Result<(), super::ConfigError> {
+        let invalid = |reason: String| super::ConfigError::Invalid {
+            key: "upstreams.*.http2_connections",
+            reason: format!("upstream {name}: {reason}"),
+        };
+        if self.http2_connections == 0 || self.http2_connections > 1024 {
+            return Err(invalid(format!(
+                "{} is not between 1 and 1024",
+                self.http2_connections
+            )));
+        }
+        if self.http2_connections > 1 && self.http == HttpVersion::Http1 {
+            return Err(invalid(
+                "http = \"http1\" opens no HTTP/2 connections".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_http2_connections() -> usize {
+    1
 }
 
 fn default_burst_ms() -> u64 {
@@ -168,4 +217,38 @@ fn default_idempotency_header() -> String {
 
 fn default_cache_max_bytes() -> u64 {
     crate::job::DEFAULT_CACHE_MAX_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    fn load(upstream: &str) -> Result<Config, super::super::ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let text = format!("[upstreams.m]\nbase_url = \"http://127.0.0.1:1\"\n{upstream}\n");
+        std::fs::write(&path, text).expect("write");
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn http_settings_load_and_bad_ones_are_named() {
+        let c = load("http = \"http2\"\nhttp2_connections = 4").expect("valid");
+        assert_eq!(c.upstreams["m"].http, super::HttpVersion::Http2);
+        assert_eq!(c.upstreams["m"].http2_connections, 4);
+        let c = load("").expect("defaults");
+        assert_eq!(c.upstreams["m"].http, super::HttpVersion::Auto);
+        assert_eq!(c.upstreams["m"].http2_connections, 1);
+        for (bad, named) in [
+            ("http = \"spdy\"", "spdy"),
+            ("http2_connections = 0", "http2_connections"),
+            (
+                "http = \"http1\"\nhttp2_connections = 2",
+                "http2_connections",
+            ),
+        ] {
+            let err = load(bad).expect_err(bad).to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+    }
 }

@@ -80,6 +80,9 @@ pub struct WorkerArgs {
     /// The limiter's burst window (`upstreams.*.burst_ms`).
     #[arg(long, default_value_t = 10)]
     pub burst_ms: u64,
+    /// The upstream's `http` setting: auto, http1 or http2 (h2c to the mock).
+    #[arg(long, default_value = "auto")]
+    pub http: String,
 }
 
 fn redis_url(url: &Option<String>, port: u16) -> String {
@@ -166,6 +169,7 @@ server_wait_spread = 0.0
 [upstreams.bench]
 base_url = "{base_url}"
 timeout_ms = 30000
+http = "{http}"
 {circuit}{limit}"#,
         url = redis_url(&a.redis_url, a.port),
         partitions = a.partitions,
@@ -178,6 +182,7 @@ timeout_ms = 30000
         },
         queue = a.queue,
         conc = a.concurrency,
+        http = a.http,
     );
     let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
     std::fs::write(file.path(), toml)?;

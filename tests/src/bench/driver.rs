@@ -216,6 +216,8 @@ struct Case {
     limit: Option<(u64, u64)>,
     /// Mock latency (W3, W6), served by this process.
     mock_latency_ms: Option<u64>,
+    /// The upstream's `http` setting.
+    http: &'static str,
 }
 
 pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Result<()> {
@@ -240,6 +242,7 @@ pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Re
                 workers: 1,
                 limit: None,
                 mock_latency_ms: None,
+                http: "auto",
             },
         ),
         (
@@ -252,6 +255,7 @@ pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Re
                 workers: 1,
                 limit: None,
                 mock_latency_ms: Some(50),
+                http: "auto",
             },
         ),
         (
@@ -264,6 +268,7 @@ pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Re
                 workers: 2,
                 limit: Some((50, 100)),
                 mock_latency_ms: None,
+                http: "auto",
             },
         ),
         (
@@ -276,6 +281,7 @@ pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Re
                 workers: 1,
                 limit: None,
                 mock_latency_ms: None,
+                http: "auto",
             },
         ),
         (
@@ -288,6 +294,20 @@ pub async fn run(which: Workload, out: Option<std::path::PathBuf>) -> anyhow::Re
                 workers: 1,
                 limit: None,
                 mock_latency_ms: Some(2_000),
+                http: "auto",
+            },
+        ),
+        (
+            Workload::W6,
+            Case {
+                name: "W6-memory-10k-http2",
+                n: 10_000,
+                concurrency: 10_000,
+                kind: Kind::Http,
+                workers: 1,
+                limit: None,
+                mock_latency_ms: Some(2_000),
+                http: "http2",
             },
         ),
     ];
@@ -398,6 +418,8 @@ async fn worker_case(
                 .to_string(),
             "--backoff-ms".into(),
             "1000".into(),
+            "--http".into(),
+            case.http.into(),
         ];
         if let Some(m) = &mock {
             args.extend([

@@ -10,7 +10,10 @@
 //!   last 429 announced), and with `?jobs=1` every job's call times and statuses;
 //! - `POST /control`: replace the config (e.g. turn a 401 outage on and off);
 //! - `POST /reset`: forget the recorded calls.
+//!
+//! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port (listen.rs).
 
+mod listen;
 mod quota;
 mod server;
 

@@ -16,6 +16,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::listen::{self, Wire};
 use super::quota::Bucket;
 
 /// How the mock behaves. Rates are probabilities per call (0.0–1.0), drawn independently in the
@@ -112,6 +113,12 @@ pub struct Stats {
     /// callers achieve.
     #[serde(default)]
     pub in_flight: u64,
+    /// Connections accepted since the mock started.
+    #[serde(default)]
+    pub connections: u64,
+    /// Requests (any route) that came over HTTP/2 since the mock started.
+    #[serde(default)]
+    pub http2_requests: u64,
     /// Per job id (the idempotency header): its calls in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<HashMap<String, Vec<Call>>>,
@@ -173,6 +180,8 @@ struct State {
     record: Mutex<Record>,
     /// Calls being answered now (see [`Stats::in_flight`]).
     in_flight: AtomicU64,
+    /// Connections and HTTP/2 requests (listen.rs).
+    wire: Arc<Wire>,
     started: Instant,
 }
 
@@ -214,6 +223,7 @@ impl State {
             buckets: Mutex::new(buckets),
             record: Mutex::new(Record::default()),
             in_flight: AtomicU64::new(0),
+            wire: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -236,13 +246,22 @@ impl MockServer {
 
     /// Starts on `addr`.
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer> {
+        Self::start_with_streams(addr, config, listen::DEFAULT_MAX_STREAMS).await
+    }
+
+    /// Starts on `addr`, allowing at most `max_streams` calls at once on one HTTP/2 connection
+    /// (a provider's front end allows 100–256).
+    pub async fn start_with_streams(
+        addr: SocketAddr,
+        config: MockConfig,
+        max_streams: u32,
+    ) -> std::io::Result<MockServer> {
         let state = Arc::new(State::new(config));
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let wire = state.wire.clone();
+        let task = tokio::spawn(listen::serve(listener, app, wire, max_streams));
         Ok(MockServer { addr, state, task })
     }
 
@@ -308,6 +327,8 @@ fn stats(state: &State, with_jobs: bool) -> Stats {
         rate_limited: r.rate_limited,
         models_calls: r.models_calls,
         in_flight: state.in_flight.load(Ordering::Relaxed),
+        connections: state.wire.connections.load(Ordering::Relaxed),
+        http2_requests: state.wire.http2_requests.load(Ordering::Relaxed),
         jobs: with_jobs.then(|| {
             r.jobs
                 .iter()
@@ -327,6 +348,10 @@ fn router(state: Arc<State>) -> Router {
         .route("/control", post(control))
         .route("/reset", post(reset))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.wire.clone(),
+            listen::count_version,
+        ))
         .with_state(state)
 }
 

@@ -1,0 +1,75 @@
+//! Which HTTP a worker speaks to an upstream (`http`, `http2_connections`): HTTP/1.1 to a plain
+//! http:// upstream by default, HTTP/2 with prior knowledge (h2c) when asked, many calls on one
+//! connection, and more connections to get past a server's stream limit — against the mock,
+//! which speaks both on one port and limits streams per connection as providers do.
+
+use std::net::SocketAddr;
+
+use sluice_common::JobState;
+use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::rig::{BOUND, Rig, count};
+use sluice_tests::worker_process::WorkerProcess;
+use sluice_tests::{RedisServer, chat_job};
+
+/// Calls the mock allows at once on one HTTP/2 connection.
+const STREAMS: u32 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_carries_many_calls_per_connection_and_more_connections_pass_the_stream_limit() {
+    let mock = MockServer::start_with_streams(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        MockConfig {
+            latency_ms: 1_500,
+            ..MockConfig::default()
+        },
+        STREAMS,
+    )
+    .await
+    .expect("mock");
+    let redis = RedisServer::start().await;
+    let producer = sluice_tests::test_producer(&redis.url()).await;
+    let rig = Rig {
+        redis,
+        mock,
+        producer,
+    };
+
+    // The default (`http = "auto"`) speaks HTTP/1.1 to a plain http:// upstream.
+    let mut options = rig.options();
+    options.concurrency = 12;
+    let worker = WorkerProcess::spawn("h1", &options);
+    let mut events = rig.events().await;
+    let first = rig.enqueue((0..4).map(chat_job).collect()).await;
+    assert!(events.until(BOUND, |s| s.terminal_jobs() >= 4).await);
+    drop(worker);
+    let h1 = rig.mock.stats(false);
+    assert_eq!(h1.calls, 4);
+    assert_eq!(h1.http2_requests, 0, "HTTP/1.1 by default on http://");
+
+    // HTTP/2 on three connections: 12 calls in flight at once where one connection allows 4.
+    options.extra = "http = \"http2\"\nhttp2_connections = 3\n".into();
+    let _worker = WorkerProcess::spawn("h2", &options);
+    let mut events = rig.events().await;
+    let ids = rig.enqueue((100..112).map(chat_job).collect()).await;
+    assert!(
+        rig.mock.until_in_flight(12, BOUND).await,
+        "12 calls were never in flight at once: {:?}",
+        rig.mock.stats(false)
+    );
+    assert!(events.until(BOUND, |s| s.terminal_jobs() >= 12).await);
+    let h2 = rig.mock.stats(false);
+    assert_eq!(h2.calls, 16);
+    assert_eq!(
+        h2.http2_requests, 12,
+        "every call of the http2 worker over HTTP/2"
+    );
+    assert!(
+        h2.connections - h1.connections <= 3,
+        "12 calls on at most 3 connections, not one each: {} opened",
+        h2.connections - h1.connections
+    );
+    for id in first.iter().chain(&ids) {
+        assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
+    }
+    assert_eq!(count(&rig.counts().await, "completed"), 16);
+}
