@@ -158,49 +158,62 @@ impl Producer {
     /// Enqueues many jobs, pipelined `batch_size` to a round trip. Results are in input order;
     /// an invalid job is refused alone, without touching Redis or the other jobs.
     pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Vec<Result<Enqueued, ProducerError>> {
-        let mut results: Vec<Option<Result<Enqueued, ProducerError>>> =
-            (0..jobs.len()).map(|_| None).collect();
-        let mut valid = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.into_iter().enumerate() {
-            match self.prepare(job) {
-                Ok(p) => valid.push((i, p)),
-                Err(e) => results[i] = Some(Err(e.into())),
-            }
+        let n = jobs.len();
+        // Chunks of owned jobs with their input positions. Each chunk is prepared (checked and
+        // serialised) inside its own future, so the producer prepares the next chunks while
+        // Redis runs the ones already sent, instead of preparing everything first.
+        let mut chunks: Vec<Vec<(usize, NewJob)>> = Vec::new();
+        let mut all = jobs.into_iter().enumerate().peekable();
+        while all.peek().is_some() {
+            chunks.push(all.by_ref().take(self.batch_size.max(1)).collect());
         }
-        // Owned chunks (indexes and jobs), so the future stays `Send` and can be spawned.
-        let mut chunks = Vec::new();
-        let mut valid = valid.into_iter().peekable();
-        while valid.peek().is_some() {
-            let chunk: (Vec<usize>, Vec<_>) = valid.by_ref().take(self.batch_size).unzip();
-            chunks.push(chunk);
-        }
-        let store = &self.store;
         let answers: Vec<_> = stream::iter(chunks)
-            .map(|(chunk, prepared)| async move {
-                let answer = store.enqueue_batch(&prepared).await;
-                (chunk, answer)
-            })
+            .map(|chunk| self.enqueue_chunk(chunk))
             .buffered(self.batches_in_flight)
             .collect()
             .await;
-        for (chunk, answer) in answers {
-            match answer {
-                Ok(per_job) => {
-                    for (i, r) in chunk.into_iter().zip(per_job) {
-                        results[i] = Some(r.map_err(ProducerError::from));
-                    }
-                }
-                Err(e) => {
-                    for i in chunk {
-                        results[i] = Some(Err(ProducerError::Store(e.clone())));
-                    }
-                }
-            }
+        let mut results: Vec<Option<Result<Enqueued, ProducerError>>> =
+            (0..n).map(|_| None).collect();
+        for (i, r) in answers.into_iter().flatten() {
+            results[i] = Some(r);
         }
         results
             .into_iter()
             .map(|r| r.unwrap_or(Err(ProducerError::Store(StoreError::Protocol("batch")))))
             .collect()
+    }
+
+    /// Prepares one chunk and enqueues its valid jobs in one round trip: each job's result with
+    /// its input position. An invalid job is refused alone, without touching Redis.
+    async fn enqueue_chunk(
+        &self,
+        chunk: Vec<(usize, NewJob)>,
+    ) -> Vec<(usize, Result<Enqueued, ProducerError>)> {
+        let mut out = Vec::with_capacity(chunk.len());
+        let (mut at, mut prepared) = (Vec::new(), Vec::new());
+        for (i, job) in chunk {
+            match self.prepare(job) {
+                Ok(p) => {
+                    at.push(i);
+                    prepared.push(p);
+                }
+                Err(e) => out.push((i, Err(e.into()))),
+            }
+        }
+        if prepared.is_empty() {
+            return out;
+        }
+        match self.store.enqueue_batch(&prepared).await {
+            Ok(per_job) => out.extend(
+                at.into_iter()
+                    .zip(per_job.into_iter().map(|r| r.map_err(ProducerError::from))),
+            ),
+            Err(e) => out.extend(
+                at.into_iter()
+                    .map(|i| (i, Err(ProducerError::Store(e.clone())))),
+            ),
+        }
+        out
     }
 
     /// The job's status, or `None` if there is no such job (never enqueued, or expired).
