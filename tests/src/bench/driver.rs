@@ -161,7 +161,17 @@ pub(super) struct WorkerChild {
 impl WorkerChild {
     pub(super) fn spawn(args: &[String]) -> anyhow::Result<WorkerChild> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        // SLUICE_BENCH_WRAP runs each worker under a profiler, e.g. "heaptrack" (its figures
+        // are then the profiler's process's, not the worker's).
+        let mut cmd = match std::env::var("SLUICE_BENCH_WRAP") {
+            Ok(wrap) if !wrap.is_empty() => {
+                let mut c = Command::new(wrap);
+                c.arg(exe);
+                c
+            }
+            _ => Command::new(exe),
+        };
+        let mut child = cmd
             .arg("worker")
             .args(args)
             .stdin(Stdio::piped())
