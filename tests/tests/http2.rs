@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use sluice_common::JobState;
 use sluice_tests::mock::{MockConfig, MockServer};
+use sluice_tests::proxy::FaultProxy;
 use sluice_tests::rig::{BOUND, Rig, count};
-use sluice_tests::worker_process::WorkerProcess;
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
 use sluice_tests::{RedisServer, chat_job};
 
 /// Calls the mock allows at once on one HTTP/2 connection.
@@ -72,4 +73,54 @@ async fn http2_carries_many_calls_per_connection_and_more_connections_pass_the_s
         assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
     }
     assert_eq!(count(&rig.counts().await, "completed"), 16);
+}
+
+/// h2c connections cut mid-call (a TCP reset, as a restarted model server gives) are opened
+/// again: the calls on them fail as transient, are retried on new connections, and every job
+/// completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
+    let rig = Rig::start(MockConfig {
+        latency_ms: 400,
+        ..MockConfig::default()
+    })
+    .await;
+    let proxy = FaultProxy::start(rig.mock.addr()).await;
+    let mut options = WorkerOptions::new(&rig.redis.url(), &format!("http://{}", proxy.addr()));
+    options.concurrency = 20;
+    // The cut fails every call in flight at once, which rightly opens the circuit: a short
+    // cool-off keeps the test short.
+    options.extra = "http = \"http2\"\nhttp2_connections = 2\ncircuit_cooloff_ms = 500\n".into();
+    let _worker = WorkerProcess::spawn("h2", &options);
+    let mut events = rig.events().await;
+    let n = 40;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
+    assert!(
+        rig.mock.until_in_flight(10, BOUND).await,
+        "calls never got going: {:?}",
+        rig.mock.stats(false)
+    );
+    let before = proxy.counts();
+    proxy.reset_all();
+    assert!(events.until(BOUND, |s| s.terminal_jobs() >= n).await);
+    let after = proxy.counts();
+    assert!(after.reset >= 1, "the cut reached no connection: {after:?}");
+    assert!(
+        after.accepted > before.accepted,
+        "no connection was opened again after the cut: {before:?} then {after:?}"
+    );
+    for id in &ids {
+        assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
+        assert_eq!(
+            events.seen.job(id, "completed"),
+            1,
+            "job {id} completed once"
+        );
+    }
+    // At least the 10 calls in flight at the cut failed and were retried.
+    assert!(
+        events.seen.count("retrying") >= 10,
+        "{} retries after cutting 10 or more calls",
+        events.seen.count("retrying")
+    );
 }

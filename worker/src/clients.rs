@@ -1,14 +1,25 @@
-//! The HTTP clients a worker calls its upstreams with. Upstreams on the defaults (`http =
-//! "auto"`, one connection set) share one pooled client. An upstream that asks for HTTP/1.1 only,
-//! for HTTP/2 (h2c with prior knowledge on plain http) or for several HTTP/2 connections gets
-//! clients of its own: one per connection, picked round robin per call, because hyper opens a
-//! single HTTP/2 connection per host and queues calls beyond the server's stream limit on it.
+//! How a worker reaches each upstream. Upstreams on the defaults (`http = "auto"`, one
+//! connection set) share one pooled reqwest client. An upstream that asks for HTTP/1.1 only, or
+//! for HTTP/2 or several HTTP/2 connections over https, gets reqwest clients of its own: one per
+//! connection, picked round robin per call, because hyper opens a single HTTP/2 connection per
+//! host and queues calls beyond the server's stream limit on it. HTTP/2 on plain http (h2c) goes
+//! straight through hyper ([`crate::h2c`]), which keeps far less per call in flight.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::Client;
+use reqwest::{Client, Url};
 use sluice_common::config::{HttpVersion, UpstreamConfig};
+
+use crate::h2c::H2c;
+
+/// One upstream's transport.
+pub enum Transport {
+    /// reqwest: HTTP/1.1, or HTTP/2 over https.
+    Pooled(Clients),
+    /// h2c straight on hyper.
+    H2c(H2c),
+}
 
 /// The client or clients one upstream's calls go through.
 pub struct Clients {
@@ -32,13 +43,20 @@ pub fn shared(concurrency: usize) -> reqwest::Result<Client> {
     builder(concurrency).build()
 }
 
-/// The clients of one upstream: the shared one unless its settings ask for others.
+/// The transport of the upstream at `base`: h2c for `http2` on http://, else reqwest clients.
 pub fn for_upstream(
     c: &UpstreamConfig,
+    base: &Url,
     shared: &Client,
     concurrency: usize,
-) -> reqwest::Result<Clients> {
+) -> reqwest::Result<Transport> {
     let n = c.http2_connections.max(1);
+    if c.http == HttpVersion::Http2
+        && base.scheme() == "http"
+        && let (Some(host), Some(port)) = (base.host(), base.port_or_known_default())
+    {
+        return Ok(Transport::H2c(H2c::new(format!("{host}:{port}"), n)));
+    }
     let list = if c.http == HttpVersion::Auto && n == 1 {
         vec![shared.clone()]
     } else {
@@ -54,10 +72,10 @@ pub fn for_upstream(
             })
             .collect::<reqwest::Result<_>>()?
     };
-    Ok(Clients {
+    Ok(Transport::Pooled(Clients {
         list,
         next: AtomicUsize::new(0),
-    })
+    }))
 }
 
 fn builder(concurrency: usize) -> reqwest::ClientBuilder {

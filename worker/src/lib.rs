@@ -1,7 +1,7 @@
 //! sluice-worker: runs Sluice jobs from Redis Streams against configured upstreams.
 //!
 //! One job's path: [`fetch`] (XREADGROUP, never more than free slots) → [`processor`] (run one
-//! started [`job`]) → [`upstream`] (the HTTP call, through [`clients`]) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
+//! started [`job`]) → [`upstream`] (the HTTP call, through [`clients`] or [`h2c`]) → [`outcome`] (classify, reading [`hints`]) → [`retry`]
 //! (the policy: complete — batched by [`completer`] —, or [`finish`]: sleep in the delayed ZSET,
 //! or dead-letter), with [`limiter`] (fleet-wide
 //! rate limits, holds and the circuit) before each call. Beside them: [`scheduler`]
@@ -16,6 +16,7 @@ pub mod ctx;
 pub mod dispatch;
 pub mod fetch;
 pub mod finish;
+pub mod h2c;
 /// The header parsers live in sluice-common (so the fuzz targets build without this crate).
 pub use sluice_common::hints;
 pub mod hooks;

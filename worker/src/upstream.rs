@@ -14,7 +14,8 @@ use reqwest::{Client, Url};
 use sluice_common::config::{Config, UpstreamConfig};
 use sluice_common::{JobSpec, Method};
 
-use crate::clients::{self, Clients};
+use crate::clients::{self, Transport};
+use crate::h2c::H2cError;
 
 /// A problem with the upstreams' configuration, found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,8 @@ pub struct Upstream {
     urls: Mutex<HashMap<String, Url>>,
     /// Where its jobs may go when it cannot serve them (the fallback chain, route.rs).
     pub chain: Chain,
-    /// The HTTP client(s) its calls go through.
-    clients: Clients,
+    /// How its calls are sent (clients.rs).
+    transport: Transport,
 }
 
 /// An upstream's fallback settings (`[upstreams.NAME]`: format, fallbacks, fallback_after_ms,
@@ -202,6 +203,7 @@ fn build_upstream(
             })?,
         );
     }
+    let transport = clients::for_upstream(c, &base, shared, concurrency)?;
     Ok(Upstream {
         name: name.to_string(),
         base,
@@ -237,7 +239,7 @@ fn build_upstream(
             transient_tries: c.fallback_transient_tries.max(1),
             context_fallback: c.context_fallback.clone(),
         },
-        clients: clients::for_upstream(c, shared, concurrency)?,
+        transport,
     })
 }
 
@@ -334,17 +336,31 @@ impl Upstreams {
         if let Some((k, v)) = &up.auth {
             headers.insert(k.clone(), v.clone());
         }
-        let mut req = up
-            .clients
+        let body = match &spec.request.body {
+            Some(body) => {
+                headers.insert(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Some(serde_json::to_vec(body).map_err(|e| CallError::Request(e.to_string()))?)
+            }
+            None => None,
+        };
+        let clients = match &up.transport {
+            Transport::Pooled(clients) => clients,
+            Transport::H2c(h2c) => {
+                return self
+                    .call_h2c(h2c, method, url, headers, body, timeout)
+                    .await;
+            }
+        };
+        let mut req = clients
             .pick()
             .request(method, url)
             .headers(headers)
             .timeout(timeout);
-        if let Some(body) = &spec.request.body {
-            let bytes = serde_json::to_vec(body).map_err(|e| CallError::Request(e.to_string()))?;
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+        if let Some(bytes) = body {
+            req = req.body(bytes);
         }
         let map_err = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -370,6 +386,39 @@ impl Upstreams {
             headers,
             body,
         })
+    }
+
+    /// The call over h2c (h2c.rs), within `timeout` from start to the answer's last byte.
+    async fn call_h2c(
+        &self,
+        h2c: &crate::h2c::H2c,
+        method: reqwest::Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let uri = http::Uri::try_from(url.as_str())
+            .map_err(|e| CallError::Request(format!("{url}: {e}")))?;
+        let mut req = http::Request::new(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let answer = tokio::time::timeout(timeout, h2c.call(req, self.max_body))
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?;
+        match answer {
+            Ok((status, headers, body)) => Ok(Reply {
+                status,
+                headers,
+                body,
+            }),
+            Err(H2cError::Connect(e)) => Err(CallError::Connect(self.redact(&e))),
+            Err(H2cError::Request(e)) => Err(CallError::Request(self.redact(&e))),
+            Err(H2cError::TooLarge) => Err(CallError::TooLarge(self.max_body)),
+        }
     }
 
     /// Sends the upstream's cheap probe (`GET {base}{probe_path}`, no tokens spent); `None` when
