@@ -67,6 +67,12 @@ if [ "${SLUICE_SKIP_LINT:-0}" != 1 ]; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
+# The binaries the tests spawn (sluice-worker, sluice-api, sluice, the mock…). `cargo test` does
+# not build another package's binaries, so without this the first test to spawn one builds it
+# inside itself (tests/src/bins.rs): on a fresh clone acl.rs took 87-141 s instead of 0.3.
+echo "== cargo build --workspace --bins"
+cargo build --workspace --bins --quiet
+
 for server in $SERVERS; do
   if [ "$server" = valkey ]; then
     echo "== cargo test --workspace on Valkey: $("$SLUICE_VALKEY_SERVER" --version)"
