@@ -124,3 +124,53 @@ async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
         events.seen.count("retrying")
     );
 }
+
+/// An h2c connection whose peer stops answering without a reset (a black-holed link) is pinged,
+/// closed when the ping goes unanswered, and replaced by a new one: without pings it would hold
+/// its calls until TCP gives up, many minutes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_connection_that_stops_answering_is_pinged_closed_and_replaced() {
+    let rig = Rig::start(MockConfig {
+        latency_ms: 300,
+        ..MockConfig::default()
+    })
+    .await;
+    let proxy = FaultProxy::start(rig.mock.addr()).await;
+    let mut options = WorkerOptions::new(&rig.redis.url(), &format!("http://{}", proxy.addr()));
+    options.concurrency = 10;
+    // Pings every second (half the call timeout), unanswered for a second closes.
+    options.timeout_ms = 2_000;
+    options.max_attempts = 20;
+    options.extra = "http = \"http2\"\ncircuit_cooloff_ms = 500\n".into();
+    let _worker = WorkerProcess::spawn("h2", &options);
+    let mut events = rig.events().await;
+    let n = 60;
+    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
+    assert!(
+        rig.mock.until_in_flight(5, BOUND).await,
+        "calls never got going: {:?}",
+        rig.mock.stats(false)
+    );
+    let before = proxy.counts();
+    proxy.set_stalled(true);
+    // Nothing moves on the link; only a closed connection makes the worker open another.
+    let reopened = sluice_tests::eventually(BOUND, || async {
+        proxy.counts().accepted > before.accepted
+    })
+    .await;
+    proxy.set_stalled(false);
+    assert!(
+        reopened,
+        "the stalled connection was never replaced: {:?}",
+        proxy.counts()
+    );
+    assert!(events.until(BOUND, |s| s.terminal_jobs() >= n).await);
+    for id in &ids {
+        assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
+        assert_eq!(
+            events.seen.job(id, "completed"),
+            1,
+            "job {id} completed once"
+        );
+    }
+}

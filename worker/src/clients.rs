@@ -55,7 +55,12 @@ pub fn for_upstream(
         && base.scheme() == "http"
         && let (Some(host), Some(port)) = (base.host(), base.port_or_known_default())
     {
-        return Ok(Transport::H2c(H2c::new(format!("{host}:{port}"), n)));
+        let timeout = Duration::from_millis(c.timeout_ms);
+        return Ok(Transport::H2c(H2c::new(
+            format!("{host}:{port}"),
+            n,
+            timeout,
+        )));
     }
     let list = if c.http == HttpVersion::Auto && n == 1 {
         vec![shared.clone()]

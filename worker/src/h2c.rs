@@ -18,7 +18,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use reqwest::header::HeaderMap;
 use sluice_common::oneline::one_line;
 
@@ -28,6 +28,8 @@ type Connecting = Shared<BoxFuture<'static, Result<Sender, String>>>;
 
 /// How long opening a connection may take (as the pooled client's `connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest interval between pings of a connection with calls open (see [`H2c::new`]).
+const MAX_PING: Duration = Duration::from_secs(10);
 
 /// Why an h2c call produced no answer.
 #[derive(Debug)]
@@ -47,14 +49,21 @@ pub type Answer = (u16, HeaderMap, Vec<u8>);
 pub struct H2c {
     /// `host:port` to connect to.
     addr: String,
+    /// Ping interval, and how long a ping may go unanswered.
+    ping: Duration,
     slots: Vec<Mutex<Option<Connecting>>>,
     next: AtomicUsize,
 }
 
 impl H2c {
-    pub fn new(addr: String, connections: usize) -> H2c {
+    /// While calls are open on a connection it is pinged every half of `call_timeout` (at most
+    /// 10 s) and closed when a ping goes unanswered as long: a peer that vanished without a
+    /// reset (a killed pod whose address is gone) would otherwise hold the slot's calls until
+    /// TCP gives up, many minutes on. The next call then opens a new connection.
+    pub fn new(addr: String, connections: usize, call_timeout: Duration) -> H2c {
         H2c {
             addr,
+            ping: (call_timeout / 2).clamp(Duration::from_millis(100), MAX_PING),
             slots: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         }
@@ -68,7 +77,7 @@ impl H2c {
             match slot.as_ref() {
                 Some(c) if usable(c) => c.clone(),
                 _ => {
-                    let c = connect(self.addr.clone()).boxed().shared();
+                    let c = connect(self.addr.clone(), self.ping).boxed().shared();
                     *slot = Some(c.clone());
                     c
                 }
@@ -110,13 +119,17 @@ fn usable(c: &Connecting) -> bool {
     }
 }
 
-async fn connect(addr: String) -> Result<Sender, String> {
+async fn connect(addr: String, ping: Duration) -> Result<Sender, String> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("{addr}: connect timed out after {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| format!("{addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping)
+        .handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| format!("{addr}: HTTP/2 handshake: {}", one_line(&e)))?;
     // The connection runs until it closes; its sender then reports `is_closed`.
