@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use sluice_common::JobState;
+use sluice_tests::events::Events;
 use sluice_tests::mock::{MockConfig, MockServer};
 use sluice_tests::proxy::FaultProxy;
 use sluice_tests::rig::{BOUND, Rig, count};
@@ -75,41 +76,41 @@ async fn http2_carries_many_calls_per_connection_and_more_connections_pass_the_s
     assert_eq!(count(&rig.counts().await, "completed"), 16);
 }
 
-/// h2c connections cut mid-call (a TCP reset, as a restarted model server gives) are opened
-/// again: the calls on them fail as transient, are retried on new connections, and every job
-/// completes once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
+/// A worker speaking h2c to the mock (answers after `latency_ms`) through a fault proxy, with
+/// `n` jobs enqueued and at least `in_flight` calls under way; `tune` adjusts its options.
+async fn h2c_through_a_proxy(
+    latency_ms: u64,
+    n: usize,
+    in_flight: u64,
+    tune: impl FnOnce(&mut WorkerOptions),
+) -> (Rig, FaultProxy, WorkerProcess, Events, Vec<String>) {
     let rig = Rig::start(MockConfig {
-        latency_ms: 400,
+        latency_ms,
         ..MockConfig::default()
     })
     .await;
     let proxy = FaultProxy::start(rig.mock.addr()).await;
     let mut options = WorkerOptions::new(&rig.redis.url(), &format!("http://{}", proxy.addr()));
-    options.concurrency = 20;
-    // The cut fails every call in flight at once, which rightly opens the circuit: a short
-    // cool-off keeps the test short.
-    options.extra = "http = \"http2\"\nhttp2_connections = 2\ncircuit_cooloff_ms = 500\n".into();
-    let _worker = WorkerProcess::spawn("h2", &options);
-    let mut events = rig.events().await;
-    let n = 40;
+    tune(&mut options);
+    let worker = WorkerProcess::spawn("h2", &options);
+    let events = rig.events().await;
     let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
     assert!(
-        rig.mock.until_in_flight(10, BOUND).await,
+        rig.mock.until_in_flight(in_flight, BOUND).await,
         "calls never got going: {:?}",
         rig.mock.stats(false)
     );
-    let before = proxy.counts();
-    proxy.reset_all();
-    assert!(events.until(BOUND, |s| s.terminal_jobs() >= n).await);
-    let after = proxy.counts();
-    assert!(after.reset >= 1, "the cut reached no connection: {after:?}");
+    (rig, proxy, worker, events, ids)
+}
+
+/// Every job ends completed, each exactly once.
+async fn all_completed_once(rig: &Rig, events: &mut Events, ids: &[String]) {
     assert!(
-        after.accepted > before.accepted,
-        "no connection was opened again after the cut: {before:?} then {after:?}"
+        events
+            .until(BOUND, |s| s.terminal_jobs() >= ids.len())
+            .await
     );
-    for id in &ids {
+    for id in ids {
         assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
         assert_eq!(
             events.seen.job(id, "completed"),
@@ -117,6 +118,29 @@ async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
             "job {id} completed once"
         );
     }
+}
+
+/// h2c connections cut mid-call (a TCP reset, as a restarted model server gives) are opened
+/// again: the calls on them fail as transient, are retried on new connections, and every job
+/// completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
+    let (rig, proxy, _worker, mut events, ids) = h2c_through_a_proxy(400, 40, 10, |o| {
+        o.concurrency = 20;
+        // The cut fails every call in flight at once, which rightly opens the circuit: a
+        // short cool-off keeps the test short.
+        o.extra = "http = \"http2\"\nhttp2_connections = 2\ncircuit_cooloff_ms = 500\n".into();
+    })
+    .await;
+    let before = proxy.counts();
+    proxy.reset_all();
+    all_completed_once(&rig, &mut events, &ids).await;
+    let after = proxy.counts();
+    assert!(after.reset >= 1, "the cut reached no connection: {after:?}");
+    assert!(
+        after.accepted > before.accepted,
+        "no connection was opened again after the cut: {before:?} then {after:?}"
+    );
     // At least the 10 calls in flight at the cut failed and were retried.
     assert!(
         events.seen.count("retrying") >= 10,
@@ -130,27 +154,14 @@ async fn h2c_connections_cut_mid_call_are_opened_again_and_no_job_is_lost() {
 /// its calls until TCP gives up, many minutes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_connection_that_stops_answering_is_pinged_closed_and_replaced() {
-    let rig = Rig::start(MockConfig {
-        latency_ms: 300,
-        ..MockConfig::default()
+    let (rig, proxy, _worker, mut events, ids) = h2c_through_a_proxy(300, 60, 5, |o| {
+        o.concurrency = 10;
+        // Pings every second (half the call timeout), unanswered for a second closes.
+        o.timeout_ms = 2_000;
+        o.max_attempts = 20;
+        o.extra = "http = \"http2\"\ncircuit_cooloff_ms = 500\n".into();
     })
     .await;
-    let proxy = FaultProxy::start(rig.mock.addr()).await;
-    let mut options = WorkerOptions::new(&rig.redis.url(), &format!("http://{}", proxy.addr()));
-    options.concurrency = 10;
-    // Pings every second (half the call timeout), unanswered for a second closes.
-    options.timeout_ms = 2_000;
-    options.max_attempts = 20;
-    options.extra = "http = \"http2\"\ncircuit_cooloff_ms = 500\n".into();
-    let _worker = WorkerProcess::spawn("h2", &options);
-    let mut events = rig.events().await;
-    let n = 60;
-    let ids = rig.enqueue((0..n).map(chat_job).collect()).await;
-    assert!(
-        rig.mock.until_in_flight(5, BOUND).await,
-        "calls never got going: {:?}",
-        rig.mock.stats(false)
-    );
     let before = proxy.counts();
     proxy.set_stalled(true);
     // Nothing moves on the link; only a closed connection makes the worker open another.
@@ -164,13 +175,5 @@ async fn an_h2c_connection_that_stops_answering_is_pinged_closed_and_replaced() 
         "the stalled connection was never replaced: {:?}",
         proxy.counts()
     );
-    assert!(events.until(BOUND, |s| s.terminal_jobs() >= n).await);
-    for id in &ids {
-        assert_eq!(rig.status(id).await.state, JobState::Completed, "job {id}");
-        assert_eq!(
-            events.seen.job(id, "completed"),
-            1,
-            "job {id} completed once"
-        );
-    }
+    all_completed_once(&rig, &mut events, &ids).await;
 }

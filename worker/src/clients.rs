@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{Client, Url};
 use sluice_common::config::{HttpVersion, UpstreamConfig};
 
-use crate::h2c::H2c;
+use crate::h2c::{CONNECT_TIMEOUT, H2c};
 
 /// One upstream's transport.
 pub enum Transport {
@@ -87,6 +87,6 @@ fn builder(concurrency: usize) -> reqwest::ClientBuilder {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(concurrency.max(1))
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
 }

@@ -26,8 +26,8 @@ type Sender = SendRequest<Full<Bytes>>;
 /// A connection being opened or open, shared by the callers of its slot.
 type Connecting = Shared<BoxFuture<'static, Result<Sender, String>>>;
 
-/// How long opening a connection may take (as the pooled client's `connect_timeout`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a connection may take (the pooled clients' `connect_timeout` too).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest interval between pings of a connection with calls open (see [`H2c::new`]).
 const MAX_PING: Duration = Duration::from_secs(10);
 
