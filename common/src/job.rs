@@ -96,6 +96,54 @@ pub struct JobSpec {
     /// enqueue; workers dead-letter them). Absent: the upstream's whole chain; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallbacks: Option<Vec<String>>,
+    /// Whose job this is, for fair shares and budgets (1 to 64 of `[A-Za-z0-9_.:@-]`); absent:
+    /// the default tenant. Jobs enqueued through a sluice-api key carry the key's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Which lane the job waits in: `high` starts before `normal`, `normal` before `low`.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+}
+
+/// A job's priority lane (docs/OPERATIONS.md, "Tenants and priorities").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Interactive work: starts before everything else.
+    High,
+    #[default]
+    Normal,
+    /// Batch work: starts when nothing else waits, or once it has waited the aging bound.
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            _ => Err(format!("{s:?} is not a priority: high, normal or low")),
+        }
+    }
 }
 
 /// A job's place in the response cache (docs/OPERATIONS.md, "Response cache").
@@ -252,8 +300,22 @@ impl NewJob {
                 deliver: None,
                 cache: None,
                 fallbacks: None,
+                tenant: None,
+                priority: Priority::Normal,
             },
         }
+    }
+
+    /// The job's tenant (fair shares and budgets).
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.spec.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The job's priority lane.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.spec.priority = priority;
+        self
     }
 
     /// Limits the job's fallback chain to these upstreams, in this order (each must be in its

@@ -123,10 +123,14 @@ pub struct JobStatus {
     pub answered_by: Option<String>,
 }
 
-/// `metadata.tenant` of a spec (JSON text): for hashes written before the `tenant` field.
+/// The `tenant` of a spec (JSON text), or its `metadata.tenant` (how sluice-api marked it
+/// before the spec had the field): for hashes written before the hash's `tenant` field.
 fn tenant_of(spec: &str) -> Option<String> {
     let spec: serde_json::Value = serde_json::from_str(spec).ok()?;
-    spec["metadata"]["tenant"].as_str().map(str::to_string)
+    let tenant = spec["tenant"]
+        .as_str()
+        .or(spec["metadata"]["tenant"].as_str());
+    tenant.map(str::to_string)
 }
 
 impl JobStatus {

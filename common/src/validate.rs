@@ -94,6 +94,9 @@ pub fn job(job: &NewJob, limits: &JobLimits) -> Result<(), InvalidJob> {
 /// Checks a job spec: the part a worker runs. Also used by the worker on what it reads back.
 pub fn spec(spec: &JobSpec) -> Result<(), InvalidJob> {
     upstream_name(&spec.upstream)?;
+    if let Some(t) = &spec.tenant {
+        tenant_name(t)?;
+    }
     if let Some(chain) = &spec.fallbacks {
         if chain.len() > MAX_CHAIN {
             return Err(bad(
@@ -194,6 +197,23 @@ pub fn webhook_url(url: &str) -> Result<(), InvalidJob> {
 }
 
 /// Queue names become part of Redis keys inside a `{…}` hash tag.
+/// A tenant: 1 to 64 of `[A-Za-z0-9_.:@-]` (it becomes part of Redis keys in the queue's slot).
+pub fn tenant_name(name: &str) -> Result<(), InvalidJob> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "tenant",
+            format!("{name:?} is not 1 to 64 of [A-Za-z0-9_.:@-]"),
+        ))
+    }
+}
+
 pub fn queue_name(name: &str) -> Result<(), InvalidJob> {
     let ok = !name.is_empty()
         && name.len() <= 64

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_common::job::Priority;
 use sluice_common::{JobSpec, Method, NewJob, Request, Schedule};
 
 /// A job as written in JSON by a person or another program.
@@ -37,6 +38,10 @@ pub struct JobInput {
     /// The job's own fallback chain (upstream names, each in its upstream's configured
     /// `fallbacks`); `[]` for none.
     pub fallbacks: Option<Vec<String>>,
+    /// Whose job it is (fair shares, budgets); the command's `--tenant` when absent.
+    pub tenant: Option<String>,
+    /// `high`, `normal` or `low`; the command's `--priority` when absent.
+    pub priority: Option<Priority>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -58,6 +63,8 @@ pub struct Defaults {
     pub queue: String,
     pub upstream: Option<String>,
     pub path: String,
+    pub tenant: Option<String>,
+    pub priority: Option<Priority>,
 }
 
 /// Why a line could not become a job.
@@ -134,6 +141,8 @@ impl JobInput {
                 deliver: None,
                 cache: None,
                 fallbacks: self.fallbacks,
+                tenant: self.tenant.or_else(|| defaults.tenant.clone()),
+                priority: self.priority.or(defaults.priority).unwrap_or_default(),
             },
         })
     }
@@ -148,6 +157,8 @@ mod tests {
             queue: "default".into(),
             upstream: Some("mock".into()),
             path: "/v1/chat/completions".into(),
+            tenant: None,
+            priority: None,
         }
     }
 
@@ -163,8 +174,42 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named() {
-        let err = JobInput::parse(r#"{"body": {}, "priority": 3}"#).expect_err("unknown field");
-        assert!(err.to_string().contains("priority"), "{err}");
+        let err = JobInput::parse(r#"{"body": {}, "urgency": 3}"#).expect_err("unknown field");
+        assert!(err.to_string().contains("urgency"), "{err}");
+        let err = JobInput::parse(r#"{"body": {}, "priority": "urgent"}"#).expect_err("bad lane");
+        assert!(err.to_string().contains("urgent"), "{err}");
+    }
+
+    #[test]
+    fn tenant_and_priority_come_from_the_line_else_the_flags() {
+        let mut d = defaults();
+        d.tenant = Some("flag-tenant".into());
+        d.priority = Some(Priority::Low);
+        let line = r#"{"body": {"a": 1}, "tenant": "acme", "priority": "high"}"#;
+        let job = JobInput::parse(line)
+            .expect("parse")
+            .into_job(&d)
+            .expect("job");
+        assert_eq!(job.spec.tenant.as_deref(), Some("acme"));
+        assert_eq!(job.spec.priority, Priority::High);
+        let job = JobInput::parse(r#"{"body": {"a": 1}}"#).expect("parse");
+        let job = job.into_job(&d).expect("job");
+        assert_eq!(job.spec.tenant.as_deref(), Some("flag-tenant"));
+        assert_eq!(job.spec.priority, Priority::Low);
+        let job = JobInput::parse(r#"{"body": {"a": 1}}"#).expect("parse");
+        let spec = job.into_job(&defaults()).expect("job").spec;
+        assert_eq!((spec.tenant, spec.priority), (None, Priority::Normal));
+        // A normal job's spec carries neither field: its JSON is what it was before them.
+        let json = serde_json::to_string(&spec_of(r#"{"body": {"a": 1}}"#)).expect("json");
+        assert!(
+            !json.contains("tenant") && !json.contains("priority"),
+            "{json}"
+        );
+    }
+
+    fn spec_of(line: &str) -> JobSpec {
+        let job = JobInput::parse(line).expect("parse");
+        job.into_job(&defaults()).expect("job").spec
     }
 
     #[test]

@@ -275,6 +275,8 @@ fn compose_stack_and_its_files_hold_together() {
         queue: "default".into(),
         upstream: None,
         path: "/v1/chat/completions".into(),
+        tenant: None,
+        priority: None,
     };
     let limits = JobLimits::default();
     let mut n = 0;

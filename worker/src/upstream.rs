@@ -230,6 +230,8 @@ fn build_upstream(
             deliver: None,
             cache: None,
             fallbacks: None,
+            tenant: None,
+            priority: Default::default(),
         }),
         urls: Mutex::new(HashMap::new()),
         chain: Chain {

@@ -20,7 +20,7 @@ mod upstream;
 pub use api::{ApiConfig, ApiKeyConfig};
 pub use fallback::{ApiFormat, Fallback, confine};
 pub use prices::ModelPrice;
-pub use upstream::{HttpVersion, ModelLimits, UpstreamConfig};
+pub use upstream::{HttpVersion, LimitScope, ModelLimits, UpstreamConfig};
 
 /// The built-in defaults: the one source of every setting's default value outside `[upstreams]`
 /// (config.rs declares no serde defaults for them; `StoreSettings::default()` is built from it,

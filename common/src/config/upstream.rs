@@ -119,6 +119,22 @@ pub struct UpstreamConfig {
     /// flight than that needs more connections. Only for `http2`, or `auto` over https.
     #[serde(default = "default_http2_connections")]
     pub http2_connections: usize,
+    /// Who shares `rpm`, `tpm` and the models' limits: `fleet` (one quota for every worker,
+    /// a GCRA in Redis) or `process` (each worker its own, in memory through `governor`: an
+    /// upstream beside each worker, such as a model server in the same pod).
+    #[serde(default)]
+    pub scope: LimitScope,
+}
+
+/// Who shares an upstream's rate limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitScope {
+    /// The whole fleet: one quota in Redis (a provider's API key).
+    #[default]
+    Fleet,
+    /// Each worker process on its own, with no Redis round trip (holds and the circuit too).
+    Process,
 }
 
 /// Which HTTP a worker speaks to an upstream.
@@ -162,6 +178,14 @@ impl UpstreamConfig {
             return Err(invalid(
                 "http = \"http1\" opens no HTTP/2 connections".into(),
             ));
+        }
+        if self.scope == LimitScope::Process && self.adaptive {
+            return Err(super::ConfigError::Invalid {
+                key: "upstreams.*.scope",
+                reason: format!(
+                    "upstream {name}: adaptive limits are learnt by the fleet in Redis; scope = \"process\" cannot have them"
+                ),
+            });
         }
         Ok(())
     }
@@ -239,9 +263,14 @@ mod tests {
         let c = load("").expect("defaults");
         assert_eq!(c.upstreams["m"].http, super::HttpVersion::Auto);
         assert_eq!(c.upstreams["m"].http2_connections, 1);
+        assert_eq!(c.upstreams["m"].scope, super::LimitScope::Fleet);
+        let c = load("scope = \"process\"\nrpm = 600").expect("process scope");
+        assert_eq!(c.upstreams["m"].scope, super::LimitScope::Process);
         for (bad, named) in [
             ("http = \"spdy\"", "spdy"),
             ("http2_connections = 0", "http2_connections"),
+            ("scope = \"pod\"", "pod"),
+            ("scope = \"process\"\nadaptive = true", "scope"),
             (
                 "http = \"http1\"\nhttp2_connections = 2",
                 "http2_connections",

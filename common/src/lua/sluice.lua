@@ -405,6 +405,15 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if type(decoded.request) ~= 'table' or type(decoded.request.path) ~= 'string' then
     return nil, 'SLUICE_INVALID spec.request.path: missing'
   end
+  local tenant = decoded.tenant
+  if tenant ~= nil and (type(tenant) ~= 'string' or #tenant > 64
+      or not string.match(tenant, '^[%w_%.:@%-]+$')) then
+    return nil, 'SLUICE_INVALID spec.tenant: ' .. shown(tenant) .. ' is not 1 to 64 of [A-Za-z0-9_.:@-]'
+  end
+  local priority = decoded.priority
+  if priority ~= nil and priority ~= 'high' and priority ~= 'normal' and priority ~= 'low' then
+    return nil, 'SLUICE_INVALID spec.priority: ' .. shown(priority) .. ' is not high, normal or low'
+  end
   local cache
   cache, err = cache_arg(decoded.cache)
   if err then return nil, err end
@@ -491,10 +500,12 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'entry', entry)
   end
   if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
+  -- The spec's tenant; before the spec had one, sluice-api wrote it as `metadata.tenant`.
   local meta = decoded.metadata
-  if type(meta) == 'table' and type(meta.tenant) == 'string' and meta.tenant ~= '' then
-    redis.call('HSET', jk, 'tenant', meta.tenant)
+  if not tenant and type(meta) == 'table' and type(meta.tenant) == 'string' and meta.tenant ~= '' then
+    tenant = meta.tenant
   end
+  if tenant then redis.call('HSET', jk, 'tenant', tenant) end
   -- A job with a webhook is marked, so the call that ends it makes the delivery (hook below).
   if type(decoded.webhook) == 'table' then redis.call('HSET', jk, 'hook', '1') end
   if cache then redis.call('HSET', jk, 'cache', cache) end

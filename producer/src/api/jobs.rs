@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_common::job::Webhook;
+use sluice_common::job::{Priority, Webhook};
 use sluice_common::store::CancelOutcome;
 use sluice_common::{JobStatus, NewJob, Schedule};
 
@@ -52,6 +52,11 @@ pub struct Submit {
     /// upstream's configured `fallbacks` (`[]`: none). Absent: the whole configured chain.
     #[serde(default)]
     pub fallbacks: Option<Vec<String>>,
+    /// `high`, `normal` (the default) or `low`: the job's lane within its tenant's share. Its
+    /// tenant is the key's.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Priority>,
 }
 
 /// A new job (202).
@@ -110,6 +115,7 @@ async fn submit_inner(
     key.upstream(&req.upstream)?;
     let mut job = NewJob::post(queue, &req.upstream, &req.path, req.body);
     job.spec.max_attempts = req.max_attempts;
+    job.spec.priority = req.priority.unwrap_or_default();
     if let Some(chain) = req.fallbacks {
         for name in &chain {
             key.upstream(name)?;
@@ -180,9 +186,7 @@ pub(super) fn with_identity(
     headers: &HeaderMap,
 ) -> Result<NewJob, ApiError> {
     if !key.tenant.is_empty() {
-        job.spec
-            .metadata
-            .insert("tenant".into(), Value::String(key.tenant.clone()));
+        job.spec.tenant = Some(key.tenant.clone());
     }
     if let Some(k) = headers.get("idempotency-key") {
         let k = k

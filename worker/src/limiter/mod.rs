@@ -15,17 +15,19 @@
 //! found it clear, this worker calls it for `CLEAR_FOR` (100 ms) without asking again, so such
 //! calls cost no Redis work; a hold or an opened circuit reaches every worker within that time.
 //!
-//! In process, a per-upstream semaphore caps calls in flight (`max_concurrency`).
+//! In process, a per-upstream semaphore caps calls in flight (`max_concurrency`). An upstream with
+//! `scope = "process"` is paced in process only (`local.rs`, through `governor`): no Redis call.
 //!
-//! Beside this file: `tokens.rs` (a job's token estimate and model) and `learned.rs` (the limits
-//! an upstream's answers state, and this worker's own successes and failures for the window).
+//! Beside this file: `tokens.rs` (a job's token estimate and model), `learned.rs` (the limits
+//! an upstream's answers state, and this worker's own successes and failures for the window) and
+//! `local.rs` (the limits of `scope = "process"` upstreams).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_common::config::Config;
+use sluice_common::config::{Config, LimitScope};
 use sluice_common::store::{Admission, AdmitRequest, LimitReport, Verdict};
 use sluice_common::{JobSpec, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,11 +36,13 @@ use tokio_util::sync::CancellationToken;
 use crate::hints;
 
 mod learned;
+mod local;
 mod tokens;
 
 use crate::outage::ride_out;
 use crate::outcome::{Class, Outcome};
 use learned::{Failing, Learned};
+use local::Local;
 pub use tokens::estimate_tokens;
 use tokens::model_of;
 
@@ -108,6 +112,8 @@ pub struct Limiter {
     store: Store,
     limits: HashMap<String, RateLimits>,
     local: HashMap<String, Arc<Semaphore>>,
+    /// Upstreams with `scope = "process"`: their limits, in this process only.
+    process: HashMap<String, Local>,
     /// Per upstream: whether this worker saw a transient failure since its last success, and its
     /// successes not yet counted in the fleet's failure-rate window.
     failing: HashMap<String, Failing>,
@@ -129,7 +135,11 @@ impl Limiter {
         let mut local = HashMap::new();
         let mut failing = HashMap::new();
         let mut learned = HashMap::new();
+        let mut process = HashMap::new();
         for (name, u) in &config.upstreams {
+            if u.scope == LimitScope::Process {
+                process.insert(name.clone(), Local::new(u));
+            }
             limits.insert(
                 name.clone(),
                 RateLimits {
@@ -165,6 +175,7 @@ impl Limiter {
             store,
             limits,
             local,
+            process,
             failing,
             learned,
             clear_until,
@@ -241,6 +252,9 @@ impl Limiter {
         };
         let default = RateLimits::default();
         let limits = self.limits.get(upstream).unwrap_or(&default);
+        if let Some(local) = self.process.get(upstream) {
+            return Ok(self.admit_here(local, limits, spec, slot, abandon).await);
+        }
         let (rpm, tpm) = self.rates(upstream, limits);
         let paced = rpm > 0 || tpm > 0 || !limits.models.is_empty();
         if !paced && self.known_clear(upstream) {
@@ -255,12 +269,8 @@ impl Limiter {
         let model = model_of(spec);
         let tokens = estimate_tokens(spec);
         let (model_rpm, model_tpm) = limits.models.get(&model).copied().unwrap_or((0, 0));
-        for (limit, what) in [(tpm, "the upstream's tpm"), (model_tpm, "the model's tpm")] {
-            if limit > 0 && tokens > limit {
-                return Ok(Some(Gate::Refuse(format!(
-                    "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
-                ))));
-            }
+        if let Some(refused) = over_a_minute(tokens, tpm, model_tpm) {
+            return Ok(Some(refused));
         }
         let request = AdmitRequest {
             rpm,
@@ -327,6 +337,32 @@ impl Limiter {
         }))
     }
 
+    /// Admission at an upstream with `scope = "process"`: its buckets in memory, no Redis.
+    async fn admit_here(
+        &self,
+        local: &Local,
+        limits: &RateLimits,
+        spec: &JobSpec,
+        slot: Option<OwnedSemaphorePermit>,
+        abandon: &CancellationToken,
+    ) -> Option<Gate> {
+        let model = model_of(spec);
+        let tokens = estimate_tokens(spec);
+        let model_tpm = limits.models.get(&model).map_or(0, |l| l.1);
+        if let Some(refused) = over_a_minute(tokens, limits.tpm, model_tpm) {
+            return Some(refused);
+        }
+        if !local.acquire(&model, tokens, abandon).await {
+            return None;
+        }
+        Some(Gate::Go(Ticket {
+            probe: false,
+            tokens,
+            model,
+            _slot: slot,
+        }))
+    }
+
     /// Tells the fleet what the answer means (only when it means something).
     pub async fn report(
         &self,
@@ -336,6 +372,18 @@ impl Limiter {
         headers: Option<&reqwest::header::HeaderMap>,
         used_tokens: Option<u64>,
     ) -> Result<Reported, StoreError> {
+        if let Some(local) = self.process.get(upstream) {
+            // This process's upstream: a 429 holds this process only; no fleet state to tell.
+            let hold =
+                (outcome.class == Class::RateLimited).then(|| outcome.wait.unwrap_or(SHORT_WAIT));
+            if let Some(wait) = hold {
+                local.hold(wait);
+            }
+            return Ok(Reported {
+                circuit: None,
+                held: hold.is_some(),
+            });
+        }
         let default = RateLimits::default();
         let limits = self.limits.get(upstream).unwrap_or(&default);
         let failing = self.failing.get(upstream);
@@ -430,4 +478,16 @@ impl Limiter {
             held: hold.is_some_and(|h| !h.is_zero()),
         })
     }
+}
+
+/// A job whose estimate is over a whole minute's token quota can never be admitted.
+fn over_a_minute(tokens: u64, tpm: u64, model_tpm: u64) -> Option<Gate> {
+    for (limit, what) in [(tpm, "the upstream's tpm"), (model_tpm, "the model's tpm")] {
+        if limit > 0 && tokens > limit {
+            return Some(Gate::Refuse(format!(
+                "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
+            )));
+        }
+    }
+    None
 }

@@ -113,18 +113,28 @@ class Sluice:
         job_id: str = "",
         on_conflict: str = "report",
         fallbacks: Optional[List[str]] = None,
+        tenant: Optional[str] = None,
+        priority: str = "normal",
     ) -> Enqueued:
         """Enqueues one job. An empty `job_id` lets the library make one. A duplicate (the
         dedupe key still held, or the id used) returns the existing job; with
         `on_conflict="error"` a duplicate whose request differs raises Conflict. `fallbacks`
         limits the job's fallback chain to these upstreams (each must be in its upstream's
-        configured chain, which the workers check; `[]`: none)."""
+        configured chain, which the workers check; `[]`: none). `tenant` names whose job it is
+        (fair shares, budgets; absent: the default tenant); `priority` is its lane: "high",
+        "normal" or "low"."""
         if on_conflict not in ("report", "error"):
             raise ValueError("on_conflict: 'report' or 'error'")
+        if priority not in ("high", "normal", "low"):
+            raise ValueError("priority: 'high', 'normal' or 'low'")
         spec: Dict[str, Any] = {
             "upstream": upstream, "request": {"method": method, "path": path, "body": body}}
         if fallbacks is not None:
             spec["fallbacks"] = list(fallbacks)
+        if tenant is not None:
+            spec["tenant"] = tenant
+        if priority != "normal":
+            spec["priority"] = priority
         reply = self._fcall(
             "sluice_enqueue", queue,
             job_id, json.dumps(spec, separators=(",", ":")), dedupe_key,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use sluice_common::job::Priority;
 use sluice_producer::input::{Defaults, JobInput};
 use sluice_producer::{NewJob, ProducerError};
 use tokio::sync::mpsc;
@@ -54,6 +55,12 @@ pub struct Args {
     /// upstream's configured `fallbacks` (docs/OPERATIONS.md, "Fallback chains"); `""` for none.
     #[arg(long, value_delimiter = ',', num_args = 0.., conflicts_with = "file")]
     fallbacks: Option<Vec<String>>,
+    /// Tenant of the jobs that name none (fair shares and budgets).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Priority lane of the jobs that name none: high, normal or low.
+    #[arg(long, value_parser = parse_priority)]
+    priority: Option<Priority>,
     /// Delay a single job by this many milliseconds (it waits as `scheduled`).
     #[arg(long, conflicts_with = "file")]
     delay_ms: Option<u64>,
@@ -87,8 +94,14 @@ impl Args {
             queue: ctx.queue(&self.queue),
             upstream: self.upstream.clone(),
             path: self.path.clone(),
+            tenant: self.tenant.clone(),
+            priority: self.priority,
         }
     }
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse()
 }
 
 pub async fn run(ctx: &Session, args: Args) -> anyhow::Result<ExitCode> {

@@ -45,7 +45,7 @@ enum Command {
     /// in the config's [api.keys.NAME] sha256).
     ApiKey,
     /// Enqueue one job from flags or JSON, or many from a JSONL file or stdin.
-    Enqueue(enqueue::Args),
+    Enqueue(Box<enqueue::Args>),
     /// List a queue's jobs, a page at a time (optionally of one state).
     Jobs(jobs::Args),
     /// Show a job's state, attempts, last error and result (any queue unless --queue).
@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs(args) => jobs::run(&ctx, args).await,
-        Command::Enqueue(args) => enqueue::run(&ctx, args).await,
+        Command::Enqueue(args) => enqueue::run(&ctx, *args).await,
         Command::Status(args) => inspect::status(&ctx, args).await,
         Command::Wait(args) => wait::run(&ctx, args).await,
         Command::Cancel(args) => inspect::cancel(&ctx, args).await,
