@@ -16,6 +16,28 @@ pub struct QueueKeys {
     prefix: String,
 }
 
+/// A queue's lanes, in the order they are read: `high`, normal (`""`), `low` (the streams
+/// `stream:high`, `stream`, `stream:low`). An entry of a lane other than normal is named
+/// `<lane>/<ms>-<seq>` wherever an entry is named (docs/PROTOCOL.md, "Lanes").
+pub const LANES: [&str; 3] = ["high", "", "low"];
+
+/// The lane of an entry as functions name it, and its id in the lane's stream.
+pub fn split_entry(entry: &str) -> (&str, &str) {
+    match entry.split_once('/') {
+        Some((lane, raw)) if LANES.contains(&lane) => (lane, raw),
+        _ => ("", entry),
+    }
+}
+
+/// An entry of `lane`'s stream as functions name it.
+pub fn lane_entry(lane: &str, raw: &str) -> String {
+    if lane.is_empty() {
+        raw.to_string()
+    } else {
+        format!("{lane}/{raw}")
+    }
+}
+
 impl QueueKeys {
     /// The caller has validated `queue` (see `validate::queue_name`).
     pub fn new(queue: &str) -> Self {
@@ -38,9 +60,23 @@ impl QueueKeys {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// Stream of ready jobs, read through the consumer group.
+    /// Stream of ready jobs, read through the consumer group: the normal lane.
     pub fn stream(&self) -> String {
         self.key("stream")
+    }
+
+    /// The ready stream of lane `lane` (`""`: normal, `stream`).
+    pub fn lane_stream(&self, lane: &str) -> String {
+        if lane.is_empty() {
+            self.stream()
+        } else {
+            self.key(&format!("stream:{lane}"))
+        }
+    }
+
+    /// Every lane with its stream, in the order fetch reads them.
+    pub fn lane_streams(&self) -> [(&'static str, String); 3] {
+        LANES.map(|lane| (lane, self.lane_stream(lane)))
     }
 
     /// ZSET of job ids scored by due time (ms): scheduled jobs and backoff sleeps.
@@ -227,10 +263,28 @@ mod tests {
     }
 
     #[test]
+    fn entries_name_their_lane() {
+        assert_eq!(split_entry("1-0"), ("", "1-0"));
+        assert_eq!(split_entry("high/1-0"), ("high", "1-0"));
+        assert_eq!(split_entry("low/12-3"), ("low", "12-3"));
+        assert_eq!(split_entry("other/1-0"), ("", "other/1-0"));
+        for lane in LANES {
+            let e = lane_entry(lane, "5-1");
+            assert_eq!(split_entry(&e), (lane, "5-1"));
+        }
+        assert_eq!(
+            QueueKeys::new("q").lane_stream("high"),
+            "sluice:{q}:stream:high"
+        );
+    }
+
+    #[test]
     fn every_key_carries_the_queue_hash_tag() {
         let k = QueueKeys::new("emails");
         for key in [
             k.stream(),
+            k.lane_stream("high"),
+            k.lane_stream("low"),
             k.delayed(),
             k.dead(),
             k.events(),

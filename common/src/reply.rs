@@ -85,6 +85,28 @@ pub fn stream_entries(v: &Value) -> Option<Vec<(String, HashMap<String, String>)
         .collect()
 }
 
+/// Stream entries: `(id, fields)` in order.
+pub type Entries = Vec<(String, HashMap<String, String>)>;
+
+/// Each stream's entries of an XREAD or XREADGROUP over several streams, by stream name:
+/// `[[stream, entries], …]` (RESP2) or a map (RESP3); nil when a blocking read timed out.
+pub fn read_streams(v: &Value) -> Option<Vec<(String, Entries)>> {
+    match v {
+        Value::Nil => Some(Vec::new()),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(name, entries)| Some((text(name)?, stream_entries(entries)?)))
+            .collect(),
+        _ => array(v)?
+            .iter()
+            .map(|s| {
+                let s = array(s)?;
+                Some((text(s.first()?)?, stream_entries(s.get(1)?)?))
+            })
+            .collect(),
+    }
+}
+
 /// The entries of the one stream an XREAD or XREADGROUP asked for: `[[stream, entries]]`, or nil
 /// when a blocking read timed out (no entries).
 pub fn read_entries(v: &Value) -> Option<Vec<(String, HashMap<String, String>)>> {

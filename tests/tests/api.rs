@@ -112,7 +112,7 @@ async fn bad_input_keys_and_tenants_get_the_status_that_names_the_problem() {
     let r = post(
         "q",
         "key-a",
-        json!({"upstream": "mock", "body": {}, "priority": 9}),
+        json!({"upstream": "mock", "body": {}, "urgency": 9}),
     )
     .await
     .expect("POST");
@@ -121,7 +121,7 @@ async fn bad_input_keys_and_tenants_get_the_status_that_names_the_problem() {
     assert!(
         e["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("priority")),
+            .is_some_and(|m| m.contains("urgency")),
         "{e}"
     );
     let r = post("q", "key-a", json!({"upstream": "openai", "body": {}}))

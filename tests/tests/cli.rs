@@ -40,7 +40,7 @@ async fn enqueue_from_a_file_reports_every_rejected_line_and_dedupes_a_rerun() {
         let line = match i {
             5 => "{not json".to_string(),
             10 => r#"{"request": {"path": "/v1/../admin", "body": {"a": 1}}}"#.to_string(),
-            20 => r#"{"body": {"a": 1}, "priority": 9}"#.to_string(),
+            20 => r#"{"body": {"a": 1}, "urgency": 9}"#.to_string(),
             _ => format!(r#"{{"dedupe_key": "row-{i}", "body": {{"model": "m", "n": {i}}}}}"#),
         };
         writeln!(f, "{line}").expect("write");
@@ -70,7 +70,7 @@ async fn enqueue_from_a_file_reports_every_rejected_line_and_dedupes_a_rerun() {
         "{errors}"
     );
     assert!(
-        errors.contains("line 20:") && errors.contains("priority"),
+        errors.contains("line 20:") && errors.contains("urgency"),
         "{errors}"
     );
 

@@ -5,8 +5,9 @@
 //! Slots (semaphore permits) are taken before each non-blocking fetch, which asks for no more
 //! entries than slots held. An empty queue gives its slots back before it blocks: a worker
 //! serving several queues must not let an idle one sit on slots that a busy one has work for.
-//! The blocking read then asks for one entry, takes a slot for it once it arrives (leased by the
-//! heartbeat meanwhile), and the next round fetches the rest with every free slot. The blocking
+//! The blocking read then asks for one entry of each lane, takes a slot for each once they
+//! arrive (leased by the heartbeat meanwhile), and the next round fetches the rest with every
+//! free slot. The blocking
 //! XREADGROUP runs on a dedicated connection, never the shared one (on a cluster, to the primary
 //! that owns the queue; after a failover the read fails and the connection is made again to the
 //! new owner).
@@ -90,8 +91,9 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
         match read {
             Ok(entries) => {
                 failures = 0;
-                if let Some(slot) = slot_for(&ctx, &queue, &entries).await {
-                    dispatch(&ctx, &queue, entries, vec![slot]).await;
+                let slots = slots_for(&ctx, &queue, &entries).await;
+                if !slots.is_empty() {
+                    dispatch(&ctx, &queue, entries, slots).await;
                 }
             }
             Err(e) => {
@@ -107,27 +109,44 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
     }
 }
 
-/// A slot for the entry a blocking read delivered (none when it delivered nothing). While the
-/// worker is busy with its other queues this waits for one to end; the entry is leased by the
-/// heartbeat meanwhile, so no other worker takes it over. A stop while waiting leaves the entry
-/// pending for the takeover of this worker's entries after it exits.
-async fn slot_for(
+/// A slot for each entry a blocking read delivered (one per lane at most). While the worker is
+/// busy with its other queues this waits for them to end; the entries are leased by the
+/// heartbeat meanwhile, so no other worker takes them over. A stop while waiting leaves them
+/// pending for the takeover of this worker's entries after it exits (none is started then).
+async fn slots_for(
     ctx: &Arc<Ctx>,
     queue: &str,
     entries: &[Delivered],
-) -> Option<OwnedSemaphorePermit> {
-    let d = entries.first()?;
-    let id = d.fields.get("id").map(String::as_str).unwrap_or("");
-    ctx.inflight.add(queue, &d.entry, id);
-    let slot = tokio::select! {
-        p = ctx.slots.clone().acquire_owned() => p.ok(),
-        _ = ctx.shutdown.stop.cancelled() => None,
-    };
-    ctx.inflight.remove(queue, &d.entry);
-    if slot.is_none() {
-        tracing::info!(queue, entry = %d.entry, "stopping: a delivered entry left pending");
+) -> Vec<OwnedSemaphorePermit> {
+    for d in entries {
+        let id = d.fields.get("id").map(String::as_str).unwrap_or("");
+        ctx.inflight.add(queue, &d.entry, id);
     }
-    slot
+    let mut slots = Vec::with_capacity(entries.len());
+    for _ in entries {
+        let slot = tokio::select! {
+            p = ctx.slots.clone().acquire_owned() => p.ok(),
+            _ = ctx.shutdown.stop.cancelled() => None,
+        };
+        match slot {
+            Some(s) => slots.push(s),
+            None => {
+                slots.clear();
+                break;
+            }
+        }
+    }
+    for d in entries {
+        ctx.inflight.remove(queue, &d.entry);
+    }
+    if slots.is_empty() && !entries.is_empty() {
+        tracing::info!(
+            queue,
+            entries = entries.len(),
+            "stopping: delivered entries left pending"
+        );
+    }
+    slots
 }
 
 /// The pause after `failures` failed reads in a row: 100 ms doubling to 3.2 s.

@@ -92,6 +92,8 @@ pub struct QueuesConfig {
     pub cache_max_bytes: u64,
     pub events_maxlen: u64,
     pub dead_maxlen: u64,
+    /// A normal or low job waiting this long starts before high ones (no lane starves).
+    pub aging_ms: u64,
     /// Partition counts of partitioned queues, by queue name.
     #[serde(default)]
     pub partitions: BTreeMap<String, u32>,
@@ -402,6 +404,7 @@ impl Config {
         StoreSettings {
             events_maxlen: self.queues.events_maxlen,
             dead_maxlen: self.queues.dead_maxlen,
+            aging: Duration::from_millis(self.queues.aging_ms.max(1)),
             retention: Duration::from_secs(self.queues.retention_secs),
             dead_retention: Duration::from_secs(self.queues.dead_retention_secs),
             max_job_bytes: self.queues.max_job_bytes,

@@ -124,6 +124,11 @@ pub struct UpstreamConfig {
     /// upstream beside each worker, such as a model server in the same pod).
     #[serde(default)]
     pub scope: LimitScope,
+    /// Share of `rpm` and `tpm` (0 to 0.99) that only `high` jobs may use, so interactive work
+    /// never queues behind batch work; normal and low jobs then also reserve no further ahead
+    /// than `HIGH_HEADROOM` (docs/OPERATIONS.md, "Tenants and priorities").
+    #[serde(default)]
+    pub high_reserve: f64,
 }
 
 /// Who shares an upstream's rate limits.
@@ -178,6 +183,15 @@ impl UpstreamConfig {
             return Err(invalid(
                 "http = \"http1\" opens no HTTP/2 connections".into(),
             ));
+        }
+        if !(0.0..1.0).contains(&self.high_reserve) {
+            return Err(super::ConfigError::Invalid {
+                key: "upstreams.*.high_reserve",
+                reason: format!(
+                    "upstream {name}: {} is not a share from 0 to 0.99",
+                    self.high_reserve
+                ),
+            });
         }
         if self.scope == LimitScope::Process && self.adaptive {
             return Err(super::ConfigError::Invalid {
@@ -270,6 +284,7 @@ mod tests {
             ("http = \"spdy\"", "spdy"),
             ("http2_connections = 0", "http2_connections"),
             ("scope = \"pod\"", "pod"),
+            ("high_reserve = 1.5", "high_reserve"),
             ("scope = \"process\"\nadaptive = true", "scope"),
             (
                 "http = \"http1\"\nhttp2_connections = 2",

@@ -102,9 +102,13 @@ local function text(v, name)
 end
 
 -- A stream entry id (`<ms>-<seq>`), or '' where `optional`.
-local function entry_id(v, name, optional)
+-- A ready-stream entry as functions name it: `<ms>-<seq>` in the normal lane, `high/<ms>-<seq>`
+-- or `low/<ms>-<seq>` in the others (see "lanes" below).
+local function entry_id(v, name, optional, unlaned)
   if optional and (v == nil or v == '') then return '' end
-  if v == nil or #v > 41 or not string.match(v, '^%d+%-%d+$') then
+  local raw = v
+  if v and not unlaned then raw = string.match(v, '^high/(.*)$') or string.match(v, '^low/(.*)$') or v end
+  if raw == nil or #raw > 41 or not string.match(raw, '^%d+%-%d+$') then
     invalid(name .. ': ' .. shown(v) .. ' is not a stream entry id')
   end
   return v
@@ -200,36 +204,77 @@ local function terminal(state)
   return state == 'completed' or state == 'dead' or state == 'cancelled'
 end
 
+-- ---- lanes ----
+-- A queue's ready jobs wait in lanes, one stream each in the queue's slot: `stream` (normal),
+-- `stream:high` and `stream:low`; fetch reads them in that order of priority (with aging, see
+-- fetch). An entry of a lane other than normal is named `<lane>/<ms>-<seq>` wherever an entry
+-- is named (the job hash's `entry`, replies, arguments), so its stream follows from the name.
+-- A job not in the normal lane has `lane` in its hash, so it goes back to its lane.
+local LANES = {'high', '', 'low'} -- in the order fetch reads them
+
+local function lane_stream(p, lane)
+  if lane == '' then return p .. 'stream' end
+  return p .. 'stream:' .. lane
+end
+
+-- The stream of entry `entry` (as functions name it) and its id in that stream.
+local function split_entry(p, entry)
+  local lane, raw = string.match(entry, '^(%l+)/(.+)$')
+  if lane then return p .. 'stream:' .. lane, raw end
+  return p .. 'stream', entry
+end
+
+local function lane_entry(lane, raw)
+  if lane == '' then return raw end
+  return lane .. '/' .. raw
+end
+
+-- The lane of a priority from a spec ('' for normal, or nil).
+local function lane_of(priority)
+  if priority == 'high' or priority == 'low' then return priority end
+  return ''
+end
+
 -- Acknowledges a delivered entry. Its memory is freed in bulk by `trim_acked` (XDEL per entry
 -- costs more than the rest of a completion).
 local function ack_entry(p, group, entry)
   if entry and entry ~= '' then
-    pcall(redis.call, 'XACK', p .. 'stream', group, entry)
+    local stream, raw = split_entry(p, entry)
+    pcall(redis.call, 'XACK', stream, group, raw)
   end
 end
 
--- Acknowledges delivered entries (a list of ids) in as few XACKs as the argument limit allows.
+-- Acknowledges delivered entries (a list of entries) in as few XACKs as the argument limit
+-- allows, per lane.
 local ACK_CHUNK = 500
 local function ack_entries(p, group, entries)
-  for from = 1, #entries, ACK_CHUNK do
-    pcall(redis.call, 'XACK', p .. 'stream', group,
-      unpack(entries, from, math.min(from + ACK_CHUNK - 1, #entries)))
+  local by_stream = {}
+  for _, entry in ipairs(entries) do
+    local stream, raw = split_entry(p, entry)
+    local list = by_stream[stream]
+    if not list then list = {}; by_stream[stream] = list end
+    list[#list + 1] = raw
+  end
+  for stream, raws in pairs(by_stream) do
+    for from = 1, #raws, ACK_CHUNK do
+      pcall(redis.call, 'XACK', stream, group, unpack(raws, from, math.min(from + ACK_CHUNK - 1, #raws)))
+    end
   end
 end
 
--- Removes an entry that was never delivered (a cancelled job's).
+-- Removes an entry that was never delivered (a cancelled job's), or one handed back.
 local function drop_entry(p, group, entry)
   if entry and entry ~= '' then
-    pcall(redis.call, 'XACK', p .. 'stream', group, entry)
-    redis.call('XDEL', p .. 'stream', entry)
+    local stream, raw = split_entry(p, entry)
+    pcall(redis.call, 'XACK', stream, group, raw)
+    redis.call('XDEL', stream, raw)
   end
 end
 
--- Trims the ready stream below every entry still needed: the oldest pending (delivered, not yet
+-- Trims each lane below every entry still needed: the oldest pending (delivered, not yet
 -- acknowledged) entry, or, with none pending, everything up to the group's last delivered
 -- entry. Whole radix-tree nodes go at once (MINID ~), so this is cheap run every second.
-local function trim_acked(p, group)
-  local stream = p .. 'stream'
+local function trim_lane(stream, group)
   local ok, pending = pcall(redis.call, 'XPENDING', stream, group)
   if not ok then return end
   local minid
@@ -255,19 +300,26 @@ local function trim_acked(p, group)
   end
 end
 
+local function trim_acked(p, group)
+  for _, lane in ipairs(LANES) do trim_lane(lane_stream(p, lane), group) end
+end
+
 -- Where a job's spec lives: a job enqueued straight into the ready stream keeps it only in its
 -- entry (`id <id> spec <spec>`), so its hash stays small enough for Redis's compact encoding
 -- (listpack: every value within `hash-max-listpack-value`, 64 bytes by default). A job that
 -- leaves its entry other than by completing (retry, dead letter) or that never had one
 -- (scheduled, follower) keeps it in its hash's `spec` field; its later entries are `id <id>`.
 -- `push_ready` adds the job's entry, carrying `spec` when given (the hash holds none).
+-- The entry goes into the job's lane (its hash's `lane`, else normal).
 local function push_ready(p, jk, id, spec)
-  local entry
+  local lane = redis.call('HGET', jk, 'lane') or ''
+  local raw
   if spec then
-    entry = redis.call('XADD', p .. 'stream', '*', 'id', id, 'spec', spec)
+    raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id, 'spec', spec)
   else
-    entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+    raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)
   end
+  local entry = lane_entry(lane, raw)
   redis.call('HSET', jk, 'entry', entry)
   return entry
 end
@@ -275,7 +327,8 @@ end
 -- The spec that ready-stream entry `entry` carries, or nil.
 local function entry_spec(p, entry)
   if not entry or entry == '' then return nil end
-  local rows = redis.call('XRANGE', p .. 'stream', entry, entry)
+  local stream, raw = split_entry(p, entry)
+  local rows = redis.call('XRANGE', stream, raw, raw)
   local kv = rows[1] and rows[1][2]
   if not kv then return nil end
   for j = 1, #kv - 1, 2 do
@@ -414,6 +467,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   if priority ~= nil and priority ~= 'high' and priority ~= 'normal' and priority ~= 'low' then
     return nil, 'SLUICE_INVALID spec.priority: ' .. shown(priority) .. ' is not high, normal or low'
   end
+  local lane = lane_of(priority)
   local cache
   cache, err = cache_arg(decoded.cache)
   if err then return nil, err end
@@ -478,6 +532,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
         'follows', leader, 'cache', cache)
       if sha ~= '' then redis.call('HSET', jk, 'spec_sha', sha) end
       redis.call('RPUSH', p .. 'followers:' .. leader, id)
+      if lane ~= '' then redis.call('HSET', jk, 'lane', lane) end
       tally.queued = tally.queued + 1
       tally.cache_followers = tally.cache_followers + 1
       local list = tally.ids.queued
@@ -496,9 +551,11 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'run_at_ms', due,
       'spec', spec)
   else
-    local entry = redis.call('XADD', p .. 'stream', '*', 'id', id, 'spec', spec)
-    redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'entry', entry)
+    local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id, 'spec', spec)
+    redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'entry',
+      lane_entry(lane, raw))
   end
+  if lane ~= '' then redis.call('HSET', jk, 'lane', lane) end
   if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
   -- The spec's tenant; before the spec had one, sluice-api wrote it as `metadata.tenant`.
   local meta = decoded.metadata
@@ -651,8 +708,7 @@ local function settle(p, emax, id, cache, result, status, usage, spec)
     local fjk = p .. 'job:' .. fid
     local f = redis.call('HMGET', fjk, 'state', 'follows')
     if f[1] == 'queued' and f[2] == id then
-      local entry = redis.call('XADD', p .. 'stream', '*', 'id', fid)
-      redis.call('HSET', fjk, 'entry', entry)
+      push_ready(p, fjk, fid)
       redis.call('HDEL', fjk, 'follows')
       redis.call('SET', fk, fid)
       local rest = redis.call('LRANGE', lk, 0, -1)
@@ -818,8 +874,7 @@ local function start_checked(p, group, emax, consumer, list, paused)
     elseif paused and (state == 'queued' or state == 'running') and current == entry then
       -- The entry's spec (handed over by fetch, else read) when the hash holds none.
       local spec = not f[3] and (pair[3] or entry_spec(p, entry)) or nil
-      ack_entry(p, group, entry)
-      redis.call('XDEL', p .. 'stream', entry)
+      drop_entry(p, group, entry)
       if state == 'running' then
         -- A dead worker's job, taken over: its unfinished attempt is not counted (see release).
         redis.call('HINCRBY', jk, 'attempts', -1)
@@ -862,35 +917,94 @@ local function start(keys, args)
   return start_checked(p, group, emax, consumer, pairs_from(args, 4), paused)
 end
 
--- fetch: ARGV group, events_maxlen, consumer, count
+-- Reads up to `n` new entries of one lane for `consumer` -> {{entry (as named), fields}, ...}.
+-- A lane whose stream or group is missing (a queue made before lanes) gets its group here, from
+-- the lane's start.
+local function read_lane(p, group, consumer, lane, n)
+  local stream = lane_stream(p, lane)
+  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer, 'COUNT', n,
+    'STREAMS', stream, '>')
+  if not ok then
+    -- The normal lane's missing group is the worker's to make (it answers NOGROUP).
+    if lane == '' then error(r) end
+    pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+    r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  end
+  local out = {}
+  if r then
+    for _, e in ipairs(r[1][2]) do out[#out + 1] = {lane_entry(lane, e[1]), e[2]} end
+  end
+  return out
+end
+
+-- How many of a lane's next undelivered entries (at most `n`) were added before `before` (ms):
+-- aged. The lane's oldest entry answers most calls (younger: none is aged); only an old one
+-- asks the group where delivery stands.
+local function aged_in(p, group, lane, before, n)
+  if n <= 0 then return 0 end
+  local stream = lane_stream(p, lane)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if not head or tonumber(string.match(head[1], '^(%d+)')) >= before then return 0 end
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then groups = {} end
+  -- Without its group yet (read_lane makes it), nothing of the lane was delivered.
+  local last = '0-0'
+  for _, g in ipairs(groups) do
+    local name, l
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then l = g[j + 1] end
+    end
+    if name == group and l then last = l end
+  end
+  local aged = 0
+  for _, e in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', n)) do
+    if tonumber(string.match(e[1], '^(%d+)')) >= before then break end
+    aged = aged + 1
+  end
+  return aged
+end
+
+-- fetch: ARGV group, events_maxlen, consumer, count[, aging_ms]
 -- Reads up to `count` new entries for `consumer` (XREADGROUP without BLOCK) and starts them, so
--- a busy worker takes jobs in one round trip. -> start's reply, plus {entry, '', 'malformed',
--- excerpt} for an entry that does not name a job.
+-- a busy worker takes jobs in one round trip. Lanes are read in order, high, normal, low; but
+-- entries of the normal and low lanes that have waited `aging_ms` (default 10 minutes) are read
+-- before all others, so neither starves under a constant flow of higher work. Costs per call
+-- beyond one lane: an XRANGE of each lower lane's oldest entry, and an XREADGROUP per lane read.
+-- -> start's reply, plus {entry, '', 'malformed', excerpt} for an entry that does not name a job.
+local DEFAULT_AGING_MS = 600000
 local function fetch(keys, args)
   local p = queue_key(keys)
-  at_most(args, 4)
+  at_most(args, 5)
   local group, consumer = name_arg(args[1], 'group'), name_arg(args[3], 'consumer')
   local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
-  int(args[4], 'count', 1, MAX_COUNT)
+  local count = int(args[4], 'count', 1, MAX_COUNT)
+  local aging = int(args[5], 'aging_ms', 1, MAX_DURATION_MS, DEFAULT_AGING_MS)
   -- A paused queue: nothing is read (the caller learns it is paused at once).
   if redis.call('EXISTS', p .. 'paused') == 1 then return {{'', '', 'paused'}} end
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', args[4],
-    'STREAMS', p .. 'stream', '>')
+  local read = {}
+  local function take(lane, n)
+    if n <= 0 then return end
+    for _, e in ipairs(read_lane(p, group, consumer, lane, n)) do read[#read + 1] = e end
+  end
+  -- Entries that have waited the aging bound first, the lowest lane's first (they are the
+  -- oldest); then the lanes in order.
+  local before = now_ms() - aging
+  take('low', aged_in(p, group, 'low', before, count))
+  take('', aged_in(p, group, '', before, count - #read))
+  for _, lane in ipairs(LANES) do take(lane, count - #read) end
   local list = {}
   local bad = {}
-  if r then
-    for _, e in ipairs(r[1][2]) do
-      local fields, id, spec = e[2], nil, nil
-      for j = 1, #fields, 2 do
-        if fields[j] == 'id' then id = fields[j + 1] elseif fields[j] == 'spec' then spec = fields[j + 1] end
-      end
-      if valid_id(id) and (#fields == 2 or (#fields == 4 and spec)) then
-        list[#list + 1] = {e[1], id, spec}
-      else
-        local raw = {}
-        for j = 1, #fields do raw[#raw + 1] = fields[j] end
-        bad[#bad + 1] = {e[1], '', 'malformed', string.sub(table.concat(raw, ' '), 1, 512)}
-      end
+  for _, e in ipairs(read) do
+    local fields, id, spec = e[2], nil, nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'id' then id = fields[j + 1] elseif fields[j] == 'spec' then spec = fields[j + 1] end
+    end
+    if valid_id(id) and (#fields == 2 or (#fields == 4 and spec)) then
+      list[#list + 1] = {e[1], id, spec}
+    else
+      local raw = {}
+      for j = 1, #fields do raw[#raw + 1] = fields[j] end
+      bad[#bad + 1] = {e[1], '', 'malformed', string.sub(table.concat(raw, ' '), 1, 512)}
     end
   end
   local out = {}
@@ -1165,12 +1279,25 @@ local function leave(keys, args)
   local p = queue_key(keys)
   at_most(args, 2)
   local group, consumer = name_arg(args[1], 'group'), name_arg(args[2], 'consumer')
-  local stream = p .. 'stream'
-  local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 1, consumer)
-  if not ok then return 0 end
+  local lanes = {}
+  for _, lane in ipairs(LANES) do
+    local stream = lane_stream(p, lane)
+    local ok, pending = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 1, consumer)
+    -- A lane without a group (never used) holds nothing of this consumer.
+    if ok then
+      if #pending > 0 then
+        redis.call('HDEL', p .. 'beats', consumer)
+        return 0
+      end
+      lanes[#lanes + 1] = stream
+    elseif lane == '' then
+      return 0
+    end
+  end
   redis.call('HDEL', p .. 'beats', consumer)
-  if #pending > 0 then return 0 end
-  redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+  for _, stream in ipairs(lanes) do
+    redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+  end
   return 1
 end
 
@@ -1179,6 +1306,21 @@ end
 -- whose last beat is more than dead_after_ms old, now the taker's (XCLAIM: their idle time
 -- reset, their delivery count raised). A consumer that never beat (a worker of an older
 -- version) is left to the lease. A dead consumer with nothing left pending is forgotten.
+-- The consumers of one lane's group: name -> pending, or nil without the group.
+local function lane_consumers(stream, group)
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', stream, group)
+  if not ok then return nil end
+  local out = {}
+  for _, c in ipairs(consumers) do
+    local name, pending = nil, 0
+    for j = 1, #c, 2 do
+      if c[j] == 'name' then name = c[j + 1] elseif c[j] == 'pending' then pending = c[j + 1] end
+    end
+    if name then out[name] = pending end
+  end
+  return out
+end
+
 local function takeover(keys, args)
   local p = queue_key(keys)
   at_most(args, 4)
@@ -1186,36 +1328,51 @@ local function takeover(keys, args)
   local dead_after = int(args[3], 'dead_after_ms', 1, MAX_DURATION_MS)
   local count = int(args[4], 'count', 1, MAX_COUNT)
   local now = now_ms()
-  local stream = p .. 'stream'
-  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', stream, group)
-  if not ok then return {} end
-  local out = {}
-  for _, c in ipairs(consumers) do
-    local name, pending = nil, 0
-    for j = 1, #c, 2 do
-      if c[j] == 'name' then name = c[j + 1] elseif c[j] == 'pending' then pending = c[j + 1] end
+  local lanes = {}
+  for _, lane in ipairs(LANES) do
+    local consumers = lane_consumers(lane_stream(p, lane), group)
+    if consumers then lanes[#lanes + 1] = {lane, consumers} end
+  end
+  if #lanes == 0 then return {} end
+  -- Every consumer that any lane knows, with its pending entries in each.
+  local names, seen = {}, {}
+  for _, l in ipairs(lanes) do
+    for name in pairs(l[2]) do
+      if not seen[name] then seen[name] = true; names[#names + 1] = name end
     end
-    local last = name and name ~= me and tonumber(redis.call('HGET', p .. 'beats', name) or '')
+  end
+  table.sort(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local last = name ~= me and tonumber(redis.call('HGET', p .. 'beats', name) or '')
     if last and now - last > dead_after then
-      local room = count - #out
-      if pending > 0 and room > 0 then
-        local rows = redis.call('XPENDING', stream, group, '-', '+', room, name)
-        local ids, deliveries = {}, {}
-        for _, r in ipairs(rows) do
-          ids[#ids + 1] = r[1]
-          deliveries[r[1]] = r[4] + 1
-        end
-        if #ids > 0 then
-          -- An entry deleted from the stream meanwhile comes back as nil (false here), or not
-          -- at all; Redis drops it from the pending list either way.
-          for _, e in ipairs(redis.call('XCLAIM', stream, group, me, 0, unpack(ids))) do
-            if type(e) == 'table' then out[#out + 1] = {e[1], e[2], deliveries[e[1]] or 1} end
+      local left = 0
+      for _, l in ipairs(lanes) do
+        local lane, stream = l[1], lane_stream(p, l[1])
+        local pending = l[2][name] or 0
+        local room = count - #out
+        if pending > 0 and room > 0 then
+          local rows = redis.call('XPENDING', stream, group, '-', '+', room, name)
+          local ids, deliveries = {}, {}
+          for _, r in ipairs(rows) do
+            ids[#ids + 1] = r[1]
+            deliveries[r[1]] = r[4] + 1
           end
+          if #ids > 0 then
+            -- An entry deleted from the stream meanwhile comes back as nil (false here), or not
+            -- at all; Redis drops it from the pending list either way.
+            for _, e in ipairs(redis.call('XCLAIM', stream, group, me, 0, unpack(ids))) do
+              if type(e) == 'table' then
+                out[#out + 1] = {lane_entry(lane, e[1]), e[2], deliveries[e[1]] or 1}
+              end
+            end
+          end
+          left = left + pending - #rows
+        else
+          left = left + pending
         end
-        if #rows >= pending then redis.call('HDEL', p .. 'beats', name) end
-      elseif pending == 0 then
-        redis.call('HDEL', p .. 'beats', name)
       end
+      if left <= 0 then redis.call('HDEL', p .. 'beats', name) end
     end
   end
   return out
@@ -1270,7 +1427,7 @@ end
 
 local function admit(keys, args)
   local p = upstream_key(keys)
-  at_most(args, 11)
+  at_most(args, 12)
   local rpm, tpm = int(args[1], 'rpm', 0, MAX_RATE, 0), int(args[2], 'tpm', 0, MAX_RATE, 0)
   local tokens = int(args[3], 'tokens', 0, MAX_RATE, 1)
   local burst = int(args[4], 'burst_ms', 0, MAX_DURATION_MS, 50)
@@ -1282,6 +1439,9 @@ local function admit(keys, args)
     invalid('adaptive: ' .. shown(args[10]) .. ' is not 1 or 0')
   end
   local token_burst = int(args[11], 'token_burst_ms', 0, MAX_DURATION_MS, burst)
+  -- A call that is not `high` where a share is reserved for high ones: it also takes from the
+  -- buckets of the rest, `shared:rpm` and `shared:tpm`, at (100 - reserve_pct)% of the rates.
+  local reserve = int(args[12], 'reserve_pct', 0, 99, 0)
   local now = now_ms()
   if args[10] == '1' and rpm > 0 then rpm = adaptive_rate(p, rpm, math.max(1, rpm / 100), now) end
   local hold = tonumber(redis.call('GET', p .. 'hold') or '0')
@@ -1306,6 +1466,11 @@ local function admit(keys, args)
   if tpm > 0 then buckets[#buckets + 1] = {p .. 'tpm', 60000 / tpm, tokens, tburst} end
   if model ~= '' and mrpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':rpm', 60000 / mrpm, 1, burst} end
   if model ~= '' and mtpm > 0 then buckets[#buckets + 1] = {p .. 'm:' .. model .. ':tpm', 60000 / mtpm, tokens, tburst} end
+  if reserve > 0 then
+    local share = (100 - reserve) / 100
+    if rpm > 0 then buckets[#buckets + 1] = {p .. 'shared:rpm', 60000 / (rpm * share), 1, burst} end
+    if tpm > 0 then buckets[#buckets + 1] = {p .. 'shared:tpm', 60000 / (tpm * share), tokens, tburst} end
+  end
   local wait = 0
   local tats = {}
   for i, b in ipairs(buckets) do
@@ -1444,7 +1609,7 @@ end
 local function redrive(keys, args)
   local p = queue_key(keys)
   local emax = maxlen(args[1], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
-  for i = 2, #args do entry_id(args[i], 'dead entry') end
+  for i = 2, #args do entry_id(args[i], 'dead entry', false, true) end
   local now = now_ms()
   local redriven, kept, skipped = 0, 0, 0
   for i = 2, #args do
@@ -1491,7 +1656,7 @@ end
 -- Removes the entries and the hashes of the jobs that are still dead.
 local function purge(keys, args)
   local p = queue_key(keys)
-  for i = 1, #args do entry_id(args[i], 'dead entry') end
+  for i = 1, #args do entry_id(args[i], 'dead entry', false, true) end
   local removed = 0
   for i = 1, #args do
     local rows = redis.call('XRANGE', p .. 'dead', args[i], args[i])

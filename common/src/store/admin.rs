@@ -51,6 +51,17 @@ pub struct QueueStats {
     pub paused: bool,
     /// Gauges for live states, totals for terminal ones, plus `deduplicated` and friends.
     pub counts: BTreeMap<String, i64>,
+    /// The lanes other than normal (`high`, `low`); their entries are in the sums above too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<LaneStats>,
+}
+
+/// One lane's share of a queue's ready stream.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct LaneStats {
+    pub lane: String,
+    pub stream_len: u64,
+    pub lag: Option<u64>,
 }
 
 impl Store {
@@ -66,33 +77,41 @@ impl Store {
     }
 
     /// Removes consumers with nothing pending that have been idle longer than `idle`
-    /// (workers that are gone); returns how many.
+    /// (workers that are gone), from every lane's group; returns how many (of the normal lane).
     pub async fn tidy_consumers(&self, queue: &str, idle: Duration) -> Result<u64, StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
-        let reply: Value = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(keys.stream())
-            .arg(keys::GROUP)
-            .query_async(&mut conn)
-            .await?;
         let mut removed = 0;
-        for c in array(&reply).unwrap_or_default() {
-            let c = reply::map_values(c).unwrap_or_default();
-            let pending = c.get("pending").and_then(int).unwrap_or(1);
-            let idle_ms = c.get("idle").and_then(int).unwrap_or(0);
-            if let Some(name) = c.get("name").and_then(text)
-                && pending == 0
-                && idle_ms as u128 > idle.as_millis()
+        for (lane, stream) in keys.lane_streams() {
+            let reply: Value = match redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg(keys::GROUP)
+                .query_async(&mut conn)
+                .await
             {
-                let _: i64 = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(keys.stream())
-                    .arg(keys::GROUP)
-                    .arg(&name)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += 1;
+                Ok(r) => r,
+                // A lane never used has no group.
+                Err(e) if !lane.is_empty() && e.code().is_some() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for c in array(&reply).unwrap_or_default() {
+                let c = reply::map_values(c).unwrap_or_default();
+                let pending = c.get("pending").and_then(int).unwrap_or(1);
+                let idle_ms = c.get("idle").and_then(int).unwrap_or(0);
+                if let Some(name) = c.get("name").and_then(text)
+                    && pending == 0
+                    && idle_ms as u128 > idle.as_millis()
+                {
+                    let _: i64 = redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&stream)
+                        .arg(keys::GROUP)
+                        .arg(&name)
+                        .query_async(&mut conn)
+                        .await?;
+                    removed += u64::from(lane.is_empty());
+                }
             }
         }
         Ok(removed)
@@ -253,8 +272,6 @@ impl Store {
         let keys = keys_for(queue)?;
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
-            .cmd("XLEN")
-            .arg(keys.stream())
             .cmd("ZCARD")
             .arg(keys.delayed())
             .cmd("XLEN")
@@ -263,47 +280,67 @@ impl Store {
             .arg(keys.paused())
             .cmd("HGETALL")
             .arg(keys.counts())
-            .cmd("XINFO")
-            .arg("GROUPS")
-            .arg(keys.stream())
             .cmd("HVALS")
             .arg(keys.beats())
             .cmd("TIME");
+        // Then each lane's length and group: 6 + 2 × lane.
+        for (_, stream) in keys.lane_streams() {
+            pipe.cmd("XLEN")
+                .arg(&stream)
+                .cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream);
+        }
         let mut conn = self.conn.clone();
         let r: Vec<Value> = pipe.query_async(&mut conn).await?;
         let n = |i: usize| r.get(i).and_then(int).unwrap_or(0).max(0) as u64;
         let mut stats = QueueStats {
             queue: queue.to_string(),
             partitions: 1,
-            stream_len: n(0),
-            delayed: n(1),
-            dead_len: n(2),
-            paused: n(3) == 1,
+            delayed: n(0),
+            dead_len: n(1),
+            paused: n(2) == 1,
             ..QueueStats::default()
         };
-        if let Some(map) = r.get(4).and_then(reply::map) {
+        if let Some(map) = r.get(3).and_then(reply::map) {
             stats.counts = map
                 .into_iter()
                 .map(|(k, v)| (k, v.parse().unwrap_or(0)))
                 .collect();
         }
-        if let Some(groups) = r.get(5).and_then(array) {
-            for g in groups {
+        let mut lag = Some(0);
+        for (i, (lane, _)) in keys.lane_streams().iter().enumerate() {
+            let len = n(6 + 2 * i);
+            stats.stream_len += len;
+            let mut lane_lag = None;
+            for g in r.get(7 + 2 * i).and_then(array).unwrap_or_default() {
                 let g = reply::map_values(g).unwrap_or_default();
                 if g.get("name").and_then(text).as_deref() == Some(keys::GROUP) {
-                    stats.pending = g.get("pending").and_then(int).unwrap_or(0).max(0) as u64;
-                    stats.consumers = g.get("consumers").and_then(int).unwrap_or(0).max(0) as u64;
-                    stats.lag = g.get("lag").and_then(int).map(|l| l.max(0) as u64);
+                    stats.pending += g.get("pending").and_then(int).unwrap_or(0).max(0) as u64;
+                    let consumers = g.get("consumers").and_then(int).unwrap_or(0).max(0) as u64;
+                    stats.consumers = stats.consumers.max(consumers);
+                    lane_lag = g.get("lag").and_then(int).map(|l| l.max(0) as u64);
                 }
             }
+            // A lane without a group (never used) is empty: no lag.
+            let lane_lag = lane_lag.or((len == 0).then_some(0));
+            lag = lag.zip(lane_lag).map(|(a, b)| a + b);
+            if !lane.is_empty() {
+                stats.lanes.push(LaneStats {
+                    lane: lane.to_string(),
+                    stream_len: len,
+                    lag: lane_lag,
+                });
+            }
         }
+        stats.lag = lag;
         // Beats are the server's clock (ms); so is `now`.
-        let now = r.get(7).and_then(array).and_then(|t| {
+        let now = r.get(5).and_then(array).and_then(|t| {
             let secs = t.first().and_then(int)?;
             let micros = t.get(1).and_then(int)?;
             Some(secs * 1000 + micros / 1000)
         });
-        if let (Some(now), Some(beats)) = (now, r.get(6).and_then(array)) {
+        if let (Some(now), Some(beats)) = (now, r.get(4).and_then(array)) {
             let live_within = 3 * self.settings.heartbeat.as_millis() as i64;
             stats.workers = beats
                 .iter()

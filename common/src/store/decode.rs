@@ -60,11 +60,27 @@ pub fn decode_takeover(reply: &Value) -> Result<Vec<(Delivered, u64)>, StoreErro
         .collect()
 }
 
-/// Decodes an XREADGROUP reply into delivered entries (fuzzed in tests/fuzz/).
-pub fn decode_delivered(reply: &Value) -> Result<Vec<Delivered>, StoreError> {
-    let entries = reply::read_entries(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
-    Ok(entries
+/// Decodes an XREADGROUP reply over a queue's lanes into delivered entries, each named with its
+/// lane (`lanes`: stream key → lane; a stream not listed is the normal lane), the lanes in the
+/// order given (fuzzed in tests/fuzz/).
+pub fn decode_delivered(
+    reply: &Value,
+    lanes: &[(String, &str)],
+) -> Result<Vec<Delivered>, StoreError> {
+    let mut streams = reply::read_streams(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
+    let rank = |name: &str| lanes.iter().position(|(s, _)| s == name).unwrap_or(0);
+    streams.sort_by_key(|(name, _)| rank(name));
+    Ok(streams
         .into_iter()
-        .map(|(entry, fields)| Delivered { entry, fields })
+        .flat_map(|(name, entries)| {
+            let lane = lanes
+                .iter()
+                .find(|(s, _)| *s == name)
+                .map_or("", |(_, l)| *l);
+            entries.into_iter().map(move |(entry, fields)| Delivered {
+                entry: keys::lane_entry(lane, &entry),
+                fields,
+            })
+        })
         .collect())
 }

@@ -135,7 +135,8 @@ impl Store {
         cmd.arg(keys::GROUP)
             .arg(self.settings.events_maxlen)
             .arg(consumer)
-            .arg(count);
+            .arg(count)
+            .arg(self.settings.aging.as_millis() as u64);
         self.started(cmd, "sluice_fetch").await
     }
 
@@ -327,26 +328,31 @@ impl Store {
         cmd.run(self).await
     }
 
-    /// Creates the queue's consumer group (and stream) if missing, reading from the start.
+    /// Creates the queue's consumer group (and stream) in every lane where it is missing,
+    /// reading from the start.
     pub async fn create_group(&self, queue: &str) -> Result<(), StoreError> {
         let keys = keys_for(queue)?;
         let mut conn = self.conn.clone();
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(keys.stream())
-            .arg(keys::GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(StoreError::Redis(e)),
-            _ => Ok(()),
+        for (_, stream) in keys.lane_streams() {
+            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(keys::GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            match r {
+                Err(e) if e.code() != Some("BUSYGROUP") => return Err(StoreError::Redis(e)),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
-    /// Reads up to `count` new entries for `consumer`, blocking up to `block_ms`, over `blocking`
-    /// (a dedicated connection: a blocking read must not stall the shared one).
+    /// Reads up to `count` new entries of each lane for `consumer`, blocking up to `block_ms`
+    /// until any lane has one, over `blocking` (a dedicated connection: a blocking read must not
+    /// stall the shared one). Entries come named with their lane, higher lanes first.
     pub async fn read_group<C: redis::aio::ConnectionLike + Send>(
         &self,
         blocking: &mut C,
@@ -365,11 +371,12 @@ impl Store {
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(keys.stream())
-            .arg(">")
+            .arg(keys.lane_streams().map(|(_, s)| s).to_vec())
+            .arg(&[">"; 3][..])
             .query_async(blocking)
             .await?;
-        decode_delivered(&reply)
+        let lanes: Vec<(String, &str)> = keys.lane_streams().map(|(l, s)| (s, l)).into();
+        decode_delivered(&reply, &lanes)
     }
 
     /// Takes over entries idle longer than `min_idle` (a dead worker's), with their delivery
@@ -382,9 +389,38 @@ impl Store {
         count: usize,
     ) -> Result<Vec<(Delivered, u64)>, StoreError> {
         let keys = keys_for(queue)?;
+        let mut out = Vec::new();
+        for (lane, stream) in keys.lane_streams() {
+            if out.len() >= count {
+                break;
+            }
+            let claimed = self
+                .autoclaim_lane(&stream, consumer, min_idle, count - out.len())
+                .await;
+            match claimed {
+                Ok(claimed) => out.extend(claimed.into_iter().map(|(mut d, n)| {
+                    d.entry = keys::lane_entry(lane, &d.entry);
+                    (d, n)
+                })),
+                // A lane without its group (never used) holds nothing to claim.
+                Err(StoreError::NoGroup(_)) if !lane.is_empty() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `autoclaim` in one lane's stream (entries named by their id in it).
+    async fn autoclaim_lane(
+        &self,
+        stream: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<(Delivered, u64)>, StoreError> {
         let mut conn = self.conn.clone();
         let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(keys.stream())
+            .arg(stream)
             .arg(keys::GROUP)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
@@ -404,7 +440,7 @@ impl Store {
         let first = claimed.first().map(|(e, _)| e.clone()).unwrap_or_default();
         let last = claimed.last().map(|(e, _)| e.clone()).unwrap_or_default();
         let pending: Value = redis::cmd("XPENDING")
-            .arg(keys.stream())
+            .arg(stream)
             .arg(keys::GROUP)
             .arg(&first)
             .arg(&last)
@@ -482,16 +518,27 @@ impl Store {
             return Ok(());
         }
         let keys = keys_for(queue)?;
+        let mut pipe = redis::pipe();
+        for (lane, stream) in keys.lane_streams() {
+            let raws: Vec<&str> = entries
+                .iter()
+                .map(|e| keys::split_entry(e))
+                .filter(|(l, _)| *l == lane)
+                .map(|(_, raw)| raw)
+                .collect();
+            if !raws.is_empty() {
+                pipe.cmd("XCLAIM")
+                    .arg(stream)
+                    .arg(keys::GROUP)
+                    .arg(consumer)
+                    .arg(0)
+                    .arg(raws)
+                    .arg("JUSTID")
+                    .ignore();
+            }
+        }
         let mut conn = self.conn.clone();
-        let _: Value = redis::cmd("XCLAIM")
-            .arg(keys.stream())
-            .arg(keys::GROUP)
-            .arg(consumer)
-            .arg(0)
-            .arg(entries)
-            .arg("JUSTID")
-            .query_async(&mut conn)
-            .await?;
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 }

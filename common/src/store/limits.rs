@@ -22,6 +22,9 @@ pub struct AdmitRequest<'a> {
     pub model_tpm: u64,
     /// `rpm` is a ceiling and the fleet's rate follows the provider (AIMD).
     pub adaptive: bool,
+    /// For a call that is not `high`: the percentage of `rpm` and `tpm` reserved for high ones
+    /// (0: none), which this call may not use.
+    pub reserve_pct: u64,
 }
 
 /// The fleet-wide limiter's answer.
@@ -126,6 +129,7 @@ impl Store {
             .arg(r.model_tpm)
             .arg(if r.adaptive { "1" } else { "0" })
             .arg(r.token_burst_ms)
+            .arg(r.reserve_pct)
             .run(self)
             .await?;
         let wait = Duration::from_micros((wait.max(0.0) * 1000.0) as u64);

@@ -87,10 +87,11 @@ impl Store {
         let Some(entry) = entry.filter(|e| spec.is_none() && !e.is_empty()) else {
             return Ok(spec);
         };
+        let (lane, raw) = keys::split_entry(&entry);
         let reply: Value = redis::cmd("XRANGE")
-            .arg(keys.stream())
-            .arg(&entry)
-            .arg(&entry)
+            .arg(keys.lane_stream(lane))
+            .arg(raw)
+            .arg(raw)
             .query_async(&mut conn)
             .await?;
         let entries = reply::stream_entries(&reply).ok_or(StoreError::Protocol("XRANGE stream"))?;

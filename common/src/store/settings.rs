@@ -9,6 +9,8 @@ pub struct StoreSettings {
     pub events_maxlen: u64,
     /// Approximate cap of each queue's dead-letter stream.
     pub dead_maxlen: u64,
+    /// How long a normal or low job waits before it starts ahead of high ones.
+    pub aging: Duration,
     /// How long a completed or cancelled job's hash is kept.
     pub retention: Duration,
     /// How long a dead job's hash is kept (it can be re-driven until then).

@@ -30,7 +30,7 @@ pub fn stream_entry(data: &[u8]) {
         return;
     };
     let _ = decode_started(&value, "fuzz");
-    if let Ok(delivered) = decode_delivered(&value) {
+    if let Ok(delivered) = decode_delivered(&value, &[]) {
         for d in delivered {
             if let Some(id) = d.fields.get("id") {
                 let _ = validate::job_id(id);

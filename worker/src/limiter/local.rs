@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::tokens::{estimate_tokens, model_of};
+use super::{Gate, RateLimits, Ticket};
+use sluice_common::JobSpec;
 use sluice_common::config::UpstreamConfig;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// One dimension's bucket: a rate per minute with a burst of `burst_ms` of it (at least one).
@@ -132,4 +137,41 @@ impl Local {
         let until = self.epoch.elapsed().as_millis() as u64 + wait.as_millis() as u64;
         self.hold_until.fetch_max(until, Ordering::Relaxed);
     }
+
+    /// Admission: the buckets in memory, no Redis.
+    pub(super) async fn admit(
+        &self,
+        limits: &RateLimits,
+        spec: &JobSpec,
+        slot: Option<OwnedSemaphorePermit>,
+        abandon: &CancellationToken,
+    ) -> Option<Gate> {
+        let model = model_of(spec);
+        let tokens = estimate_tokens(spec);
+        let model_tpm = limits.models.get(&model).map_or(0, |l| l.1);
+        if let Some(refused) = over_a_minute(tokens, limits.tpm, model_tpm) {
+            return Some(refused);
+        }
+        if !self.acquire(&model, tokens, abandon).await {
+            return None;
+        }
+        Some(Gate::Go(Ticket {
+            probe: false,
+            tokens,
+            model,
+            _slot: slot,
+        }))
+    }
+}
+
+/// A job whose estimate is over a whole minute's token quota can never be admitted.
+pub(super) fn over_a_minute(tokens: u64, tpm: u64, model_tpm: u64) -> Option<Gate> {
+    for (limit, what) in [(tpm, "the upstream's tpm"), (model_tpm, "the model's tpm")] {
+        if limit > 0 && tokens > limit {
+            return Some(Gate::Refuse(format!(
+                "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
+            )));
+        }
+    }
+    None
 }

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_common::config::{Config, LimitScope};
+use sluice_common::job::Priority;
 use sluice_common::store::{Admission, AdmitRequest, LimitReport, Verdict};
 use sluice_common::{JobSpec, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -42,7 +43,7 @@ mod tokens;
 use crate::outage::ride_out;
 use crate::outcome::{Class, Outcome};
 use learned::{Failing, Learned};
-use local::Local;
+use local::{Local, over_a_minute};
 pub use tokens::estimate_tokens;
 use tokens::model_of;
 
@@ -50,6 +51,9 @@ use tokens::model_of;
 const HORIZON: Duration = Duration::from_millis(2000);
 /// Holds and half-open waits up to this are slept through; longer ones defer the job.
 const SHORT_WAIT: Duration = Duration::from_millis(500);
+/// Where a share is reserved for `high` jobs (`high_reserve`), how far ahead the others may
+/// reserve a slot: a high job arriving then waits at most this behind them.
+const HIGH_HEADROOM: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Default)]
 struct RateLimits {
@@ -64,6 +68,8 @@ struct RateLimits {
     failure_pct: u64,
     window_ms: u64,
     probe_ms: u64,
+    /// `high_reserve` in percent.
+    reserve_pct: u64,
 }
 
 impl RateLimits {
@@ -158,6 +164,7 @@ impl Limiter {
                     failure_pct: (u.circuit_failure_rate * 100.0).round().clamp(1.0, 100.0) as u64,
                     window_ms: u.circuit_window_ms,
                     probe_ms: u.timeout_ms + 5_000,
+                    reserve_pct: (u.high_reserve * 100.0).round().clamp(0.0, 99.0) as u64,
                 },
             );
             if u.max_concurrency > 0 {
@@ -253,7 +260,7 @@ impl Limiter {
         let default = RateLimits::default();
         let limits = self.limits.get(upstream).unwrap_or(&default);
         if let Some(local) = self.process.get(upstream) {
-            return Ok(self.admit_here(local, limits, spec, slot, abandon).await);
+            return Ok(local.admit(limits, spec, slot, abandon).await);
         }
         let (rpm, tpm) = self.rates(upstream, limits);
         let paced = rpm > 0 || tpm > 0 || !limits.models.is_empty();
@@ -272,13 +279,24 @@ impl Limiter {
         if let Some(refused) = over_a_minute(tokens, tpm, model_tpm) {
             return Ok(Some(refused));
         }
+        // Not high where a share is kept for high: the rest of the rates, reserved close ahead.
+        let reserve_pct = match spec.priority {
+            Priority::High => 0,
+            _ => limits.reserve_pct,
+        };
+        let horizon = if reserve_pct > 0 {
+            HIGH_HEADROOM
+        } else {
+            HORIZON
+        };
         let request = AdmitRequest {
             rpm,
             tpm,
             tokens,
             burst_ms: limits.burst_ms,
             token_burst_ms: limits.token_burst_ms,
-            horizon_ms: HORIZON.as_millis() as u64,
+            horizon_ms: horizon.as_millis() as u64,
+            reserve_pct,
             probe_ms: limits.probe_ms,
             model: if model_rpm + model_tpm > 0 {
                 &model
@@ -318,6 +336,14 @@ impl Limiter {
                 Admission::Hold(w) => (w, "held"),
                 Admission::Open(w) => (w, "circuit_open"),
                 Admission::HalfOpen(w) => (w, "circuit_open"),
+                // Kept back from the high jobs' headroom: ask again when the slot is near.
+                Admission::Busy(w) if reserve_pct > 0 && w <= HORIZON => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(w.saturating_sub(HIGH_HEADROOM / 2)) => {}
+                        _ = abandon.cancelled() => return Ok(None),
+                    }
+                    continue;
+                }
                 Admission::Busy(w) => (w, "throttled"),
             };
             if wait > SHORT_WAIT {
@@ -334,32 +360,6 @@ impl Limiter {
         Ok(Some(Gate::Defer {
             wait: SHORT_WAIT,
             class: "throttled",
-        }))
-    }
-
-    /// Admission at an upstream with `scope = "process"`: its buckets in memory, no Redis.
-    async fn admit_here(
-        &self,
-        local: &Local,
-        limits: &RateLimits,
-        spec: &JobSpec,
-        slot: Option<OwnedSemaphorePermit>,
-        abandon: &CancellationToken,
-    ) -> Option<Gate> {
-        let model = model_of(spec);
-        let tokens = estimate_tokens(spec);
-        let model_tpm = limits.models.get(&model).map_or(0, |l| l.1);
-        if let Some(refused) = over_a_minute(tokens, limits.tpm, model_tpm) {
-            return Some(refused);
-        }
-        if !local.acquire(&model, tokens, abandon).await {
-            return None;
-        }
-        Some(Gate::Go(Ticket {
-            probe: false,
-            tokens,
-            model,
-            _slot: slot,
         }))
     }
 
@@ -478,16 +478,4 @@ impl Limiter {
             held: hold.is_some_and(|h| !h.is_zero()),
         })
     }
-}
-
-/// A job whose estimate is over a whole minute's token quota can never be admitted.
-fn over_a_minute(tokens: u64, tpm: u64, model_tpm: u64) -> Option<Gate> {
-    for (limit, what) in [(tpm, "the upstream's tpm"), (model_tpm, "the model's tpm")] {
-        if limit > 0 && tokens > limit {
-            return Some(Gate::Refuse(format!(
-                "the job's estimate of {tokens} tokens is over {what} of {limit}: it can never be admitted"
-            )));
-        }
-    }
-    None
 }
