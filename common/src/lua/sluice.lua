@@ -14,7 +14,8 @@ numbers and their ranges, ids, stream entry ids) before its first write. A Lua r
 (a defect here) is replied as `SLUICE_BUG <message>`.
 
 The sections follow the Rust store's files (common/src/store/): shared helpers, then enqueue.rs,
-lookup.rs, listing.rs, lifecycle.rs, limits.rs, admin.rs, and the registration of every function.
+lookup.rs, listing.rs, lifecycle.rs (and delivery.rs), limits.rs, admin.rs, and the registration
+of every function.
 
 Commands a function runs are checked against the caller's ACL user. Functions that move a job
 through its life (all but enqueue, jobs and version) first check that the caller may XACK the queue's
@@ -918,17 +919,21 @@ local function start(keys, args)
 end
 
 -- Reads up to `n` new entries of one lane for `consumer` -> {{entry (as named), fields}, ...}.
--- A lane whose stream or group is missing (a queue made before lanes) gets its group here, from
--- the lane's start.
-local function read_lane(p, group, consumer, lane, n)
+-- The normal lane's missing group is an error for the caller (the worker makes it on NOGROUP);
+-- another lane's (a queue made before lanes) is noted in `missing`, made by fetch at its end.
+local function read_lane(p, group, consumer, lane, n, missing)
   local stream = lane_stream(p, lane)
-  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer, 'COUNT', n,
-    'STREAMS', stream, '>')
-  if not ok then
-    -- The normal lane's missing group is the worker's to make (it answers NOGROUP).
-    if lane == '' then error(r) end
-    pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  local r
+  if lane == '' then
     r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  else
+    local ok
+    ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer, 'COUNT', n,
+      'STREAMS', stream, '>')
+    if not ok then
+      missing[#missing + 1] = stream
+      return {}
+    end
   end
   local out = {}
   if r then
@@ -981,10 +986,11 @@ local function fetch(keys, args)
   local aging = int(args[5], 'aging_ms', 1, MAX_DURATION_MS, DEFAULT_AGING_MS)
   -- A paused queue: nothing is read (the caller learns it is paused at once).
   if redis.call('EXISTS', p .. 'paused') == 1 then return {{'', '', 'paused'}} end
-  local read = {}
+  local read, missing, normal_read = {}, {}, false
   local function take(lane, n)
     if n <= 0 then return end
-    for _, e in ipairs(read_lane(p, group, consumer, lane, n)) do read[#read + 1] = e end
+    for _, e in ipairs(read_lane(p, group, consumer, lane, n, missing)) do read[#read + 1] = e end
+    if lane == '' then normal_read = true end
   end
   -- Entries that have waited the aging bound first, the lowest lane's first (they are the
   -- oldest); then the lanes in order.
@@ -992,6 +998,11 @@ local function fetch(keys, args)
   take('low', aged_in(p, group, 'low', before, count))
   take('', aged_in(p, group, '', before, count - #read))
   for _, lane in ipairs(LANES) do take(lane, count - #read) end
+  -- A lane without its group gets it once the normal lane's read showed the group is real (a
+  -- refused call writes nothing); its entries are read from the next call on.
+  if normal_read then
+    for _, stream in ipairs(missing) do pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM') end
+  end
   local list = {}
   local bad = {}
   for _, e in ipairs(read) do

@@ -15,7 +15,8 @@
 //! | `enqueue.rs` | `sluice_enqueue_many` (producers) |
 //! | `lookup.rs` | `sluice_cancel`; `HGETALL` of a job, the events stream for `wait` |
 //! | `listing.rs` | `sluice_jobs` (a page of a queue's jobs); which queue holds a job |
-//! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release`, `sluice_beat`, `sluice_takeover`, `sluice_leave`; `XREADGROUP`, `XAUTOCLAIM`, `XCLAIM` |
+//! | `lifecycle.rs` | `sluice_fetch`, `sluice_start`, `sluice_complete`, `sluice_retry`, `sluice_dead`, `sluice_promote`, `sluice_release` |
+//! | `delivery.rs` | consumer groups of every lane, `XREADGROUP BLOCK`, `XAUTOCLAIM`, `XCLAIM`; `sluice_beat`, `sluice_takeover`, `sluice_leave` |
 //! | `limits.rs` | `sluice_admit`, `sluice_report`; the upstreams' state |
 //! | `admin.rs` | `sluice_redrive`, `sluice_purge`, `sluice_cache_purge`; stats, dead-letter listing, pause, consumers |
 //! | `decode.rs` | replies of untrusted shape, decoded (fuzzed) |
@@ -39,6 +40,7 @@ use crate::state::{JobState, JobStatus};
 
 mod admin;
 mod decode;
+mod delivery;
 mod enqueue;
 mod error;
 mod library;

@@ -79,6 +79,18 @@ def enqueue(client, r):
     e = raises(InvalidJob, lambda: client.enqueue("py", "mock", path, body, delay_ms=-5,
                                                   job_id="bad-2"), "a negative delay")
     check(client.status("py", "bad-2") is None, "nothing written for refused numbers")
+
+    # Tenant and priority: the job waits in its lane, its hash names both.
+    urgent = client.enqueue("py", "mock", path, body, tenant="acme", priority="high")
+    check(r.xlen(prefix("py") + "stream:high") == 1, "a high job waits in the high lane")
+    lane, tenant, entry = r.hmget(prefix("py") + "job:" + urgent.id, "lane", "tenant", "entry")
+    check((lane, tenant) == (b"high", b"acme"), "its hash names its lane and tenant")
+    check(entry.startswith(b"high/"), "its entry is named with its lane: %r" % entry)
+    raises(ValueError, lambda: client.enqueue("py", "mock", path, body, priority="urgent"),
+           "an unknown priority")
+    e = raises(InvalidJob, lambda: client.enqueue("py", "mock", path, body, tenant="a b",
+                                                  job_id="bad-3"), "a tenant with a space")
+    check("tenant" in str(e), "the refusal names the tenant: %s" % e)
     print(json.dumps({"id": first.id}))
 
 

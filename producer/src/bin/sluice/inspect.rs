@@ -196,6 +196,22 @@ pub async fn stats(ctx: &Session, args: StatsArgs) -> anyhow::Result<ExitCode> {
             lag,
             show::count(s.pending),
         );
+        let lanes: Vec<String> = s
+            .lanes
+            .iter()
+            .filter(|l| l.stream_len > 0)
+            .map(|l| {
+                let lag = l.lag.map(show::count).unwrap_or_else(|| "-".into());
+                format!(
+                    "{} {} entries ({lag} not yet delivered)",
+                    l.lane,
+                    show::count(l.stream_len)
+                )
+            })
+            .collect();
+        if !lanes.is_empty() {
+            println!("  lanes    of which {}", lanes.join(", "));
+        }
         let gone = s.consumers.saturating_sub(s.workers);
         println!(
             "  workers  {} live{}",
