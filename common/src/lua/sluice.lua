@@ -230,6 +230,13 @@ local function lane_entry(lane, raw)
   return lane .. '/' .. raw
 end
 
+-- A job of lane `lane` (not normal): its hash says so, and so does the queue's `lanes` key, from
+-- then on: fetch reads only the normal lane of a queue that never had another.
+local function mark_lane(p, jk, lane)
+  redis.call('HSET', jk, 'lane', lane)
+  redis.call('SET', p .. 'lanes', '1')
+end
+
 -- The lane of a priority from a spec ('' for normal, or nil).
 local function lane_of(priority)
   if priority == 'high' or priority == 'low' then return priority end
@@ -533,7 +540,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
         'follows', leader, 'cache', cache)
       if sha ~= '' then redis.call('HSET', jk, 'spec_sha', sha) end
       redis.call('RPUSH', p .. 'followers:' .. leader, id)
-      if lane ~= '' then redis.call('HSET', jk, 'lane', lane) end
+      if lane ~= '' then mark_lane(p, jk, lane) end
       tally.queued = tally.queued + 1
       tally.cache_followers = tally.cache_followers + 1
       local list = tally.ids.queued
@@ -556,7 +563,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
     redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'entry',
       lane_entry(lane, raw))
   end
-  if lane ~= '' then redis.call('HSET', jk, 'lane', lane) end
+  if lane ~= '' then mark_lane(p, jk, lane) end
   if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
   -- The spec's tenant; before the spec had one, sluice-api wrote it as `metadata.tenant`.
   local meta = decoded.metadata
@@ -973,8 +980,9 @@ end
 -- Reads up to `count` new entries for `consumer` (XREADGROUP without BLOCK) and starts them, so
 -- a busy worker takes jobs in one round trip. Lanes are read in order, high, normal, low; but
 -- entries of the normal and low lanes that have waited `aging_ms` (default 10 minutes) are read
--- before all others, so neither starves under a constant flow of higher work. Costs per call
--- beyond one lane: an XRANGE of each lower lane's oldest entry, and an XREADGROUP per lane read.
+-- before all others, so neither starves under a constant flow of higher work. A queue that never
+-- had a high or low job (no `lanes` key) reads its normal lane alone, as before lanes; one that
+-- had costs per call an XRANGE of each lower lane's oldest entry and an XREADGROUP per lane read.
 -- -> start's reply, plus {entry, '', 'malformed', excerpt} for an entry that does not name a job.
 local DEFAULT_AGING_MS = 600000
 local function fetch(keys, args)
@@ -984,8 +992,11 @@ local function fetch(keys, args)
   local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local count = int(args[4], 'count', 1, MAX_COUNT)
   local aging = int(args[5], 'aging_ms', 1, MAX_DURATION_MS, DEFAULT_AGING_MS)
-  -- A paused queue: nothing is read (the caller learns it is paused at once).
-  if redis.call('EXISTS', p .. 'paused') == 1 then return {{'', '', 'paused'}} end
+  -- A paused queue: nothing is read (the caller learns it is paused at once). Whether the queue
+  -- ever had a job outside the normal lane comes with it, in the same command.
+  local flags = redis.call('MGET', p .. 'paused', p .. 'lanes')
+  if flags[1] then return {{'', '', 'paused'}} end
+  local laned = flags[2] and true or false
   local read, missing, normal_read = {}, {}, false
   local function take(lane, n)
     if n <= 0 then return end
@@ -994,10 +1005,14 @@ local function fetch(keys, args)
   end
   -- Entries that have waited the aging bound first, the lowest lane's first (they are the
   -- oldest); then the lanes in order.
-  local before = now_ms() - aging
-  take('low', aged_in(p, group, 'low', before, count))
-  take('', aged_in(p, group, '', before, count - #read))
-  for _, lane in ipairs(LANES) do take(lane, count - #read) end
+  if laned then
+    local before = now_ms() - aging
+    take('low', aged_in(p, group, 'low', before, count))
+    take('', aged_in(p, group, '', before, count - #read))
+    for _, lane in ipairs(LANES) do take(lane, count - #read) end
+  else
+    take('', count)
+  end
   -- A lane without its group gets it once the normal lane's read showed the group is real (a
   -- refused call writes nothing); its entries are read from the next call on.
   if normal_read then
