@@ -72,6 +72,20 @@ impl Rig {
             .collect()
     }
 
+    /// `n` worker processes, each ready (its health probe answers) before this returns: for tests
+    /// that measure from the first call on, with the whole fleet running.
+    pub async fn spawn_ready(&self, n: usize, options: &WorkerOptions) -> Vec<WorkerProcess> {
+        let mut workers = self.spawn_n(n, options);
+        for w in &mut workers {
+            assert!(
+                w.ready(BOUND).await.is_some(),
+                "worker {} never ready",
+                w.name
+            );
+        }
+        workers
+    }
+
     /// Enqueues `jobs` in one batch; their ids (the test fails on any refusal).
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> Vec<String> {
         crate::enqueue_all(&self.producer, jobs).await

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use sluice_tests::chat_job;
 use sluice_tests::mock::{MockConfig, Stats};
 use sluice_tests::rig::{BOUND, Rig};
-use sluice_tests::{chat_job, worker_process::WorkerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_with_a_process_limit_of_10_per_second_call_30_per_second_without_redis() {
@@ -29,17 +29,7 @@ async fn three_workers_with_a_process_limit_of_10_per_second_call_30_per_second_
     let mut options = rig.options();
     options.concurrency = 20;
     options.extra = "scope = \"process\"\nrpm = 600\n".into();
-    let mut workers: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| WorkerProcess::spawn(n, &options))
-        .collect();
-    for w in &mut workers {
-        assert!(
-            w.ready(BOUND).await.is_some(),
-            "worker {} never ready",
-            w.name
-        );
-    }
+    let _workers = rig.spawn_ready(3, &options).await;
     let n = 150;
     rig.enqueue((0..n).map(chat_job).collect()).await;
     let mut events = rig.events().await;

@@ -18,6 +18,7 @@ use prometheus::{
 };
 
 mod shared;
+mod tenants;
 
 /// Shortest time between two reads of the queue gauges from Redis.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -107,6 +108,8 @@ pub struct Metrics {
     /// Jobs moved from one deployment to the next of their fallback chain, and why.
     pub fallbacks: IntCounterVec,
     pub tokens: IntCounterVec,
+    /// Tokens and cost by tenant (bounded labels: `tenants.rs`).
+    pub tenants: tenants::TenantMetrics,
     pub queue_wait: HistogramVec,
     pub call_time: HistogramVec,
     pub job_time: HistogramVec,
@@ -128,7 +131,7 @@ pub struct Metrics {
     rpm_limit: prometheus::GaugeVec,
     /// The response cache's estimated cost saved per queue, from `[prices]`.
     cache_cost_saved: prometheus::GaugeVec,
-    prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
+    pub prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
     refresh_errors: prometheus::IntCounter,
     /// Unix ms of the last refresh from Redis, and whether one is running.
     refreshed_ms: AtomicU64,
@@ -383,6 +386,7 @@ impl Metrics {
                 q,
             ),
             prices: Default::default(),
+            tenants: tenants::TenantMetrics::new(&r),
             refresh_errors,
             registry: r,
             refreshed_ms: AtomicU64::new(0),
