@@ -102,9 +102,9 @@ local function text(v, name)
   return v
 end
 
--- A stream entry id (`<ms>-<seq>`), or '' where `optional`.
--- A ready-stream entry as functions name it: `<ms>-<seq>` in the normal lane, `high/<ms>-<seq>`
--- or `low/<ms>-<seq>` in the others (see "lanes" below).
+-- A ready-stream entry as functions name it, or '' where `optional`: `<ms>-<seq>` in the normal
+-- lane, `high/<ms>-<seq>` or `low/<ms>-<seq>` in the others (see "lanes" below); `unlaned`: a
+-- plain stream entry id only (the dead-letter stream's).
 local function entry_id(v, name, optional, unlaned)
   if optional and (v == nil or v == '') then return '' end
   local raw = v
@@ -221,7 +221,7 @@ end
 -- The stream of entry `entry` (as functions name it) and its id in that stream.
 local function split_entry(p, entry)
   local lane, raw = string.match(entry, '^(%l+)/(.+)$')
-  if lane then return p .. 'stream:' .. lane, raw end
+  if lane == 'high' or lane == 'low' then return p .. 'stream:' .. lane, raw end
   return p .. 'stream', entry
 end
 
