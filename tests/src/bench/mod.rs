@@ -49,8 +49,17 @@ pub fn payload(i: usize) -> serde_json::Value {
 }
 
 /// Job `i` of a workload: the payload POSTed to the bench upstream.
+/// Job `i` of a run. `SLUICE_BENCH_PRIORITY=high|low` puts every job in that lane (what lanes
+/// cost a queue that uses them); unset or anything else: normal.
 pub fn job(queue: &str, i: usize) -> NewJob {
-    NewJob::post(queue, UPSTREAM, "/v1/chat/completions", payload(i))
+    let job = NewJob::post(queue, UPSTREAM, "/v1/chat/completions", payload(i));
+    match std::env::var("SLUICE_BENCH_PRIORITY")
+        .ok()
+        .map(|p| p.parse())
+    {
+        Some(Ok(p)) => job.with_priority(p),
+        _ => job,
+    }
 }
 
 #[cfg(test)]
