@@ -117,6 +117,15 @@ pub enum Priority {
     Low,
 }
 
+impl JobSpec {
+    /// The job's tenant: its `tenant`, else the `metadata.tenant` sluice-api wrote before the
+    /// spec had the field; `None` for the default tenant.
+    pub fn tenant_name(&self) -> Option<&str> {
+        let legacy = self.metadata.get("tenant").and_then(|t| t.as_str());
+        self.tenant.as_deref().or(legacy)
+    }
+}
+
 impl Priority {
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 

@@ -251,14 +251,9 @@ async fn process(
                 ctx.metrics.tokens.with_label_values(&[u, kind]).inc_by(n);
             }
         }
-        let tenant = spec
-            .tenant
-            .as_deref()
-            .or(spec.metadata.get("tenant").and_then(|t| t.as_str()));
         let model = route::model_of(&step.spec).unwrap_or("");
-        let m = &ctx.metrics;
-        m.tenants
-            .record(&job.queue, tenant, model, &usage, &m.prices);
+        ctx.metrics
+            .tenant_usage(&job.queue, spec.tenant_name(), model, &usage);
         let headers = reply.as_ref().ok().map(|r| &r.headers);
         match Box::pin(
             ctx.limiter

@@ -354,7 +354,7 @@ impl Config {
                 });
             }
             fallback::check_chain(&self.upstreams, name, up)?;
-            up.check_http(name)?;
+            up.check(name)?;
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be positive"));

@@ -167,8 +167,9 @@ pub struct ModelLimits {
 }
 
 impl UpstreamConfig {
-    /// Checks `http` and `http2_connections` together.
-    pub(super) fn check_http(&self, name: &str) -> Result<(), super::ConfigError> {
+    /// Checks what the field types cannot: `http` with `http2_connections`, `high_reserve`'s
+    /// range, and `scope` with `adaptive`.
+    pub(super) fn check(&self, name: &str) -> Result<(), super::ConfigError> {
         let invalid = |reason: String| super::ConfigError::Invalid {
             key: "upstreams.*.http2_connections",
             reason: format!("upstream {name}: {reason}"),

@@ -67,16 +67,19 @@ pub fn decode_delivered(
     reply: &Value,
     lanes: &[(String, &str)],
 ) -> Result<Vec<Delivered>, StoreError> {
-    let mut streams = reply::read_streams(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
-    let rank = |name: &str| lanes.iter().position(|(s, _)| s == name).unwrap_or(0);
-    streams.sort_by_key(|(name, _)| rank(name));
+    let streams = reply::read_streams(reply).ok_or(StoreError::Protocol("XREADGROUP"))?;
+    // Each stream's place in `lanes` (a stream not listed: first, the normal lane).
+    let mut streams: Vec<_> = streams
+        .into_iter()
+        .map(|(name, entries)| {
+            let at = lanes.iter().position(|(s, _)| *s == name);
+            (at.unwrap_or(0), at.map_or("", |i| lanes[i].1), entries)
+        })
+        .collect();
+    streams.sort_by_key(|(rank, _, _)| *rank);
     Ok(streams
         .into_iter()
-        .flat_map(|(name, entries)| {
-            let lane = lanes
-                .iter()
-                .find(|(s, _)| *s == name)
-                .map_or("", |(_, l)| *l);
+        .flat_map(|(_, lane, entries)| {
             entries.into_iter().map(move |(entry, fields)| Delivered {
                 entry: keys::lane_entry(lane, &entry),
                 fields,

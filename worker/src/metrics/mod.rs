@@ -109,7 +109,7 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub tokens: IntCounterVec,
     /// Tokens and cost by tenant (bounded labels: `tenants.rs`).
-    pub tenants: tenants::TenantMetrics,
+    tenants: tenants::TenantMetrics,
     pub queue_wait: HistogramVec,
     pub call_time: HistogramVec,
     pub job_time: HistogramVec,
@@ -131,7 +131,7 @@ pub struct Metrics {
     rpm_limit: prometheus::GaugeVec,
     /// The response cache's estimated cost saved per queue, from `[prices]`.
     cache_cost_saved: prometheus::GaugeVec,
-    pub prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
+    prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
     refresh_errors: prometheus::IntCounter,
     /// Unix ms of the last refresh from Redis, and whether one is running.
     refreshed_ms: AtomicU64,
@@ -392,6 +392,18 @@ impl Metrics {
             refreshed_ms: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Counts one answer's usage for its job's tenant, priced from `[prices]`.
+    pub fn tenant_usage(
+        &self,
+        queue: &str,
+        tenant: Option<&str>,
+        model: &str,
+        usage: &crate::usage::Usage,
+    ) {
+        self.tenants
+            .record(queue, tenant, model, usage, &self.prices);
     }
 
     /// Prices per model for the cache's estimated cost saved (`[prices]`).
