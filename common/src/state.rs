@@ -121,6 +121,10 @@ pub struct JobStatus {
     /// The deployment (upstream name, and the model asked of it) whose answer completed the
     /// job: the job's own upstream, or one of its fallbacks.
     pub answered_by: Option<String>,
+    /// Why a queued job is held rather than waiting its turn: `budget` while its tenant is
+    /// parked over its budget (docs/OPERATIONS.md, "Tenants").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// The `tenant` of a spec (JSON text), or its `metadata.tenant` (how sluice-api marked it
@@ -175,6 +179,7 @@ impl JobStatus {
             cached: f.get("cached").is_some_and(|v| v == "1"),
             follows: f.remove("follows").or_else(|| f.remove("followed")),
             answered_by: None,
+            held: None,
         }
         .answered(f.remove("answered_by")))
     }

@@ -312,6 +312,234 @@ local function trim_acked(p, group)
   for _, lane in ipairs(LANES) do trim_lane(lane_stream(p, lane), group) end
 end
 
+-- ==== tenants: fair share and budgets (docs/OPERATIONS.md, "Tenants") ====
+-- A queue turns *tenanted* with its first job that names a tenant (the string key `tenanted`);
+-- from then on every ready job (one without a tenant belongs to tenant `default`) waits in its
+-- tenant's list `tq:<tenant>:<high|normal|low>` (id only; its spec in its hash, `fair` = its
+-- token estimate), and `fair_fill` moves jobs into the lane streams in start-time fair queueing
+-- order: `tenants` (ZSET) holds each backlogged tenant scored by its next job's virtual start
+-- tag; the lowest goes first, and its tag then grows by the job's tokens ÷ the tenant's weight
+-- (`weights`, default 1). The queue's virtual time (`fair` vt) is the tag last served; a tenant
+-- that was idle comes back at max(its saved tag (`tfinish`), vt), so an idle tenant banks no
+-- credit and a new one joins at once. At completion the tag is corrected by usage − estimate
+-- (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
+-- hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch moves what it reads.
+-- Budgets (`budget:<tenant>`: tokens per day or month) are charged the estimate when a job is
+-- moved and corrected by usage; a tenant whose next job does not fit is *parked* (`parked`):
+-- out of `tenants`, its jobs left in its lists, queued, shown held (budget).
+local FAIR_WINDOW = 16
+local DEFAULT_AGING_MS = 600000
+-- Set when push_ready put a job in a tenant's list; `guarded` then tops the window up, once the
+-- function has written its jobs' states.
+local fair_pushed = false
+
+local function tq(p, t, lane)
+  if lane == '' then return p .. 'tq:' .. t .. ':normal' end
+  return p .. 'tq:' .. t .. ':' .. lane
+end
+
+local function weight_of(p, t)
+  local w = tonumber(redis.call('HGET', p .. 'weights', t) or '')
+  if not w or w <= 0 then return 1 end
+  return w
+end
+
+-- Tenant `t` has jobs to move: it joins `tenants` (unless it is there, or parked).
+local function activate(p, t)
+  if redis.call('ZSCORE', p .. 'tenants', t) then return end
+  if redis.call('SISMEMBER', p .. 'parked', t) == 1 then return end
+  local f = redis.call('HMGET', p .. 'fair', 'vt')
+  local vt = tonumber(f[1] or '0') or 0
+  local saved = tonumber(redis.call('HGET', p .. 'tfinish', t) or '')
+  local tag = vt
+  if saved then
+    if saved > vt then tag = saved end
+    redis.call('HDEL', p .. 'tfinish', t)
+  end
+  redis.call('ZADD', p .. 'tenants', tag, t)
+end
+
+-- The period a budget counts in at `now` (ms): the day's number, or the month as yyyymm.
+local function period_id(period, now)
+  local days = math.floor(now / DAY_MS)
+  if period ~= 'month' then return string.format('%d', days) end
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%d', y * 100 + m)
+end
+
+-- The budget of tenant `t` now: limit (nil: none), spent in the current period (a new period
+-- starts at 0).
+local function budget_now(p, t, now)
+  local bk = p .. 'budget:' .. t
+  local b = redis.call('HMGET', bk, 'tokens', 'spent', 'period', 'pid')
+  local limit = tonumber(b[1] or '')
+  if not limit then return nil, 0 end
+  local pid = period_id(b[3], now)
+  if b[4] ~= pid then
+    redis.call('HSET', bk, 'spent', '0', 'pid', pid)
+    return limit, 0
+  end
+  return limit, tonumber(b[2] or '0') or 0
+end
+
+-- Whether tenant `t` has budget for `est` tokens now; if so they are charged (reserved).
+local function budget_take(p, t, est, now)
+  local limit, spent = budget_now(p, t, now)
+  if not limit then return true end
+  if spent + est > limit then return false end
+  redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', est)
+  return true
+end
+
+-- The next job of tenant `t`: high, normal, low, except that a normal or low job that has waited
+-- since before `before` (ms; the aging bound) goes first. -> id, lane (nil when none)
+local function pop_job(p, t, laned, before)
+  if laned then
+    for _, lane in ipairs({'low', ''}) do
+      local head = redis.call('LINDEX', tq(p, t, lane), 0)
+      local created = head and tonumber(redis.call('HGET', p .. 'job:' .. head, 'created_ms') or '')
+      if created and created < before then
+        return redis.call('LPOP', tq(p, t, lane)), lane
+      end
+    end
+    for _, lane in ipairs(LANES) do
+      local id = redis.call('LPOP', tq(p, t, lane))
+      if id then return id, lane end
+    end
+    return nil
+  end
+  return redis.call('LPOP', tq(p, t, '')), ''
+end
+
+-- Moves up to `n` jobs from the tenants' lists into the lane streams, in fair order. -> moved
+local function fair_fill(p, n, laned, aging)
+  local now = now_ms()
+  local moved, vt, spins = 0, nil, 0
+  local weights = {}
+  while moved < n and spins < n + 64 do
+    spins = spins + 1
+    local head = redis.call('ZRANGE', p .. 'tenants', 0, 0, 'WITHSCORES')
+    if not head[1] then break end
+    local t, tag = head[1], tonumber(head[2])
+    local id, lane = pop_job(p, t, laned, now - aging)
+    local left = 1
+    if id then
+      local jk = p .. 'job:' .. id
+      local f = redis.call('HMGET', jk, 'state', 'fair', 'entry')
+      if f[1] == 'queued' and f[2] and (f[3] == nil or f[3] == '') then
+        local est = tonumber(f[2]) or 1
+        if budget_take(p, t, est, now) then
+          local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)
+          redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1')
+          moved = moved + 1
+          vt = tag
+          local w = weights[t]
+          if not w then w = weight_of(p, t); weights[t] = w end
+          tag = tag + est / w
+        else
+          -- Over budget: the job goes back to the head of its list, the tenant is parked.
+          redis.call('LPUSH', tq(p, t, lane), id)
+          redis.call('ZREM', p .. 'tenants', t)
+          redis.call('HSET', p .. 'tfinish', t, tag)
+          redis.call('SADD', p .. 'parked', t)
+          left = -1
+        end
+      end
+      if left > 0 then
+        left = redis.call('EXISTS', tq(p, t, 'high'), tq(p, t, ''), tq(p, t, 'low'))
+      end
+    else
+      left = 0
+    end
+    if left == 0 then
+      redis.call('ZREM', p .. 'tenants', t)
+      redis.call('HSET', p .. 'tfinish', t, tag)
+    elseif left > 0 then
+      redis.call('ZADD', p .. 'tenants', tag, t)
+    end
+  end
+  if moved > 0 then
+    redis.call('HSET', p .. 'fair', 'vt', vt)
+    redis.call('HINCRBY', p .. 'fair', 'window', moved)
+  end
+  return moved
+end
+
+-- Tops the moved-but-not-started window up to FAIR_WINDOW (not while the queue is paused).
+local function fair_top_up(p, aging)
+  local f = redis.call('MGET', p .. 'paused', p .. 'lanes')
+  if f[1] then return 0 end
+  local window = tonumber(redis.call('HGET', p .. 'fair', 'window') or '0') or 0
+  if window >= FAIR_WINDOW then return 0 end
+  return fair_fill(p, FAIR_WINDOW - window, f[2] and true or false, aging)
+end
+
+-- A tenanted job `id` (hash `jk`, `lane`) waits in its tenant's list; `front`: at its head (a
+-- job handed back or retried had its turn already).
+local function fair_queue(p, jk, id, t, lane, front)
+  redis.call(front and 'LPUSH' or 'RPUSH', tq(p, t, lane), id)
+  activate(p, t)
+end
+
+-- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made).
+-- Its tenant's tag and budget are corrected by used − estimate; its tokens counted (`tused`).
+-- `f`: the job's {reserved, tenant, fair} when the caller read them.
+local function fair_settle(p, jk, used, f)
+  f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair')
+  if not f[1] then return end
+  redis.call('HDEL', jk, 'reserved')
+  local t = f[2] or 'default'
+  local delta = used - (tonumber(f[3] or '') or 1)
+  if delta ~= 0 then
+    local d = delta / weight_of(p, t)
+    if redis.call('ZSCORE', p .. 'tenants', t) then
+      redis.call('ZINCRBY', p .. 'tenants', d, t)
+    elseif redis.call('HEXISTS', p .. 'tfinish', t) == 1 then
+      redis.call('HINCRBYFLOAT', p .. 'tfinish', t, d)
+    end
+    if redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
+      redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', delta)
+    end
+  end
+  if used > 0 then redis.call('HINCRBY', p .. 'tused', t, used) end
+end
+
+-- The token estimate of a decoded spec, as the limiter makes it (worker/src/limiter/tokens.rs):
+-- `tokens`, else prompt characters ÷ 4 plus the answer's cap.
+local function chars_in(v)
+  if type(v) == 'string' then
+    local _, n = string.gsub(v, '[^\128-\191]', '')
+    return n
+  elseif type(v) == 'table' then
+    local n = 0
+    for _, x in pairs(v) do n = n + chars_in(x) end
+    return n
+  end
+  return 0
+end
+
+local function estimate_of(spec)
+  if type(spec.tokens) == 'number' and spec.tokens >= 0 then return math.floor(spec.tokens) end
+  local body = spec.request and spec.request.body
+  if type(body) ~= 'table' then return 1 end
+  local prompt = 0
+  for _, k in ipairs({'messages', 'input', 'prompt', 'system'}) do prompt = prompt + chars_in(body[k]) end
+  local cap = 0
+  for _, k in ipairs({'max_tokens', 'max_completion_tokens', 'max_output_tokens'}) do
+    if type(body[k]) == 'number' and body[k] >= 0 then cap = math.floor(body[k]); break end
+  end
+  return math.max(1, math.ceil(prompt / 4)) + cap
+end
+
 -- Where a job's spec lives: a job enqueued straight into the ready stream keeps it only in its
 -- entry (`id <id> spec <spec>`), so its hash stays small enough for Redis's compact encoding
 -- (listpack: every value within `hash-max-listpack-value`, 64 bytes by default). A job that
@@ -320,7 +548,17 @@ end
 -- `push_ready` adds the job's entry, carrying `spec` when given (the hash holds none).
 -- The entry goes into the job's lane (its hash's `lane`, else normal).
 local function push_ready(p, jk, id, spec)
-  local lane = redis.call('HGET', jk, 'lane') or ''
+  local f = redis.call('HMGET', jk, 'lane', 'fair', 'tenant')
+  local lane = f[1] or ''
+  if f[2] then
+    -- A tenanted job goes back to the head of its tenant's list (see "tenants").
+    if spec then redis.call('HSET', jk, 'spec', spec) end
+    fair_settle(p, jk, 0)
+    redis.call('HSET', jk, 'entry', '')
+    fair_queue(p, jk, id, f[3] or 'default', lane, true)
+    fair_pushed = true
+    return ''
+  end
   local raw
   if spec then
     raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id, 'spec', spec)
@@ -554,7 +792,30 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   -- one in its hash. No `attempts` (absent is 0), no empty `dedupe`: a waiting job's hash holds
   -- only what it must, each value short (docs/OPERATIONS.md, "Memory").
   -- Nor `id` (the key holds it) nor `updated_ms` (absent: `created_ms`).
-  if due > 0 then
+  -- The spec's tenant; before the spec had one, sluice-api wrote it as `metadata.tenant`.
+  local meta = decoded.metadata
+  if not tenant and type(meta) == 'table' and type(meta.tenant) == 'string' and meta.tenant ~= ''
+      and #meta.tenant <= 64 and string.match(meta.tenant, '^[%w_%.:@%-]+$') then
+    tenant = meta.tenant
+  end
+  -- A tenant's job makes the queue tenanted; in a tenanted queue every job waits in its tenant's
+  -- list (one without a tenant in `default`'s), its spec in its hash (see "tenants"). Webhook
+  -- deliveries (`tally.plain`) skip the tenants: they call no provider.
+  if tenant and not tally.fair and not tally.plain then
+    redis.call('SET', p .. 'tenanted', '1')
+    tally.fair = true
+  end
+  if tally.fair then
+    redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'spec', spec,
+      'fair', estimate_of(decoded))
+    if due > 0 then
+      redis.call('ZADD', p .. 'delayed', due, id)
+      redis.call('HSET', jk, 'run_at_ms', due)
+    else
+      fair_queue(p, jk, id, tenant or 'default', lane, false)
+      tally.fair_queued = tally.fair_queued + 1
+    end
+  elseif due > 0 then
     redis.call('ZADD', p .. 'delayed', due, id)
     redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'run_at_ms', due,
       'spec', spec)
@@ -565,11 +826,6 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   end
   if lane ~= '' then mark_lane(p, jk, lane) end
   if dkey ~= '' then redis.call('HSET', jk, 'dedupe', dkey, 'spec_sha', sha) end
-  -- The spec's tenant; before the spec had one, sluice-api wrote it as `metadata.tenant`.
-  local meta = decoded.metadata
-  if not tenant and type(meta) == 'table' and type(meta.tenant) == 'string' and meta.tenant ~= '' then
-    tenant = meta.tenant
-  end
   if tenant then redis.call('HSET', jk, 'tenant', tenant) end
   -- A job with a webhook is marked, so the call that ends it makes the delivery (hook below).
   if type(decoded.webhook) == 'table' then redis.call('HSET', jk, 'hook', '1') end
@@ -580,8 +836,10 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   return {'created', id, state}
 end
 
-local function new_tally()
-  return {queued = 0, scheduled = 0, completed = 0, deduplicated = 0, cache_hits = 0,
+-- `fair`: whether the queue is tenanted (see "tenants"); `plain`: never (webhook deliveries).
+local function new_tally(p, plain)
+  return {fair = not plain and redis.call('EXISTS', p .. 'tenanted') == 1, plain = plain,
+    fair_queued = 0, queued = 0, scheduled = 0, completed = 0, deduplicated = 0, cache_hits = 0,
     cache_misses = 0, cache_followers = 0, ids = {queued = {}, scheduled = {}, completed = {}}}
 end
 
@@ -603,6 +861,7 @@ local function apply_tally(p, emax, tally)
     if tally[k] > 0 then redis.call('HINCRBY', p .. 'counts', k, tostring(tally[k])) end
   end
   if created > 0 then redis.call('HINCRBY', p .. 'counts', 'enqueued', tostring(created)) end
+  if tally.fair_queued > 0 then fair_top_up(p, DEFAULT_AGING_MS) end
 end
 
 -- A job with a webhook (its hash has `hook`) has ended: its delivery job is enqueued in the
@@ -620,7 +879,7 @@ local function hook(p, emax, id, spec)
     request = {method = 'POST', path = '/', body = {job = id}},
     deliver = {job = id, url = w.url, key = w.key}})
   local now, nows = now_ms()
-  local tally = new_tally()
+  local tally = new_tally(p, true)
   local r = enqueue_one(p, now, nows, emax, MAX_BYTES_LIMIT, tally, '', delivery, '', '0', '0', '0')
   if r then
     apply_tally(p, emax, tally)
@@ -746,7 +1005,7 @@ local function enqueue(keys, args)
   local emax = maxlen(args[8], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local max_bytes = max_bytes_arg(args[7])
   local now, nows = now_ms()
-  local tally = new_tally()
+  local tally = new_tally(p)
   local r, err = enqueue_one(p, now, nows, emax, max_bytes,
     tally, args[1], args[2], args[3], args[4], args[5], args[6])
   if not r then return redis.error_reply(err) end
@@ -766,7 +1025,7 @@ local function enqueue_many(keys, args)
   local max_bytes = max_bytes_arg(args[1])
   local emax = maxlen(args[2], 'events_maxlen', DEFAULT_EVENTS_MAXLEN)
   local now, nows = now_ms()
-  local tally = new_tally()
+  local tally = new_tally(p)
   local out = {}
   for i = 3, #args - 5, 6 do
     local r, err = enqueue_one(p, now, nows, emax, max_bytes, tally, args[i], args[i + 1],
@@ -795,7 +1054,9 @@ local function cancel(keys, args)
   -- Read before its entry goes (a queued job's spec may live there only).
   local spec = (f[3] or f[4]) and spec_at(p, jk, f[2]) or nil
   if state == 'queued' then
+    -- A tenanted job still in its tenant's list stays there, skipped when its turn comes.
     drop_entry(p, group, f[2])
+    fair_settle(p, jk, 0)
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', p .. 'delayed', id)
   else
@@ -864,12 +1125,12 @@ local function start_checked(p, group, emax, consumer, list, paused)
   local got = {}
   for k, pair in ipairs(list) do
     local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. pair[2], 'state', 'entry', 'spec',
-      'waits', 'created_ms', 'run_at_ms', 'attempts', 'total_attempts')
+      'waits', 'created_ms', 'run_at_ms', 'attempts', 'total_attempts', 'fair')
     if ok then got[k] = f else got[k] = {corrupt = (type(f) == 'table' and f.err) or tostring(f)} end
   end
   local _, nows = now_ms()
   local out = {}
-  local moved, running = 0, {}
+  local moved, running, fair_started = 0, {}, 0
   for k, pair in ipairs(list) do
     local entry, id = pair[1], pair[2]
     local jk = p .. 'job:' .. id
@@ -900,6 +1161,7 @@ local function start_checked(p, group, emax, consumer, list, paused)
       if state == 'queued' then
         moved = moved + 1
         running[#running + 1] = id
+        if f[9] then fair_started = fair_started + 1 end
       end
       out[#out + 1] = {entry, id, 'run', f[3] or pair[3] or entry_spec(p, entry) or '', attempts,
         tonumber(f[4] or '0') or 0, tonumber(f[6] or f[5] or '0') or 0}
@@ -913,6 +1175,7 @@ local function start_checked(p, group, emax, consumer, list, paused)
     redis.call('HINCRBY', p .. 'counts', 'queued', tostring(-moved))
     redis.call('HINCRBY', p .. 'counts', 'running', tostring(moved))
   end
+  if fair_started > 0 then redis.call('HINCRBY', p .. 'fair', 'window', -fair_started) end
   events(p, emax, running, 'running')
   return out
 end
@@ -984,7 +1247,6 @@ end
 -- had a high or low job (no `lanes` key) reads its normal lane alone, as before lanes; one that
 -- had costs per call an XRANGE of each lower lane's oldest entry and an XREADGROUP per lane read.
 -- -> start's reply, plus {entry, '', 'malformed', excerpt} for an entry that does not name a job.
-local DEFAULT_AGING_MS = 600000
 local function fetch(keys, args)
   local p = queue_key(keys)
   at_most(args, 5)
@@ -994,9 +1256,22 @@ local function fetch(keys, args)
   local aging = int(args[5], 'aging_ms', 1, MAX_DURATION_MS, DEFAULT_AGING_MS)
   -- A paused queue: nothing is read (the caller learns it is paused at once). Whether the queue
   -- ever had a job outside the normal lane comes with it, in the same command.
-  local flags = redis.call('MGET', p .. 'paused', p .. 'lanes')
+  local flags = redis.call('MGET', p .. 'paused', p .. 'lanes', p .. 'tenanted')
   if flags[1] then return {{'', '', 'paused'}} end
   local laned = flags[2] and true or false
+  -- A tenanted queue: the tenants' next jobs, in fair order, into the lanes first; and one parked
+  -- tenant a call is looked at: back in turn when its budget has a new period.
+  if flags[3] then
+    local t = redis.call('SRANDMEMBER', p .. 'parked')
+    if t then
+      local limit, spent = budget_now(p, t, now_ms())
+      if not limit or spent < limit then
+        redis.call('SREM', p .. 'parked', t)
+        activate(p, t)
+      end
+    end
+    fair_fill(p, count, laned, aging)
+  end
   local read, missing, normal_read = {}, {}, false
   local function take(lane, n)
     if n <= 0 then return end
@@ -1018,6 +1293,9 @@ local function fetch(keys, args)
   if normal_read then
     for _, stream in ipairs(missing) do pcall(redis.call, 'XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM') end
   end
+  -- Nothing undelivered in any lane: no job is between its tenant's list and its start (a
+  -- window counted too high, by a job cancelled after it was moved, heals here).
+  if flags[3] and #read == 0 then redis.call('HSET', p .. 'fair', 'window', '0') end
   local list = {}
   local bad = {}
   for _, e in ipairs(read) do
@@ -1068,7 +1346,7 @@ local function complete(keys, args)
   end
   for _, job in ipairs(jobs) do
     local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook',
-      'cache')
+      'cache', 'reserved', 'tenant', 'fair')
     if ok then job.f = f else job.corrupt = true end
   end
   local _, nows = now_ms()
@@ -1104,11 +1382,17 @@ local function complete(keys, args)
       out[#out + 1] = 'completed'
       local spec = (f[3] or f[4]) and spec_at(p, jk, entry)
       if f[3] then hooked[#hooked + 1] = {id, spec} end
-      if f[4] then
-        local usage = ''
+      local usage = ''
+      if f[4] or f[5] then
         for j = i + 5, i + 3 + 2 * n, 2 do
           if args[j] == 'usage' then usage = args[j + 1] end
         end
+      end
+      if f[5] then
+        local input, output = usage_tokens(usage)
+        fair_settle(p, jk, input + output, {f[5], f[6], f[7]})
+      end
+      if f[4] then
         settled[#settled + 1] = {id, f[4], result or '', status or '', usage, spec}
       end
     end
@@ -1157,6 +1441,7 @@ local function retry(keys, args)
   if spends == '0' then redis.call('HINCRBY', jk, 'waits', 1) end
   if spends == 'n' then redis.call('HINCRBY', jk, 'total_attempts', -1) end
   keep_spec(p, jk, entry)
+  fair_settle(p, jk, 0)
   redis.call('HSET', jk, 'state', 'retrying', 'last_class', class, 'last_error', err,
     'last_status', status, 'run_at_ms', due, 'failed_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
@@ -1213,6 +1498,7 @@ local function dead(keys, args)
     'status', status, 'attempts', f[2] or 0, 'error', err, 'upstream', f[3] or '', 'at_ms', now)
   -- Kept for a re-drive (and read by hook and settle below).
   keep_spec(p, jk, f[4])
+  fair_settle(p, jk, 0)
   redis.call('HSET', jk, 'state', 'dead', 'dead_reason', reason, 'last_error', err,
     'last_status', status, 'finished_ms', now, 'updated_ms', now)
   redis.call('HDEL', jk, 'entry')
@@ -1701,6 +1987,60 @@ local function purge(keys, args)
 end
 
 
+-- tenant: ARGV tenant, then field/value pairs: `weight` (a number > 0, '' for the default 1),
+-- `budget` (tokens per period, '' or 0 for none), `period` (`day` or `month`, the default)
+-- -> {weight, budget (0: none), period, spent this period, parked (0|1), backlog}
+-- A parked tenant goes back in turn (fair_fill parks it again if its next job still does not
+-- fit), so raising its budget resumes its jobs.
+local function tenant_set(keys, args)
+  local p = queue_key(keys)
+  local t = args[1]
+  if type(t) ~= 'string' or #t == 0 or #t > 64 or not string.match(t, '^[%w_%.:@%-]+$') then
+    invalid('tenant: ' .. shown(t) .. ' is not 1 to 64 of [A-Za-z0-9_.:@-]')
+  end
+  if (#args - 1) % 2 ~= 0 then invalid('arguments: field/value pairs are ragged') end
+  local set = {}
+  for i = 2, #args, 2 do
+    local k, v = args[i], args[i + 1]
+    if k == 'weight' then
+      local w = tonumber(v)
+      if v ~= '' and (not w or w <= 0 or w > 1000000 or not string.match(v, '^[%d%.]+$')) then
+        invalid('weight: ' .. shown(v) .. ' is not a number above 0, at most 1000000')
+      end
+    elseif k == 'budget' then
+      int(v, 'budget', 0, 1000000000000000, 0)
+    elseif k == 'period' then
+      if v ~= 'day' and v ~= 'month' then invalid('period: ' .. shown(v) .. ' is not day or month') end
+    else
+      invalid('field: ' .. shown(k) .. ' is not weight, budget or period')
+    end
+    set[k] = v
+  end
+  if set.weight == '' then
+    redis.call('HDEL', p .. 'weights', t)
+  elseif set.weight then
+    redis.call('HSET', p .. 'weights', t, set.weight)
+  end
+  local bk = p .. 'budget:' .. t
+  if set.budget == '' or set.budget == '0' then
+    redis.call('DEL', bk)
+  elseif set.budget then
+    redis.call('HSET', bk, 'tokens', set.budget)
+    if not set.period and not redis.call('HGET', bk, 'period') then set.period = 'month' end
+  end
+  if set.period and redis.call('EXISTS', bk) == 1 then redis.call('HSET', bk, 'period', set.period) end
+  if redis.call('SREM', p .. 'parked', t) == 1 then
+    activate(p, t)
+    fair_top_up(p, DEFAULT_AGING_MS)
+  end
+  local limit, spent = budget_now(p, t, now_ms())
+  local backlog = 0
+  for _, lane in ipairs(LANES) do backlog = backlog + redis.call('LLEN', tq(p, t, lane)) end
+  return {redis.call('HGET', p .. 'weights', t) or '1', limit or 0,
+    redis.call('HGET', bk, 'period') or '', spent, redis.call('SISMEMBER', p .. 'parked', t), backlog}
+end
+
+
 --[[ Upstream limits, fleet-wide. Each upstream's keys share the prefix `sluice:{u:NAME}:`:
   `rpm` / `tpm` (and `m:<model>:rpm|tpm`): GCRA theoretical arrival times (ms);
   `hold`: Unix ms until which the provider asked everyone to wait;
@@ -1737,8 +2077,17 @@ end
 -- as it was (a Redis command's error, say WRONGTYPE).
 local function guarded(f)
   return function(keys, args)
+    fair_pushed = false
     local ok, r = pcall(f, keys, args)
-    if ok then return r end
+    if ok then
+      -- Tenanted jobs went back to their lists (push_ready): the window is topped up now that
+      -- their states are written.
+      if fair_pushed then
+        fair_pushed = false
+        fair_top_up(keys[1], DEFAULT_AGING_MS)
+      end
+      return r
+    end
     if type(r) == 'table' and r.sluice then return redis.error_reply(r.sluice) end
     -- A Lua runtime error (a string, `user_function:50: …`) is a defect of this library: it gets
     -- a stable code of its own rather than a position in the source.
@@ -1778,4 +2127,5 @@ redis.register_function('sluice_admit', worker_only(admit))
 redis.register_function('sluice_report', worker_only(report))
 redis.register_function('sluice_redrive', worker_only(redrive))
 redis.register_function('sluice_purge', worker_only(purge))
+redis.register_function('sluice_tenant', worker_only(tenant_set))
 redis.register_function('sluice_cache_purge', worker_only(cache_purge))

@@ -116,9 +116,24 @@ impl Store {
         if fields.is_empty() {
             return Ok(None);
         }
-        JobStatus::from_fields(queue, id, fields)
-            .map(Some)
-            .map_err(|_| StoreError::Protocol("job hash state"))
+        // A queued job in its tenant's list (`fair`, no entry) whose tenant is parked is held.
+        let in_list = fields.get("state").map(String::as_str) == Some("queued")
+            && fields.contains_key("fair")
+            && fields.get("entry").is_none_or(|e| e.is_empty());
+        let tenant = fields.get("tenant").cloned();
+        let mut status = JobStatus::from_fields(queue, id, fields)
+            .map_err(|_| StoreError::Protocol("job hash state"))?;
+        if in_list {
+            let parked: bool = redis::cmd("SISMEMBER")
+                .arg(format!("{}parked", keys.prefix()))
+                .arg(tenant.as_deref().unwrap_or("default"))
+                .query_async(&mut conn)
+                .await?;
+            if parked {
+                status.held = Some("budget".into());
+            }
+        }
+        Ok(Some(status))
     }
 
     /// Waits until the job is terminal and returns its status.

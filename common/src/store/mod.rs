@@ -49,6 +49,7 @@ mod limits;
 mod listing;
 mod lookup;
 mod settings;
+mod tenants;
 
 pub use admin::*;
 pub use decode::*;
@@ -59,6 +60,7 @@ pub use limits::*;
 pub use listing::*;
 pub use lookup::*;
 pub use settings::*;
+pub use tenants::*;
 
 /// The function library's source; `__SLUICE_LIB_VERSION__` is replaced by a hash of it.
 const LIBRARY: &str = include_str!("../lua/sluice.lua");

@@ -35,6 +35,9 @@ pub struct StatsArgs {
     queue: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Per tenant too: backlog, share of the tokens used, spend and budget, parked.
+    #[arg(long)]
+    tenants: bool,
 }
 
 #[derive(clap::Args)]
@@ -49,7 +52,10 @@ pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
     }
     println!("job        {}", s.id);
     println!("queue      {}", s.queue);
-    println!("state      {}", s.state);
+    match &s.held {
+        Some(why) => println!("state      {} (held: {why})", s.state),
+        None => println!("state      {}", s.state),
+    }
     println!("upstream   {}", s.upstream);
     println!(
         "attempts   {} (all lives: {}, re-drives: {})",
@@ -169,8 +175,17 @@ pub async fn stats(ctx: &Session, args: StatsArgs) -> anyhow::Result<ExitCode> {
         all.push(store.stats(q).await?);
     }
     let upstreams = store.upstream_states().await?;
+    let mut tenants = std::collections::BTreeMap::new();
+    if args.tenants {
+        for q in &queues {
+            tenants.insert(q.clone(), store.tenants(q).await?);
+        }
+    }
     if args.json {
-        let out = serde_json::json!({"queues": all, "upstreams": upstreams});
+        let mut out = serde_json::json!({"queues": all, "upstreams": upstreams});
+        if args.tenants {
+            out["tenants"] = serde_json::json!(tenants);
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -252,6 +267,14 @@ pub async fn stats(ctx: &Session, args: StatsArgs) -> anyhow::Result<ExitCode> {
                 show::count(followers),
                 show::count(misses)
             );
+        }
+        if let Some(rows) = tenants.get(&s.queue) {
+            if rows.is_empty() {
+                println!("  tenants  none (no job of this queue named a tenant)");
+            } else {
+                println!("  tenants  {}", rows.len());
+                crate::tenants::print_rows(&s.queue, rows);
+            }
         }
     }
     for u in upstreams {

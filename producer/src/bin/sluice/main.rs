@@ -12,6 +12,7 @@ mod enqueue;
 mod inspect;
 mod jobs;
 mod show;
+mod tenants;
 mod wait;
 
 use std::path::PathBuf;
@@ -64,6 +65,10 @@ enum Command {
     Pause(inspect::QueueArg),
     /// Let workers fetch from a paused queue again.
     Resume(inspect::QueueArg),
+    /// A tenant's budget: tokens per day or month; raising it resumes parked jobs.
+    Budget(tenants::BudgetArgs),
+    /// A tenant's weight in the fair share of an upstream's quota.
+    Weight(tenants::WeightArgs),
 }
 
 #[derive(clap::Args)]
@@ -169,5 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cache(args) => cache::run(&ctx, args).await,
         Command::Pause(q) => inspect::pause(&ctx, q, true).await,
         Command::Resume(q) => inspect::pause(&ctx, q, false).await,
+        Command::Budget(args) => tenants::budget(&ctx, args).await,
+        Command::Weight(args) => tenants::weight(&ctx, args).await,
     }
 }

@@ -1,0 +1,171 @@
+//! Tenants of a queue (docs/OPERATIONS.md, "Tenants"): a tenant's weight and budget
+//! (`sluice_tenant`), and what `sluice stats --tenants` shows: each tenant's backlog, share of
+//! the tokens used, spend this period and whether it is parked.
+//!
+//! A partitioned queue keeps its tenants per partition: a weight is written to every partition,
+//! a budget divided among them (each partition's share, rounded up).
+
+use super::*;
+
+/// Budget periods: spend starts again at 0 each UTC day or calendar month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// A change to one tenant's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantChange {
+    /// Its weight in the fair share; `Some(None)` goes back to the default, 1.
+    pub weight: Option<Option<f64>>,
+    /// Tokens per period; `Some(0)` removes the budget.
+    pub budget_tokens: Option<u64>,
+    pub period: Option<Period>,
+}
+
+/// One tenant as `sluice stats --tenants` shows it (summed over partitions).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct TenantStats {
+    pub tenant: String,
+    pub weight: f64,
+    /// Jobs waiting in the tenant's lists (not yet moved to a lane).
+    pub backlog: u64,
+    /// Tokens its completed calls used (from `usage`), since the queue was tenanted.
+    pub tokens: u64,
+    /// `tokens` as a share of all tenants' tokens (0 to 1).
+    pub share: f64,
+    /// Tokens per period, when it has a budget.
+    pub budget: Option<u64>,
+    pub period: Option<String>,
+    /// Spent (reserved, then corrected by usage) this period.
+    pub spent: u64,
+    /// Over budget: its `backlog` jobs are held until the budget is raised or a new period.
+    pub parked: bool,
+}
+
+impl Store {
+    /// Sets a tenant's weight or budget on every partition of `queue`; a parked tenant is put
+    /// back in turn (and parked again at once if its next job still does not fit).
+    pub async fn set_tenant(
+        &self,
+        queue: &str,
+        tenant: &str,
+        change: &TenantChange,
+    ) -> Result<(), StoreError> {
+        crate::validate::tenant_name(tenant)?;
+        let parts = self.partitions_of(queue);
+        let n = parts.len() as u64;
+        for part in parts {
+            let keys = keys_for(&part)?;
+            let mut cmd = Self::fcall("sluice_tenant", &keys);
+            cmd.arg(tenant);
+            if let Some(w) = change.weight {
+                cmd.arg("weight")
+                    .arg(w.map(|w| w.to_string()).unwrap_or_default());
+            }
+            if let Some(b) = change.budget_tokens {
+                cmd.arg("budget").arg(b.div_ceil(n.max(1)));
+            }
+            if let Some(p) = change.period {
+                cmd.arg("period").arg(p.as_str());
+            }
+            let _: Value = cmd.run(self).await?;
+        }
+        Ok(())
+    }
+
+    /// Every tenant of `queue` that has jobs, a setting or used tokens, busiest first (most
+    /// backlog, then most tokens).
+    pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {
+        let mut all: BTreeMap<String, TenantStats> = BTreeMap::new();
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let p = keys.prefix();
+            let mut conn = self.conn.clone();
+            let (active, parked, used, weights): (
+                Vec<String>,
+                Vec<String>,
+                HashMap<String, u64>,
+                HashMap<String, String>,
+            ) = redis::pipe()
+                .cmd("ZRANGE")
+                .arg(format!("{p}tenants"))
+                .arg(0)
+                .arg(-1)
+                .cmd("SMEMBERS")
+                .arg(format!("{p}parked"))
+                .cmd("HGETALL")
+                .arg(format!("{p}tused"))
+                .cmd("HGETALL")
+                .arg(format!("{p}weights"))
+                .query_async(&mut conn)
+                .await?;
+            let mut names: Vec<String> = active.into_iter().chain(parked.iter().cloned()).collect();
+            names.extend(used.keys().cloned());
+            names.extend(weights.keys().cloned());
+            names.sort();
+            names.dedup();
+            let mut pipe = redis::pipe();
+            for t in &names {
+                for lane in ["high", "normal", "low"] {
+                    pipe.cmd("LLEN").arg(format!("{p}tq:{t}:{lane}"));
+                }
+                pipe.cmd("HMGET")
+                    .arg(format!("{p}budget:{t}"))
+                    .arg("tokens")
+                    .arg("spent")
+                    .arg("period");
+            }
+            let r: Vec<Value> = pipe.query_async(&mut conn).await?;
+            for (i, t) in names.iter().enumerate() {
+                let row = all.entry(t.clone()).or_insert_with(|| TenantStats {
+                    tenant: t.clone(),
+                    weight: 1.0,
+                    ..TenantStats::default()
+                });
+                row.backlog += (0..3)
+                    .map(|k| r.get(4 * i + k).and_then(int).unwrap_or(0).max(0) as u64)
+                    .sum::<u64>();
+                row.tokens += used.get(t).copied().unwrap_or(0);
+                if let Some(w) = weights.get(t).and_then(|w| w.parse::<f64>().ok()) {
+                    row.weight = w;
+                }
+                row.parked |= parked.contains(t);
+                let b = r.get(4 * i + 3).and_then(array).unwrap_or_default();
+                let field = |k: usize| b.get(k).and_then(text);
+                if let Some(limit) = field(0).and_then(|v| v.parse::<u64>().ok()) {
+                    *row.budget.get_or_insert(0) += limit;
+                    row.spent += field(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
+                    row.period = field(2);
+                }
+            }
+        }
+        let total: u64 = all.values().map(|t| t.tokens).sum();
+        let mut rows: Vec<TenantStats> = all.into_values().collect();
+        for t in &mut rows {
+            t.share = if total > 0 {
+                t.tokens as f64 / total as f64
+            } else {
+                0.0
+            };
+        }
+        rows.sort_by(|a, b| {
+            b.backlog
+                .cmp(&a.backlog)
+                .then(b.tokens.cmp(&a.tokens))
+                .then(a.tenant.cmp(&b.tenant))
+        });
+        Ok(rows)
+    }
+}
