@@ -55,6 +55,24 @@ impl Rig {
         self.producer.store()
     }
 
+    /// Runs the `sluice` CLI on the rig's Redis with `args`; its standard output, trimmed (the
+    /// command must succeed).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(crate::bins::cargo_bin("sluice-producer", "sluice"))
+            .args(["--redis", &self.url()])
+            .args(args)
+            .env_remove("SLUICE_REDIS_URL")
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .expect("run sluice");
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Worker options for this Redis and this mock (queue `q`), to adjust before spawning.
     pub fn options(&self) -> WorkerOptions {
         WorkerOptions::new(&self.redis.url(), &self.mock.url())

@@ -17,23 +17,8 @@ fn ask(body: serde_json::Value) -> NewJob {
     NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL)
 }
 
-/// Runs the `sluice` CLI on the rig's Redis with `args`; its standard output, trimmed (the
-/// command must succeed).
 fn sluice(rig: &Rig, args: &[&str]) -> String {
-    let out =
-        std::process::Command::new(sluice_tests::bins::cargo_bin("sluice-producer", "sluice"))
-            .args(["--redis", &rig.url()])
-            .args(args)
-            .env_remove("SLUICE_REDIS_URL")
-            .env_remove("SLUICE_CONFIG")
-            .output()
-            .expect("run sluice");
-    assert!(
-        out.status.success(),
-        "sluice {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    rig.cli(args)
 }
 
 /// The queue's cached answers (`cache:<64 hex digits>`, not the index, sizes or total).

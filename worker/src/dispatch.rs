@@ -78,7 +78,9 @@ pub async fn run_started(
                         .with_label_values(&[queue])
                         .observe(s);
                 }
-                ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
+                let held = ctx.prefetch.hold();
+                ctx.tracker
+                    .spawn(processor::run(ctx.clone(), job, slot, held));
                 continue;
             }
             Err(other) => other,

@@ -50,7 +50,12 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
         };
-        let slots = ctx.take_slots(Some(first), MAX_BATCH);
+        // No more jobs than the prefetch bound has room for (see prefetch.rs).
+        tokio::select! {
+            _ = ctx.prefetch.until_room() => {}
+            _ = stop.cancelled() => break,
+        }
+        let slots = ctx.take_slots(Some(first), MAX_BATCH.min(ctx.prefetch.room().max(1)));
         // A busy queue: read and start in one round trip, without blocking.
         match ctx.store.fetch(&queue, &ctx.consumer, slots.len()).await {
             Ok(started) if !started.is_empty() => {

@@ -27,6 +27,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod outage;
 pub mod outcome;
+pub mod prefetch;
 pub mod processor;
 pub mod reclaim;
 pub mod retry;

@@ -111,6 +111,8 @@ pub struct ProducerConfig {
 pub struct WorkerConfig {
     pub queues: Vec<String>,
     pub concurrency: usize,
+    /// Jobs a worker holds before their calls (fetched, not yet through the limiter).
+    pub prefetch: usize,
     pub consumer: String,
     pub lease_ms: u64,
     /// How often a worker beats on each of its queues; a worker silent for three beats is taken
@@ -356,8 +358,10 @@ impl Config {
             fallback::check_chain(&self.upstreams, name, up)?;
             up.check(name)?;
         }
-        if self.worker.concurrency == 0 {
-            return Err(invalid("worker.concurrency", "must be positive"));
+        if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+            let key =
+                ["worker.prefetch", "worker.concurrency"][(self.worker.concurrency == 0) as usize];
+            return Err(invalid(key, "must be positive"));
         }
         if self.worker.queues.is_empty()
             || self

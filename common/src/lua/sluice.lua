@@ -327,7 +327,7 @@ end
 -- Budgets (`budget:<tenant>`: tokens per day or month) are charged the estimate when a job is
 -- moved and corrected by usage; a tenant whose next job does not fit is *parked* (`parked`):
 -- out of `tenants`, its jobs left in its lists, queued, shown held (budget).
-local FAIR_WINDOW = 16
+local FAIR_WINDOW = 2
 local DEFAULT_AGING_MS = 600000
 -- Set when push_ready put a job in a tenant's list; `guarded` then tops the window up, once the
 -- function has written its jobs' states.
@@ -435,7 +435,7 @@ local function fair_fill(p, n, laned, aging)
     if id then
       local jk = p .. 'job:' .. id
       local f = redis.call('HMGET', jk, 'state', 'fair', 'entry')
-      if f[1] == 'queued' and f[2] and (f[3] == nil or f[3] == '') then
+      if f[1] == 'queued' and f[2] and (not f[3] or f[3] == '') then
         local est = tonumber(f[2]) or 1
         if budget_take(p, t, est, now) then
           local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)

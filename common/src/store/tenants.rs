@@ -85,19 +85,20 @@ impl Store {
         Ok(())
     }
 
-    /// Every tenant of `queue` that has jobs, a setting or used tokens, busiest first (most
-    /// backlog, then most tokens).
+    /// Every tenant of `queue` that ever had a job, a setting or used tokens, busiest first
+    /// (most backlog, then most tokens).
     pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {
         let mut all: BTreeMap<String, TenantStats> = BTreeMap::new();
         for part in self.partitions_of(queue) {
             let keys = keys_for(&part)?;
             let p = keys.prefix();
             let mut conn = self.conn.clone();
-            let (active, parked, used, weights): (
+            let (active, parked, used, weights, idle): (
                 Vec<String>,
                 Vec<String>,
                 HashMap<String, u64>,
                 HashMap<String, String>,
+                Vec<String>,
             ) = redis::pipe()
                 .cmd("ZRANGE")
                 .arg(format!("{p}tenants"))
@@ -109,13 +110,19 @@ impl Store {
                 .arg(format!("{p}tused"))
                 .cmd("HGETALL")
                 .arg(format!("{p}weights"))
+                .cmd("HKEYS")
+                .arg(format!("{p}tfinish"))
                 .query_async(&mut conn)
                 .await?;
             let mut names: Vec<String> = active.into_iter().chain(parked.iter().cloned()).collect();
             names.extend(used.keys().cloned());
             names.extend(weights.keys().cloned());
+            names.extend(idle);
             names.sort();
             names.dedup();
+            if names.is_empty() {
+                continue;
+            }
             let mut pipe = redis::pipe();
             for t in &names {
                 for lane in ["high", "normal", "low"] {
@@ -146,7 +153,10 @@ impl Store {
                 let field = |k: usize| b.get(k).and_then(text);
                 if let Some(limit) = field(0).and_then(|v| v.parse::<u64>().ok()) {
                     *row.budget.get_or_insert(0) += limit;
-                    row.spent += field(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
+                    row.spent += field(1)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0)
+                        .max(0) as u64;
                     row.period = field(2);
                 }
             }

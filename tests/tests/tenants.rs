@@ -1,0 +1,347 @@
+//! Tenants sharing one upstream's token quota (docs/OPERATIONS.md, "Tenants"): a tenant that
+//! arrives behind another's 10,000 jobs gets half the tokens at once (and its jobs wait about
+//! twice what they wait alone), weights 3:1 give 75% / 25% of the tokens, the limiter keeps the
+//! total within the quota, and a budget parks a tenant's jobs, none lost, until it is raised.
+//!
+//! Shares are measured where the quota is spent: the mock records every call's tokens (its
+//! `usage`) and time, by job.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_common::store::{TenantChange, TenantStats};
+use sluice_common::{JobState, NewJob};
+use sluice_tests::mock::{Call, MockConfig};
+use sluice_tests::rig::{BOUND, Rig};
+use sluice_tests::worker_process::{WorkerOptions, WorkerProcess};
+
+/// The quota the mock enforces and the workers' limiter knows: 1,000 tokens a second.
+const TPM: u64 = 60_000;
+
+/// A job of `tenant` whose call costs about `tokens` tokens (prompt characters ÷ 4, plus 16 for
+/// the answer: the mock answers 16 tokens, so its `usage` is what the job was estimated at).
+fn job(tenant: &str, i: usize, tokens: usize) -> NewJob {
+    let prompt = format!("{tenant} {i} {}", "x".repeat(4 * tokens.saturating_sub(18)));
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 16}),
+    )
+    .with_tenant(tenant)
+}
+
+async fn rig_and_workers(concurrency: usize) -> (Rig, Vec<WorkerProcess>) {
+    let rig = Rig::start(MockConfig {
+        latency_ms: 5,
+        tpm: Some(TPM),
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options: WorkerOptions = rig.options();
+    options.concurrency = concurrency;
+    options.extra = format!("tpm = {TPM}\n");
+    let workers = rig.spawn_ready(2, &options).await;
+    (rig, workers)
+}
+
+/// Every successful call's (arrival ms, tokens, job id).
+fn calls(rig: &Rig) -> Vec<(u64, u64, String)> {
+    let jobs: HashMap<String, Vec<Call>> = rig.mock.stats(true).jobs.unwrap_or_default();
+    let mut out: Vec<(u64, u64, String)> = jobs
+        .into_iter()
+        .flat_map(|(id, calls)| {
+            calls
+                .into_iter()
+                .filter(|c| c.status == 200)
+                .map(move |c| (c.t_ms, c.tokens, id.clone()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The p95 of `ids`' waits from enqueue to their first call (ms).
+async fn p95_wait(rig: &Rig, ids: &[String], calls: &[(u64, u64, String)]) -> u64 {
+    let mut first: HashMap<&str, u64> = HashMap::new();
+    for (t, _, id) in calls {
+        first.entry(id.as_str()).or_insert(*t);
+    }
+    let mut waits = Vec::with_capacity(ids.len());
+    for id in ids {
+        let created = rig.status(id).await.created_ms.expect("created");
+        let called = *first.get(id.as_str()).expect("every job was called");
+        waits.push(called.saturating_sub(created));
+    }
+    waits.sort_unstable();
+    waits[(waits.len() * 95).div_ceil(100) - 1]
+}
+
+/// Tokens of `of`'s calls and of all calls from `from` to `to` (ms, inclusive).
+fn tokens_in(calls: &[(u64, u64, String)], of: &HashSet<String>, from: u64, to: u64) -> (u64, u64) {
+    calls
+        .iter()
+        .filter(|(t, _, _)| (from..=to).contains(t))
+        .fold((0, 0), |(mine, all), (_, tokens, id)| {
+            (
+                mine + if of.contains(id) { tokens } else { &0 },
+                all + tokens,
+            )
+        })
+}
+
+/// A's jobs cost 120 tokens and B's 40: a share by jobs would give B three times A's tokens.
+const A_TOKENS: usize = 120;
+const B_TOKENS: usize = 40;
+
+/// Jobs a worker holds before their calls in these tests (2 slots, 2 workers), plus the fair
+/// window (jobs moved to the lane, not yet fetched: 2): jobs past the fair selection that a
+/// tenant arriving now finds ahead of it, whatever it does.
+const HELD: u64 = 6;
+
+/// Tenant B's 100 jobs, enqueued once `saturate` calls of `first` (a tenant's jobs of 120
+/// tokens) have completed, waited on. -> B's ids
+async fn b_after(rig: &Rig, first: &str, n_first: usize, saturate: u64) -> Vec<String> {
+    let mut events = rig.events().await;
+    rig.enqueue((0..n_first).map(|i| job(first, i, A_TOKENS)).collect())
+        .await;
+    let saturated = events
+        .until(BOUND, |s| s.count("completed") >= saturate)
+        .await;
+    assert!(saturated, "{first}'s jobs never ran");
+    let b = rig
+        .enqueue((0..100).map(|i| job("B", i, B_TOKENS)).collect())
+        .await;
+    let done = events
+        .until(BOUND, |s| b.iter().all(|id| s.job(id, "completed") == 1))
+        .await;
+    assert!(done, "not every job of B completed");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_behind_10k_jobs_of_another_gets_half_the_tokens_at_once() {
+    // B alone: it arrives at the limiter as it does behind A — saturated (20 calls of 120
+    // tokens are 2.4 s of quota; 1 s is burst) and with the jobs the workers hold and the fair
+    // window already past the selection — but no other tenant has a backlog: warm-up tenant W
+    // has 20 + HELD jobs, and B comes after 20 of them completed.
+    let alone = {
+        let (rig, _workers) = rig_and_workers(2).await;
+        let b = b_after(&rig, "W", 20 + HELD as usize, 20).await;
+        let calls = calls(&rig);
+        p95_wait(&rig, &b, &calls).await
+    };
+
+    let (rig, _workers) = rig_and_workers(2).await;
+    let b = b_after(&rig, "A", 10_000, 20).await;
+    let calls = calls(&rig);
+    let together = p95_wait(&rig, &b, &calls).await;
+    let b_set: HashSet<String> = b.iter().cloned().collect();
+    // Both backlogged: from B's first call to its last.
+    let b_times: Vec<u64> = calls
+        .iter()
+        .filter(|(_, _, id)| b_set.contains(id))
+        .map(|(t, _, _)| *t)
+        .collect();
+    let (from, to) = (b_times[0], b_times[b_times.len() - 1]);
+    let (b_tokens, all) = tokens_in(&calls, &b_set, from, to);
+    let share = b_tokens as f64 / all as f64;
+    let secs = (to - from) as f64 / 1000.0;
+    let rate = all as f64 / secs;
+    let stats = rig.mock.stats(false);
+    println!(
+        "B's p95 wait: alone {alone} ms, behind A's 10,000 {together} ms ({:.2}x); while both were \
+         backlogged ({secs:.1} s) B had {:.1}% of {all} tokens, {rate:.0} tokens/s (quota {}/s); \
+         mock: {} calls, {} 429s",
+        together as f64 / alone as f64,
+        100.0 * share,
+        TPM / 60,
+        stats.calls,
+        stats.rate_limited
+    );
+    assert!(
+        (0.4..=0.6).contains(&share),
+        "B's share of the tokens was {:.1}%",
+        100.0 * share
+    );
+    assert!(
+        together <= 2 * alone,
+        "B's p95 wait behind A ({together} ms) is over twice its wait alone ({alone} ms)"
+    );
+    // The quota over the window, plus one call's tokens for where the window's edges fall.
+    assert!(
+        all as f64 <= 1.02 * secs * (TPM / 60) as f64 + A_TOKENS as f64,
+        "{rate:.0} tokens/s over a quota of {}/s",
+        TPM / 60
+    );
+    assert!(
+        stats.rate_limited * 200 <= stats.calls,
+        "{} of {} calls were 429s",
+        stats.rate_limited,
+        stats.calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_3_to_1_give_75_and_25_percent_of_the_tokens() {
+    let (rig, _workers) = rig_and_workers(2).await;
+    let weight = |w: f64| TenantChange {
+        weight: Some(Some(w)),
+        ..TenantChange::default()
+    };
+    let store = rig.store();
+    store
+        .set_tenant("q", "H", &weight(3.0))
+        .await
+        .expect("weight");
+    store
+        .set_tenant("q", "L", &weight(1.0))
+        .await
+        .expect("weight");
+    // H's jobs are a third of L's size: by jobs, H would get nine times L's calls.
+    let mut jobs: Vec<NewJob> = Vec::new();
+    for i in 0..1000 {
+        jobs.push(job("L", i, A_TOKENS));
+        jobs.push(job("H", i, B_TOKENS));
+    }
+    let ids = rig.enqueue(jobs).await;
+    let h: HashSet<String> = ids.iter().skip(1).step_by(2).cloned().collect();
+    let mut events = rig.events().await;
+    // 1 s of burst, then ~6 s of shares, both backlogged throughout (each has ~40 s of work).
+    let done = events.until(BOUND, |s| s.count("completed") >= 150).await;
+    assert!(done, "the jobs never got going");
+    let calls = calls(&rig);
+    let (from, to) = (calls[20].0, calls[calls.len() - 1].0);
+    let (h_tokens, all) = tokens_in(&calls, &h, from, to);
+    let share = h_tokens as f64 / all as f64;
+    let h_calls = calls[20..]
+        .iter()
+        .filter(|(_, _, id)| h.contains(id))
+        .count();
+    println!(
+        "weights 3:1 over {:.1} s: H {:.1}% of {all} tokens ({h_calls} of {} calls)",
+        (to - from) as f64 / 1000.0,
+        100.0 * share,
+        calls.len() - 20
+    );
+    assert!(
+        (0.65..=0.85).contains(&share),
+        "H's share was {:.1}%",
+        100.0 * share
+    );
+}
+
+/// Waits (checking every 50 ms) until `tenant` of queue `q` is in the state `done` accepts.
+async fn until_tenant(
+    rig: &Rig,
+    tenant: &str,
+    done: impl Fn(&TenantStats, i64) -> bool,
+) -> TenantStats {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let rows = rig.store().tenants("q").await.expect("tenants");
+        let running = rig.counts().await.get("running").copied().unwrap_or(0);
+        if let Some(t) = rows.into_iter().find(|t| t.tenant == tenant)
+            && (done(&t, running) || tokio::time::Instant::now() >= deadline)
+        {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tenant {tenant} never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
+    let rig = Rig::start(MockConfig {
+        latency_ms: 50,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 25;
+    let _workers = rig.spawn_ready(2, &options).await;
+    // Each job is estimated at ~100 tokens (36 of prompt, max_tokens 64) and uses ~52 (the mock
+    // answers 16): spend is reserved at the estimate and corrected to the usage.
+    let budget: u64 = 1000;
+    rig.cli(&[
+        "budget",
+        "set",
+        "T",
+        "--tokens",
+        &budget.to_string(),
+        "--period",
+        "day",
+        "-q",
+        "q",
+    ]);
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| {
+            let prompt = format!("T {i} {}", "x".repeat(4 * 30));
+            NewJob::post(
+                "q",
+                "mock",
+                "/v1/chat/completions",
+                serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}),
+            )
+            .with_tenant("T")
+        })
+        .collect();
+    let ids = rig.enqueue(jobs).await;
+    let estimate: u64 = 36 + 64 + 2;
+    // Settled: parked, nothing running, and no room left for another job's estimate.
+    let t = until_tenant(&rig, "T", |t, running| {
+        t.parked && running == 0 && t.spent + estimate > budget
+    })
+    .await;
+    let counts = rig.counts().await;
+    let completed = counts.get("completed").copied().unwrap_or(0);
+    let tokens: u64 = calls(&rig).iter().map(|c| c.1).sum();
+    println!(
+        "budget {budget}: {completed} of 50 jobs completed, spent {} (the mock counted {tokens}), \
+         {} parked with state held (budget)",
+        t.spent, t.backlog
+    );
+    assert!(t.parked, "{t:?}");
+    assert!(
+        t.spent <= budget + estimate,
+        "spent {} over a budget of {budget}",
+        t.spent
+    );
+    assert_eq!(t.spent, tokens, "spend is corrected to what the calls used");
+    assert_eq!(t.backlog as i64, 50 - completed, "{t:?}");
+    assert!(completed > 0 && completed < 50, "{completed} completed");
+    let held: Vec<_> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            let s = rig.status(id).await;
+            if s.state == JobState::Queued {
+                v.push(s.held);
+            }
+        }
+        v
+    };
+    assert_eq!(held.len() as i64, 50 - completed);
+    assert!(
+        held.iter().all(|h| h.as_deref() == Some("budget")),
+        "{held:?}"
+    );
+
+    // Raised: the parked jobs run, each once.
+    rig.cli(&["budget", "set", "T", "--tokens", "100000", "-q", "q"]);
+    let mut events = rig.events().await;
+    let done = events
+        .until(BOUND, |s| ids.iter().all(|id| s.job(id, "completed") == 1))
+        .await;
+    assert!(done, "not every job completed after the budget was raised");
+    let by_job = rig.mock.stats(true).jobs.unwrap_or_default();
+    assert!(
+        ids.iter().all(|id| by_job.get(id).map(Vec::len) == Some(1)),
+        "a job was called twice or never"
+    );
+    let out = rig.cli(&["stats", "q", "--tenants"]);
+    println!("{out}");
+    assert!(out.contains("T "), "{out}");
+}

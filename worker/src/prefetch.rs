@@ -1,0 +1,94 @@
+//! The prefetch bound (`worker.prefetch`): how many jobs this worker holds that have not made
+//! their call yet — fetched, waiting for the rate limiter. The fetch loop takes no more than the
+//! room left, so under a saturated limiter the backlog stays in Redis, where the tenants' fair
+//! order and the priority lanes decide what goes next, instead of in this worker's memory ahead
+//! of everything that arrives later (docs/OPERATIONS.md, "Tenants").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+pub struct Prefetch {
+    held: AtomicUsize,
+    max: usize,
+    freed: Notify,
+}
+
+impl Prefetch {
+    pub fn new(max: usize) -> Arc<Prefetch> {
+        Arc::new(Prefetch {
+            held: AtomicUsize::new(0),
+            max: max.max(1),
+            freed: Notify::new(),
+        })
+    }
+
+    /// How many more jobs this worker may take now.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.held.load(Ordering::Relaxed))
+    }
+
+    /// Returns once there is room for a job.
+    pub async fn until_room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.room() > 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Counts one job held until the returned guard is released (or dropped).
+    pub fn hold(self: &Arc<Self>) -> Held {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Held(Some(self.clone()))
+    }
+}
+
+/// A job counted against the prefetch bound until it makes its call (or ends without one).
+pub struct Held(Option<Arc<Prefetch>>);
+
+impl Held {
+    pub fn release(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.held.fetch_sub(1, Ordering::Relaxed);
+            p.freed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn room_comes_back_when_a_held_job_is_released() {
+        let p = Prefetch::new(2);
+        let mut a = p.hold();
+        let _b = p.hold();
+        assert_eq!(p.room(), 0);
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.until_room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        a.release();
+        waiter
+            .await
+            .expect("the waiter returns once a job is released");
+        assert_eq!(p.room(), 1);
+        a.release();
+        assert_eq!(p.room(), 1, "a second release counts nothing");
+    }
+}
