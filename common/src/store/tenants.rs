@@ -54,6 +54,16 @@ pub struct TenantStats {
     pub parked: bool,
 }
 
+/// A partition's tenants as its keys hold them: backlogged (`tenants`), `parked`, tokens used
+/// (`tused`), `weights`, and those that had a backlog (`tfinish`).
+type TenantKeys = (
+    Vec<String>,
+    Vec<String>,
+    HashMap<String, u64>,
+    HashMap<String, String>,
+    Vec<String>,
+);
+
 impl Store {
     /// Sets a tenant's weight or budget on every partition of `queue`; a parked tenant is put
     /// back in turn (and parked again at once if its next job still does not fit).
@@ -93,13 +103,7 @@ impl Store {
             let keys = keys_for(&part)?;
             let p = keys.prefix();
             let mut conn = self.conn.clone();
-            let (active, parked, used, weights, idle): (
-                Vec<String>,
-                Vec<String>,
-                HashMap<String, u64>,
-                HashMap<String, String>,
-                Vec<String>,
-            ) = redis::pipe()
+            let (active, parked, used, weights, idle): TenantKeys = redis::pipe()
                 .cmd("ZRANGE")
                 .arg(format!("{p}tenants"))
                 .arg(0)
