@@ -1,11 +1,12 @@
 //! Property test of the job state machine on a real Redis: random sequences of what producers,
 //! workers and operators do — enqueue (with dedupe keys, now or much later), fetch, complete,
 //! retry, dead-letter, promote, a takeover of a live holder's entries (its lease "lapsed"),
-//! late calls from holders whose turn is over, cancel, hand-back at shutdown, re-drive — and
+//! late calls from holders whose turn is over, cancel, hand-back at shutdown, re-drive; jobs of
+//! tenants (fair-queued in their tenants' lists) and tenants' budgets that park them — and
 //! after every step and at the end:
 //!
 //! - nothing is lost: every job created has a hash in a known state, and where that state says
-//!   it is (queued: its entry in the stream; running: its entry pending in the group;
+//!   it is (queued: its entry in the stream, or its id in its tenant's list; running: its entry pending in the group;
 //!   scheduled/retrying: in the delayed ZSET; terminal: in neither);
 //! - nothing completes twice: at most one completion call per job is accepted, a holder from
 //!   an earlier life of the job is refused, and the events stream says `completed` at most once;
@@ -25,23 +26,50 @@ use sluice_tests::RedisServer;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { key: Option<u8>, later: bool },
-    Fetch { consumer: u8, count: u8 },
-    Complete { pick: u16 },
-    Retry { pick: u16 },
-    Dead { pick: u16 },
+    Enqueue {
+        key: Option<u8>,
+        later: bool,
+        tenant: Option<u8>,
+    },
+    /// A tenant's budget in tokens (0: none); each job here is estimated at 1 token.
+    Budget {
+        tenant: u8,
+        tokens: u8,
+    },
+    Fetch {
+        consumer: u8,
+        count: u8,
+    },
+    Complete {
+        pick: u16,
+    },
+    Retry {
+        pick: u16,
+    },
+    Dead {
+        pick: u16,
+    },
     Promote,
-    Takeover { consumer: u8 },
-    Late { pick: u16 },
-    Cancel { pick: u16 },
-    Release { pick: u16 },
+    Takeover {
+        consumer: u8,
+    },
+    Late {
+        pick: u16,
+    },
+    Cancel {
+        pick: u16,
+    },
+    Release {
+        pick: u16,
+    },
     Redrive,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (proptest::option::of(0u8..4), proptest::bool::weighted(0.15))
-            .prop_map(|(key, later)| Op::Enqueue { key, later }),
+        4 => (proptest::option::of(0u8..4), proptest::bool::weighted(0.15), proptest::option::of(0u8..3))
+            .prop_map(|(key, later, tenant)| Op::Enqueue { key, later, tenant }),
+        2 => (0u8..3, 0u8..4).prop_map(|(tenant, tokens)| Op::Budget { tenant, tokens }),
         4 => (0u8..3, 1u8..5).prop_map(|(consumer, count)| Op::Fetch { consumer, count }),
         3 => any::<u16>().prop_map(|pick| Op::Complete { pick }),
         2 => any::<u16>().prop_map(|pick| Op::Retry { pick }),
@@ -114,7 +142,17 @@ impl Model {
     async fn apply(&mut self, op: &Op) {
         let q = self.queue.clone();
         match op {
-            Op::Enqueue { key, later } => {
+            Op::Budget { tenant, tokens } => {
+                let change = sluice_common::store::TenantChange {
+                    budget_tokens: Some(u64::from(*tokens)),
+                    ..Default::default()
+                };
+                self.store
+                    .set_tenant(&q, &format!("t{tenant}"), &change)
+                    .await
+                    .expect("budget");
+            }
+            Op::Enqueue { key, later, tenant } => {
                 let mut job = NewJob::post(
                     &q,
                     "mock",
@@ -126,6 +164,9 @@ impl Model {
                 }
                 if *later {
                     job = job.with_schedule(Schedule::After(Duration::from_secs(3600)));
+                }
+                if let Some(t) = tenant {
+                    job = job.with_tenant(format!("t{t}"));
                 }
                 let prepared = job
                     .prepare(&sluice_common::JobLimits::default())
@@ -300,6 +341,23 @@ impl Model {
             let entry = f.get("entry").cloned().unwrap_or_default();
             let is_delayed = delayed.contains(id);
             match state {
+                JobState::Queued if entry.is_empty() && f.contains_key("fair") => {
+                    let tenant = f.get("tenant").map(String::as_str).unwrap_or("default");
+                    let list: Vec<String> = self
+                        .conn
+                        .lrange(format!("{}tq:{tenant}:normal", self.keys.prefix()), 0, -1)
+                        .await
+                        .expect("LRANGE");
+                    assert_eq!(
+                        list.iter().filter(|x| *x == id).count(),
+                        1,
+                        "after {after}: queued job {id} is not once in tenant {tenant}'s list"
+                    );
+                    assert!(
+                        !is_delayed,
+                        "after {after}: queued job {id} is in the delayed ZSET"
+                    );
+                }
                 JobState::Queued => {
                     let found: Vec<redis::Value> = self
                         .conn
@@ -384,6 +442,10 @@ impl Model {
 
     /// Runs everything that can run to an end; returns the jobs not terminal.
     async fn drain(&mut self) -> Vec<(String, JobState)> {
+        // Parked tenants resume once their budgets go.
+        for tenant in 0..3 {
+            self.apply(&Op::Budget { tenant, tokens: 0 }).await;
+        }
         for _ in 0..50 {
             for h in std::mem::take(&mut self.held) {
                 self.late.push(h.clone());
