@@ -95,6 +95,37 @@ impl Store {
         Ok(())
     }
 
+    /// The parked tenants of `queue` and the jobs each holds in its lists (every partition's,
+    /// summed), most first.
+    pub async fn parked(&self, queue: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut all: HashMap<String, u64> = HashMap::new();
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let p = keys.prefix();
+            let mut conn = self.conn.clone();
+            let parked: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(format!("{p}parked"))
+                .query_async(&mut conn)
+                .await?;
+            if parked.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for t in &parked {
+                for lane in ["high", "normal", "low"] {
+                    pipe.cmd("LLEN").arg(format!("{p}tq:{t}:{lane}"));
+                }
+            }
+            let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
+            for (t, n) in parked.iter().zip(lens.chunks(3)) {
+                *all.entry(t.clone()).or_default() += n.iter().sum::<u64>();
+            }
+        }
+        let mut rows: Vec<(String, u64)> = all.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(rows)
+    }
+
     /// Every tenant of `queue` that ever had a job, a setting or used tokens, busiest first
     /// (most backlog, then most tokens).
     pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {

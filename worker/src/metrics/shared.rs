@@ -31,6 +31,13 @@ impl Metrics {
                     tracing::warn!(queue = %q, error = %e, "reading queue gauges failed");
                 }
             }
+            match store.parked(q).await {
+                Ok(rows) => self.tenants.set_parked(q, &rows),
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(queue = %q, error = %e, "reading parked tenants failed");
+                }
+            }
         }
         match store.upstream_states_of(upstreams).await {
             Ok(states) => {

@@ -2,12 +2,15 @@
 //! `sluice_tenant_cost_dollars_total`), with bounded label cardinality: the first `TENANT_LABELS`
 //! tenants this worker sees get a label of their own; every later one is counted as `other`,
 //! and jobs without a tenant as `default`. A fleet's series per queue are thus at most
-//! workers × (`TENANT_LABELS` + 2), however many tenants there are.
+//! workers × (`TENANT_LABELS` + 2), however many tenants there are. Jobs held by tenants over
+//! their budgets (`sluice_tenant_parked_jobs`, read from Redis with the queue gauges): the
+//! `TENANT_LABELS` tenants holding most by name, the rest summed as `other`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use prometheus::{CounterVec, IntCounterVec, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use sluice_common::config::ModelPrice;
 
 use crate::usage::Usage;
@@ -18,6 +21,7 @@ pub const TENANT_LABELS: usize = 50;
 pub struct TenantMetrics {
     tokens: IntCounterVec,
     cost: CounterVec,
+    parked: IntGaugeVec,
     named: Mutex<HashSet<String>>,
 }
 
@@ -39,12 +43,22 @@ impl TenantMetrics {
             &["queue", "tenant"],
         )
         .expect("valid metric");
+        let parked = IntGaugeVec::new(
+            Opts::new(
+                "sluice_tenant_parked_jobs",
+                "Jobs held because their tenant is over its budget, by queue and tenant (the 50 holding most; the rest `other`)",
+            ),
+            &["queue", "tenant"],
+        )
+        .expect("valid metric");
         // Registered once, with fixed names: only a defect could make this fail.
         let _ = r.register(Box::new(tokens.clone()));
         let _ = r.register(Box::new(cost.clone()));
+        let _ = r.register(Box::new(parked.clone()));
         TenantMetrics {
             tokens,
             cost,
+            parked,
             named: Mutex::new(HashSet::new()),
         }
     }
@@ -91,6 +105,30 @@ impl TenantMetrics {
     }
 }
 
+impl TenantMetrics {
+    /// Sets `queue`'s parked jobs per tenant (`rows`, most first), forgetting tenants no longer
+    /// parked; a queue with none shows `other` 0, so the series exists for the dashboard.
+    pub fn set_parked(&self, queue: &str, rows: &[(String, u64)]) {
+        for m in self.parked.collect().iter().flat_map(|f| f.get_metric()) {
+            let labels: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+            if labels.first() == Some(&queue) {
+                let _ = self.parked.remove_label_values(&labels);
+            }
+        }
+        let mut other = 0;
+        for (i, (tenant, n)) in rows.iter().enumerate() {
+            if i < TENANT_LABELS {
+                self.parked
+                    .with_label_values(&[queue, tenant])
+                    .set(*n as i64);
+            } else {
+                other += *n as i64;
+            }
+        }
+        self.parked.with_label_values(&[queue, "other"]).set(other);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +142,23 @@ mod tests {
         }
         assert_eq!(m.label(Some("late")), "other");
         assert_eq!(m.label(Some("t0")), "t0", "a named tenant keeps its label");
+    }
+
+    #[test]
+    fn parked_jobs_name_the_50_tenants_holding_most_and_sum_the_rest() {
+        let m = TenantMetrics::new(&Registry::new());
+        let rows: Vec<(String, u64)> = (0..60).map(|i| (format!("t{i}"), 100 - i)).collect();
+        m.set_parked("q", &rows);
+        assert_eq!(m.parked.with_label_values(&["q", "t0"]).get(), 100);
+        assert_eq!(
+            m.parked.with_label_values(&["q", "other"]).get(),
+            (41..=50).sum::<i64>()
+        );
+        m.set_parked("q", &[]);
+        assert_eq!(
+            m.parked.collect()[0].get_metric().len(),
+            1,
+            "only `other` is left"
+        );
     }
 }
