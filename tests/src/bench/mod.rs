@@ -48,18 +48,26 @@ pub fn payload(i: usize) -> serde_json::Value {
     })
 }
 
-/// Job `i` of a workload: the payload POSTed to the bench upstream.
-/// Job `i` of a run. `SLUICE_BENCH_PRIORITY=high|low` puts every job in that lane (what lanes
-/// cost a queue that uses them); unset or anything else: normal.
+/// Job `i` of a run: the workload's payload POSTed to the bench upstream.
+/// `SLUICE_BENCH_PRIORITY=high|low` puts every job in that lane (what lanes cost a queue that
+/// uses them); unset or anything else: normal. `SLUICE_BENCH_TENANTS=N` gives job `i` tenant
+/// `t<i mod N>` (what fair queueing costs with N tenants); unset: no tenant.
 pub fn job(queue: &str, i: usize) -> NewJob {
-    let job = NewJob::post(queue, UPSTREAM, "/v1/chat/completions", payload(i));
-    match std::env::var("SLUICE_BENCH_PRIORITY")
+    let mut job = NewJob::post(queue, UPSTREAM, "/v1/chat/completions", payload(i));
+    if let Some(Ok(p)) = std::env::var("SLUICE_BENCH_PRIORITY")
         .ok()
         .map(|p| p.parse())
     {
-        Some(Ok(p)) => job.with_priority(p),
-        _ => job,
+        job = job.with_priority(p);
     }
+    if let Some(n) = std::env::var("SLUICE_BENCH_TENANTS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        job = job.with_tenant(format!("t{}", i % n));
+    }
+    job
 }
 
 #[cfg(test)]
