@@ -1,5 +1,6 @@
 //! deploy/redis/users.acl loaded into a real redis-server: the worker user runs a full job cycle
-//! (read, start, limiter, retry, promote, dead-letter, complete, queue gauges) and cannot run
+//! of a tenant's jobs (read, start, limiter, retry, promote, dead-letter, complete, queue
+//! gauges) and cannot run
 //! FLUSHALL or CONFIG; the producer user can enqueue, read status and wait, and nothing else;
 //! `sluice-api` runs as the sluice-api user (submit, read, follow, cancel).
 
@@ -70,6 +71,9 @@ async fn worker_and_producer_users_have_just_what_they_need() {
     let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted_job(i, &[200])).collect();
     jobs.push(scripted_job(5, &[503, 200])); // retried, then promoted, then completed
     jobs.push(scripted_job(6, &[400])); // dead-lettered
+    // Tenants' jobs: the queue is fair-queued (the tenants' lists, tags and budgets), so every
+    // user runs those paths too.
+    let jobs = jobs.into_iter().map(|j| j.with_tenant("acme")).collect();
     let ids = enqueue_all(&producer, jobs).await;
     let done = events.until(BOUND, |s| s.terminal_jobs() >= 7).await;
     assert!(done, "{:?}\n{}", events.seen.totals, worker.log());
@@ -152,6 +156,24 @@ async fn worker_and_producer_users_have_just_what_they_need() {
         .stats("q")
         .await
         .expect("the operator reads stats");
+    // ... and sets a tenant's budget and weight, and reads the tenants (`sluice budget set`,
+    // `sluice weight set`, `sluice stats --tenants`).
+    let change = sluice_common::store::TenantChange {
+        weight: Some(Some(2.0)),
+        budget_tokens: Some(1_000_000),
+        ..Default::default()
+    };
+    operator
+        .store()
+        .set_tenant("q", "acme", &change)
+        .await
+        .expect("the operator sets a tenant's budget");
+    let tenants = operator
+        .store()
+        .tenants("q")
+        .await
+        .expect("the operator reads tenants");
+    assert_eq!(tenants.len(), 1, "{tenants:?}");
 
     // Queue gauges for /metrics are read with the worker's user too.
     let m = Scrape::fetch(addr).await;

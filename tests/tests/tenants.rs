@@ -30,7 +30,9 @@ fn job(tenant: &str, i: usize, tokens: usize) -> NewJob {
     .with_tenant(tenant)
 }
 
-async fn rig_and_workers(concurrency: usize) -> (Rig, Vec<WorkerProcess>) {
+/// Two workers with `concurrency` slots each; at most `prefetch` of each one's jobs sleep at the
+/// limiter (0: any), the rest wait in Redis in fair order.
+async fn rig_and_workers(concurrency: usize, prefetch: usize) -> (Rig, Vec<WorkerProcess>) {
     let rig = Rig::start(MockConfig {
         latency_ms: 5,
         tpm: Some(TPM),
@@ -40,6 +42,9 @@ async fn rig_and_workers(concurrency: usize) -> (Rig, Vec<WorkerProcess>) {
     let mut options: WorkerOptions = rig.options();
     options.concurrency = concurrency;
     options.extra = format!("tpm = {TPM}\n");
+    options
+        .env
+        .push(("SLUICE__WORKER__PREFETCH".into(), prefetch.to_string()));
     let workers = rig.spawn_ready(2, &options).await;
     (rig, workers)
 }
@@ -93,9 +98,9 @@ fn tokens_in(calls: &[(u64, u64, String)], of: &HashSet<String>, from: u64, to: 
 const A_TOKENS: usize = 120;
 const B_TOKENS: usize = 40;
 
-/// Jobs a worker holds before their calls in these tests (2 slots, 2 workers), plus the fair
-/// window (jobs moved to the lane, not yet fetched: 2): jobs past the fair selection that a
-/// tenant arriving now finds ahead of it, whatever it does.
+/// Jobs past the fair selection that a tenant arriving now finds ahead of it, whatever it does:
+/// those sleeping at the limiter (`prefetch` 2 on each of 2 workers) plus the fair window (jobs
+/// moved to the lane, not yet fetched: 2).
 const HELD: u64 = 6;
 
 /// Tenant B's 100 jobs, enqueued once `saturate` calls of `first` (a tenant's jobs of 120
@@ -125,13 +130,13 @@ async fn a_tenant_behind_10k_jobs_of_another_gets_half_the_tokens_at_once() {
     // window already past the selection — but no other tenant has a backlog: warm-up tenant W
     // has 20 + HELD jobs, and B comes after 20 of them completed.
     let alone = {
-        let (rig, _workers) = rig_and_workers(2).await;
+        let (rig, _workers) = rig_and_workers(50, 2).await;
         let b = b_after(&rig, "W", 20 + HELD as usize, 20).await;
         let calls = calls(&rig);
         p95_wait(&rig, &b, &calls).await
     };
 
-    let (rig, _workers) = rig_and_workers(2).await;
+    let (rig, _workers) = rig_and_workers(50, 2).await;
     let b = b_after(&rig, "A", 10_000, 20).await;
     let calls = calls(&rig);
     let together = p95_wait(&rig, &b, &calls).await;
@@ -183,7 +188,7 @@ async fn a_tenant_behind_10k_jobs_of_another_gets_half_the_tokens_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_3_to_1_give_75_and_25_percent_of_the_tokens() {
-    let (rig, _workers) = rig_and_workers(2).await;
+    let (rig, _workers) = rig_and_workers(50, 2).await;
     let weight = |w: f64| TenantChange {
         weight: Some(Some(w)),
         ..TenantChange::default()
@@ -230,18 +235,21 @@ async fn weights_3_to_1_give_75_and_25_percent_of_the_tokens() {
     );
 }
 
-/// Waits (checking every 50 ms) until `tenant` of queue `q` is in the state `done` accepts.
+/// Waits (checking every 50 ms) until `tenant` of queue `q` is in the state `done` accepts
+/// (given the queue's counts too).
 async fn until_tenant(
     rig: &Rig,
     tenant: &str,
-    done: impl Fn(&TenantStats, i64) -> bool,
+    done: impl Fn(&TenantStats, &HashMap<String, i64>) -> bool,
 ) -> TenantStats {
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
+        // The counts first: a job running then could end before the tenants are read, never
+        // one that was not.
+        let counts = rig.counts().await;
         let rows = rig.store().tenants("q").await.expect("tenants");
-        let running = rig.counts().await.get("running").copied().unwrap_or(0);
         if let Some(t) = rows.into_iter().find(|t| t.tenant == tenant)
-            && (done(&t, running) || tokio::time::Instant::now() >= deadline)
+            && (done(&t, &counts) || tokio::time::Instant::now() >= deadline)
         {
             return t;
         }
@@ -291,9 +299,14 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
         .collect();
     let ids = rig.enqueue(jobs).await;
     let estimate: u64 = 36 + 64 + 2;
-    // Settled: parked, nothing running, and no room left for another job's estimate.
-    let t = until_tenant(&rig, "T", |t, running| {
-        t.parked && running == 0 && t.spent + estimate > budget
+    // Settled: parked, nothing running or moved to the lane (every queued job is in the list),
+    // and no room left for another job's estimate.
+    let t = until_tenant(&rig, "T", |t, counts| {
+        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        t.parked
+            && n("running") == 0
+            && n("queued") == t.backlog as i64
+            && t.spent + estimate > budget
     })
     .await;
     let counts = rig.counts().await;

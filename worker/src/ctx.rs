@@ -20,7 +20,6 @@ use crate::inflight::Inflight;
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::outage;
-use crate::prefetch::Prefetch;
 use crate::retry::RetryPolicy;
 use crate::scheduler::Wakeups;
 use crate::shutdown::Shutdown;
@@ -40,8 +39,6 @@ pub struct Ctx {
     pub queues: Vec<String>,
     /// One permit per job this worker may run at once.
     pub slots: Arc<Semaphore>,
-    /// Jobs held before their calls (`worker.prefetch`).
-    pub prefetch: Arc<Prefetch>,
     pub inflight: Inflight,
     pub wakeups: Wakeups,
     pub shutdown: Shutdown,

@@ -78,9 +78,7 @@ pub async fn run_started(
                         .with_label_values(&[queue])
                         .observe(s);
                 }
-                let held = ctx.prefetch.hold();
-                ctx.tracker
-                    .spawn(processor::run(ctx.clone(), job, slot, held));
+                ctx.tracker.spawn(processor::run(ctx.clone(), job, slot));
                 continue;
             }
             Err(other) => other,

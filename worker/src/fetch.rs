@@ -50,12 +50,14 @@ pub async fn run(ctx: Arc<Ctx>, queue: String) {
             p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.cancelled() => break,
         };
-        // No more jobs than the prefetch bound has room for (see prefetch.rs).
+        // No more jobs than the prefetch bound has room for: while `worker.prefetch` jobs sleep
+        // for their slots at the limiter, the rest wait in Redis (see prefetch.rs).
+        let sleeping = &ctx.limiter.sleeping;
         tokio::select! {
-            _ = ctx.prefetch.until_room() => {}
+            _ = sleeping.until_room() => {}
             _ = stop.cancelled() => break,
         }
-        let slots = ctx.take_slots(Some(first), MAX_BATCH.min(ctx.prefetch.room().max(1)));
+        let slots = ctx.take_slots(Some(first), MAX_BATCH.min(sleeping.room().max(1)));
         // A busy queue: read and start in one round trip, without blocking.
         match ctx.store.fetch(&queue, &ctx.consumer, slots.len()).await {
             Ok(started) if !started.is_empty() => {

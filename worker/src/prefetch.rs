@@ -1,8 +1,9 @@
-//! The prefetch bound (`worker.prefetch`): how many jobs this worker holds that have not made
-//! their call yet — fetched, waiting for the rate limiter. The fetch loop takes no more than the
-//! room left, so under a saturated limiter the backlog stays in Redis, where the tenants' fair
-//! order and the priority lanes decide what goes next, instead of in this worker's memory ahead
-//! of everything that arrives later (docs/OPERATIONS.md, "Tenants").
+//! The prefetch bound (`worker.prefetch`): how many of this worker's jobs may sleep at the rate
+//! limiter for their reserved slots. The fetch loop takes no more jobs than the room left, so
+//! under a saturated limiter the backlog stays in Redis, where the tenants' fair order and the
+//! priority lanes decide what goes next, instead of in this worker's memory ahead of everything
+//! that arrives later (docs/OPERATIONS.md, "Tenants"). Jobs that pass the limiter at once are
+//! never counted: an unsaturated worker fetches full batches. 0 (the default) bounds nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +17,11 @@ pub struct Prefetch {
 }
 
 impl Prefetch {
+    /// At most `max` jobs; 0: no bound.
     pub fn new(max: usize) -> Arc<Prefetch> {
         Arc::new(Prefetch {
             held: AtomicUsize::new(0),
-            max: max.max(1),
+            max: if max == 0 { usize::MAX } else { max },
             freed: Notify::new(),
         })
     }
@@ -49,7 +51,7 @@ impl Prefetch {
     }
 }
 
-/// A job counted against the prefetch bound until it makes its call (or ends without one).
+/// A job counted against the prefetch bound while it sleeps for its slot.
 pub struct Held(Option<Arc<Prefetch>>);
 
 impl Held {
@@ -70,6 +72,13 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_bounds_nothing() {
+        let p = Prefetch::new(0);
+        let _held: Vec<Held> = (0..1000).map(|_| p.hold()).collect();
+        assert!(p.room() > 1_000_000);
+    }
 
     #[tokio::test]
     async fn room_comes_back_when_a_held_job_is_released() {

@@ -20,7 +20,6 @@ use crate::metrics::{now_ms, status_class};
 use crate::outage::ride_out;
 use crate::outcome;
 use crate::outcome::Class;
-use crate::prefetch::Held;
 use crate::retry::{Budget, Decision};
 use crate::route::{self, Plan, Step, Target};
 use crate::translate;
@@ -29,9 +28,7 @@ use crate::usage::Usage;
 
 /// Runs the job. Its concurrency slot is held until the upstream has answered (the slots bound
 /// calls in flight); writing the outcome, batched with other jobs', happens after.
-///
-/// `held` counts the job against the prefetch bound until its call is let through.
-pub async fn run(ctx: Arc<Ctx>, job: Job, slot: OwnedSemaphorePermit, held: Held) {
+pub async fn run(ctx: Arc<Ctx>, job: Job, slot: OwnedSemaphorePermit) {
     ctx.inflight.add(&job.queue, &job.entry, &job.id);
     let span = tracing::info_span!(
         "job",
@@ -42,7 +39,7 @@ pub async fn run(ctx: Arc<Ctx>, job: Job, slot: OwnedSemaphorePermit, held: Held
         waits = job.waits,
         upstream = tracing::field::Empty,
     );
-    match process(&ctx, &job, slot, held).instrument(span).await {
+    match process(&ctx, &job, slot).instrument(span).await {
         Ok(Some(())) => ctx.inflight.remove(&job.queue, &job.entry),
         // Abandoned at shutdown: the entry stays in `inflight` to be handed back.
         Ok(None) => {}
@@ -65,7 +62,6 @@ async fn process(
     ctx: &Ctx,
     job: &Job,
     slot: OwnedSemaphorePermit,
-    mut held: Held,
 ) -> Result<Option<()>, StoreError> {
     tracing::debug!("started");
     // The worker's own size limit, whatever `max_bytes` the producer sent to the library: a
@@ -214,7 +210,6 @@ async fn process(
                 }
             }
         };
-        held.release();
         ctx.metrics
             .limiter_wait
             .with_label_values(&[u])

@@ -96,7 +96,6 @@ pub async fn run_with_metrics(
         policy: RetryPolicy::from_config(&config.retry),
         consumer,
         slots: Arc::new(Semaphore::new(concurrency)),
-        prefetch: crate::prefetch::Prefetch::new(config.worker.prefetch),
         inflight: Inflight::default(),
         wakeups: Wakeups::default(),
         shutdown: shutdown.clone(),

@@ -111,7 +111,7 @@ pub struct ProducerConfig {
 pub struct WorkerConfig {
     pub queues: Vec<String>,
     pub concurrency: usize,
-    /// Jobs a worker holds before their calls (fetched, not yet through the limiter).
+    /// Jobs of this worker that may sleep at the rate limiter; beyond, it fetches no more (0: any).
     pub prefetch: usize,
     pub consumer: String,
     pub lease_ms: u64,
@@ -358,10 +358,8 @@ impl Config {
             fallback::check_chain(&self.upstreams, name, up)?;
             up.check(name)?;
         }
-        if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
-            let key =
-                ["worker.prefetch", "worker.concurrency"][(self.worker.concurrency == 0) as usize];
-            return Err(invalid(key, "must be positive"));
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be positive"));
         }
         if self.worker.queues.is_empty()
             || self

@@ -425,6 +425,7 @@ local function fair_fill(p, n, laned, aging)
   local now = now_ms()
   local moved, vt, spins = 0, nil, 0
   local weights = {}
+  local budgets = redis.call('SCARD', p .. 'budgets') > 0
   while moved < n and spins < n + 64 do
     spins = spins + 1
     local head = redis.call('ZRANGE', p .. 'tenants', 0, 0, 'WITHSCORES')
@@ -437,7 +438,7 @@ local function fair_fill(p, n, laned, aging)
       local f = redis.call('HMGET', jk, 'state', 'fair', 'entry')
       if f[1] == 'queued' and f[2] and (not f[3] or f[3] == '') then
         local est = tonumber(f[2]) or 1
-        if budget_take(p, t, est, now) then
+        if not budgets or budget_take(p, t, est, now) then
           local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)
           redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1')
           moved = moved + 1
@@ -493,20 +494,27 @@ end
 -- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made).
 -- Its tenant's tag and budget are corrected by used − estimate; its tokens counted (`tused`).
 -- `f`: the job's {reserved, tenant, fair} when the caller read them.
-local function fair_settle(p, jk, used, f)
+-- `call`: what one function call learned, shared by its jobs ({} for a single job): the
+-- weights read, whether any tenant has a budget (`budgets`). A caller that clears `reserved`
+-- itself (in the HSET it makes anyway) passes `cleared`.
+local function fair_settle(p, jk, used, f, call, cleared)
   f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair')
-  if not f[1] then return end
-  redis.call('HDEL', jk, 'reserved')
+  if f[1] ~= '1' then return end
+  call = call or {}
+  if not cleared then redis.call('HDEL', jk, 'reserved') end
   local t = f[2] or 'default'
   local delta = used - (tonumber(f[3] or '') or 1)
   if delta ~= 0 then
-    local d = delta / weight_of(p, t)
-    if redis.call('ZSCORE', p .. 'tenants', t) then
-      redis.call('ZINCRBY', p .. 'tenants', d, t)
-    elseif redis.call('HEXISTS', p .. 'tfinish', t) == 1 then
-      redis.call('HINCRBYFLOAT', p .. 'tfinish', t, d)
+    call.weights = call.weights or {}
+    local w = call.weights[t]
+    if not w then w = weight_of(p, t); call.weights[t] = w end
+    -- ZADD XX INCR: the backlogged tenant's tag, in one command (nil when it is not there).
+    if not redis.call('ZADD', p .. 'tenants', 'XX', 'INCR', delta / w, t)
+        and redis.call('HEXISTS', p .. 'tfinish', t) == 1 then
+      redis.call('HINCRBYFLOAT', p .. 'tfinish', t, delta / w)
     end
-    if redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
+    if call.budgets == nil then call.budgets = redis.call('SCARD', p .. 'budgets') > 0 end
+    if call.budgets and redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
       redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', delta)
     end
   end
@@ -1352,6 +1360,7 @@ local function complete(keys, args)
   local _, nows = now_ms()
   local out = {}
   local done, refused, completed, hooked, settled, acks = 0, 0, {}, {}, {}, {}
+  local call = {}
   for _, job in ipairs(jobs) do
     local i, n, id, entry = job.i, job.n, job.id, job.entry
     local result, status = args[i + 2], args[i + 3]
@@ -1371,9 +1380,11 @@ local function complete(keys, args)
       refused = refused + 1
       out[#out + 1] = 'refused:' .. (state or 'missing')
     else
-      -- `entry` is blanked in the same HSET (an HDEL would be one more command).
+      -- `entry` (and a tenant's job's `reserved`) is blanked in the same HSET (an HDEL would be
+      -- one more command).
       local fields = {'state', 'completed', 'result', result or '', 'status', status or '',
         'finished_ms', nows, 'updated_ms', nows, 'entry', ''}
+      if f[5] == '1' then fields[#fields + 1] = 'reserved'; fields[#fields + 1] = '' end
       for j = i + 5, i + 4 + 2 * n do fields[#fields + 1] = args[j] end
       redis.call('HSET', jk, unpack(fields))
       redis.call('PEXPIRE', jk, retention)
@@ -1383,14 +1394,14 @@ local function complete(keys, args)
       local spec = (f[3] or f[4]) and spec_at(p, jk, entry)
       if f[3] then hooked[#hooked + 1] = {id, spec} end
       local usage = ''
-      if f[4] or f[5] then
+      if f[4] or f[5] == '1' then
         for j = i + 5, i + 3 + 2 * n, 2 do
           if args[j] == 'usage' then usage = args[j + 1] end
         end
       end
-      if f[5] then
+      if f[5] == '1' then
         local input, output = usage_tokens(usage)
-        fair_settle(p, jk, input + output, {f[5], f[6], f[7]})
+        fair_settle(p, jk, input + output, {f[5], f[6], f[7]}, call, true)
       end
       if f[4] then
         settled[#settled + 1] = {id, f[4], result or '', status or '', usage, spec}
@@ -2024,8 +2035,10 @@ local function tenant_set(keys, args)
   local bk = p .. 'budget:' .. t
   if set.budget == '' or set.budget == '0' then
     redis.call('DEL', bk)
+    redis.call('SREM', p .. 'budgets', t)
   elseif set.budget then
     redis.call('HSET', bk, 'tokens', set.budget)
+    redis.call('SADD', p .. 'budgets', t)
     if not set.period and not redis.call('HGET', bk, 'period') then set.period = 'month' end
   end
   if set.period and redis.call('EXISTS', bk) == 1 then redis.call('HSET', bk, 'period', set.period) end

@@ -61,7 +61,7 @@ type TenantKeys = (
     Vec<String>,
     HashMap<String, u64>,
     HashMap<String, String>,
-    Vec<String>,
+    HashMap<String, String>,
 );
 
 impl Store {
@@ -145,14 +145,14 @@ impl Store {
                 .arg(format!("{p}tused"))
                 .cmd("HGETALL")
                 .arg(format!("{p}weights"))
-                .cmd("HKEYS")
+                .cmd("HGETALL")
                 .arg(format!("{p}tfinish"))
                 .query_async(&mut conn)
                 .await?;
             let mut names: Vec<String> = active.into_iter().chain(parked.iter().cloned()).collect();
             names.extend(used.keys().cloned());
             names.extend(weights.keys().cloned());
-            names.extend(idle);
+            names.extend(idle.into_keys());
             names.sort();
             names.dedup();
             if names.is_empty() {

@@ -42,6 +42,7 @@ mod tokens;
 
 use crate::outage::ride_out;
 use crate::outcome::{Class, Outcome};
+use crate::prefetch::Prefetch;
 use learned::{Failing, Learned};
 use local::{Local, over_a_minute};
 pub use tokens::estimate_tokens;
@@ -129,6 +130,8 @@ pub struct Limiter {
     /// hold and a closed circuit. Calls until then go without asking Redis.
     clear_until: HashMap<String, AtomicU64>,
     epoch: Instant,
+    /// Jobs sleeping here for their slots, against `worker.prefetch` (the fetch loop's bound).
+    pub sleeping: Arc<Prefetch>,
 }
 
 /// How long an upstream without rate limits is taken to stay clear (no hold, circuit closed)
@@ -187,6 +190,7 @@ impl Limiter {
             learned,
             clear_until,
             epoch: Instant::now(),
+            sleeping: Prefetch::new(config.worker.prefetch),
         }
     }
 
@@ -325,6 +329,7 @@ impl Limiter {
                     return Ok(Some(Gate::Go(ticket(false))));
                 }
                 Admission::Reserved(wait) => {
+                    let _sleeping = self.sleeping.hold();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = abandon.cancelled() => return Ok(None),
@@ -337,6 +342,8 @@ impl Limiter {
                 Admission::Open(w) => (w, "circuit_open"),
                 Admission::HalfOpen(w) => (w, "circuit_open"),
                 // Kept back from the high jobs' headroom: ask again when the slot is near.
+                // (Not counted against `prefetch`: it holds no slot, and a high job must not
+                // wait in Redis for it.)
                 Admission::Busy(w) if reserve_pct > 0 && w <= HORIZON => {
                     tokio::select! {
                         _ = tokio::time::sleep(w.saturating_sub(HIGH_HEADROOM / 2)) => {}
