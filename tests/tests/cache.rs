@@ -17,10 +17,6 @@ fn ask(body: serde_json::Value) -> NewJob {
     NewJob::post("q", "mock", "/v1/chat/completions", body).with_cache(TTL)
 }
 
-fn sluice(rig: &Rig, args: &[&str]) -> String {
-    rig.cli(args)
-}
-
 /// The queue's cached answers (`cache:<64 hex digits>`, not the index, sizes or total).
 async fn cache_entries(rig: &Rig) -> Vec<String> {
     let mut conn = rig.redis.client().await;
@@ -137,7 +133,7 @@ async fn a_fresh_answer_serves_an_identical_request_at_enqueue_with_no_call() {
     );
 
     // `sluice stats` shows the hit rate.
-    let text = sluice(&rig, &["stats", "q"]);
+    let text = rig.cli(&["stats", "q"]);
     assert!(
         text.contains("cache    hit rate 33.3%: 1 hits, 0 followers of an identical job, 2 misses"),
         "{text}"
@@ -368,7 +364,7 @@ async fn purging_one_upstreams_answers_leaves_the_others() {
     let purge = |extra: &[&str]| {
         let mut args = vec!["cache", "purge", "--queue", "q"];
         args.extend_from_slice(extra);
-        sluice(&rig, &args)
+        rig.cli(&args)
     };
     assert_eq!(
         purge(&["--upstream", "mock2"]),
@@ -405,20 +401,17 @@ async fn the_cli_and_the_http_api_ask_for_the_cache() {
     let _worker = rig.spawn("w");
     let body = r#"{"model": "m", "messages": [{"role": "user", "content": "from the CLI"}]}"#;
     let enqueue = || {
-        sluice(
-            &rig,
-            &[
-                "enqueue",
-                "--queue",
-                "q",
-                "--upstream",
-                "mock",
-                "--cache-ttl",
-                "10m",
-                "--body",
-                body,
-            ],
-        )
+        rig.cli(&[
+            "enqueue",
+            "--queue",
+            "q",
+            "--upstream",
+            "mock",
+            "--cache-ttl",
+            "10m",
+            "--body",
+            body,
+        ])
     };
     let first = enqueue();
     assert!(first.ends_with("(queued)"), "{first}");

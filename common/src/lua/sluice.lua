@@ -348,8 +348,7 @@ end
 local function activate(p, t)
   if redis.call('ZSCORE', p .. 'tenants', t) then return end
   if redis.call('SISMEMBER', p .. 'parked', t) == 1 then return end
-  local f = redis.call('HMGET', p .. 'fair', 'vt')
-  local vt = tonumber(f[1] or '0') or 0
+  local vt = tonumber(redis.call('HGET', p .. 'fair', 'vt') or '0') or 0
   local saved = tonumber(redis.call('HGET', p .. 'tfinish', t) or '')
   local tag = vt
   if saved then
