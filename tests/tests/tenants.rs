@@ -98,9 +98,11 @@ fn tokens_in(calls: &[(u64, u64, String)], of: &HashSet<String>, from: u64, to: 
 const A_TOKENS: usize = 120;
 const B_TOKENS: usize = 40;
 
-/// Jobs past the fair selection that a tenant arriving now finds ahead of it, whatever it does:
-/// those sleeping at the limiter (`prefetch` 2 on each of 2 workers) plus the fair window (jobs
-/// moved to the lane, not yet fetched: 2).
+/// Jobs past the fair selection that a tenant arriving now finds ahead of it, whatever it does,
+/// in the fair-share test: those the workers hold (2 slots on each of 2 workers) plus the fair
+/// window (jobs moved to the lane, not yet fetched: 2). With more slots than `prefetch` the
+/// count is not exact (a fetch may take up to the room left while others are on their way to
+/// the limiter): 50 slots with `prefetch = 2` measured 1.87-1.92x against 6 held here.
 const HELD: u64 = 6;
 
 /// Tenant B's 100 jobs, enqueued once `saturate` calls of `first` (a tenant's jobs of 120
@@ -130,13 +132,13 @@ async fn a_tenant_behind_10k_jobs_of_another_gets_half_the_tokens_at_once() {
     // window already past the selection — but no other tenant has a backlog: warm-up tenant W
     // has 20 + HELD jobs, and B comes after 20 of them completed.
     let alone = {
-        let (rig, _workers) = rig_and_workers(50, 2).await;
+        let (rig, _workers) = rig_and_workers(2, 2).await;
         let b = b_after(&rig, "W", 20 + HELD as usize, 20).await;
         let calls = calls(&rig);
         p95_wait(&rig, &b, &calls).await
     };
 
-    let (rig, _workers) = rig_and_workers(50, 2).await;
+    let (rig, _workers) = rig_and_workers(2, 2).await;
     let b = b_after(&rig, "A", 10_000, 20).await;
     let calls = calls(&rig);
     let together = p95_wait(&rig, &b, &calls).await;
@@ -178,12 +180,7 @@ async fn a_tenant_behind_10k_jobs_of_another_gets_half_the_tokens_at_once() {
         "{rate:.0} tokens/s over a quota of {}/s",
         TPM / 60
     );
-    assert!(
-        stats.rate_limited * 200 <= stats.calls,
-        "{} of {} calls were 429s",
-        stats.rate_limited,
-        stats.calls
-    );
+    stats.assert_few_429s();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

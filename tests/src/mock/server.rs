@@ -125,6 +125,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Asserts that at most 0.5% of the calls were answered 429 (the bound the issues set for a
+    /// limiter that keeps to the quota).
+    pub fn assert_few_429s(&self) {
+        assert!(
+            self.rate_limited * 200 <= self.calls,
+            "{} of {} calls were 429s",
+            self.rate_limited,
+            self.calls
+        );
+    }
+
     /// Arrival times (Unix ms, sorted) of every recorded call at or after `from_ms`
     /// (needs the per-job record: `stats(true)`).
     pub fn call_times(&self, from_ms: u64) -> Vec<u64> {
