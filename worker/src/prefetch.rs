@@ -44,28 +44,20 @@ impl Prefetch {
         }
     }
 
-    /// Counts one job held until the returned guard is released (or dropped).
+    /// Counts one job held until the returned guard is dropped.
     pub fn hold(self: &Arc<Self>) -> Held {
         self.held.fetch_add(1, Ordering::Relaxed);
-        Held(Some(self.clone()))
+        Held(self.clone())
     }
 }
 
-/// A job counted against the prefetch bound while it sleeps for its slot.
-pub struct Held(Option<Arc<Prefetch>>);
-
-impl Held {
-    pub fn release(&mut self) {
-        if let Some(p) = self.0.take() {
-            p.held.fetch_sub(1, Ordering::Relaxed);
-            p.freed.notify_waiters();
-        }
-    }
-}
+/// A job counted against the prefetch bound while it sleeps for its slot (until dropped).
+pub struct Held(Arc<Prefetch>);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.release();
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+        self.0.freed.notify_waiters();
     }
 }
 
@@ -83,7 +75,7 @@ mod tests {
     #[tokio::test]
     async fn room_comes_back_when_a_held_job_is_released() {
         let p = Prefetch::new(2);
-        let mut a = p.hold();
+        let a = p.hold();
         let _b = p.hold();
         assert_eq!(p.room(), 0);
         let waiter = tokio::spawn({
@@ -92,12 +84,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        a.release();
+        drop(a);
         waiter
             .await
             .expect("the waiter returns once a job is released");
         assert_eq!(p.room(), 1);
-        a.release();
-        assert_eq!(p.room(), 1, "a second release counts nothing");
     }
 }

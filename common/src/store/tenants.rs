@@ -64,6 +64,14 @@ type TenantKeys = (
     HashMap<String, String>,
 );
 
+/// Adds to `pipe` the lengths of tenant `t`'s three lists (partition prefix `p`): its backlog,
+/// three replies.
+fn backlog(pipe: &mut redis::Pipeline, p: &str, t: &str) {
+    for lane in ["high", "normal", "low"] {
+        pipe.cmd("LLEN").arg(format!("{p}tq:{t}:{lane}"));
+    }
+}
+
 impl Store {
     /// Sets a tenant's weight or budget on every partition of `queue`; a parked tenant is put
     /// back in turn (and parked again at once if its next job still does not fit).
@@ -112,9 +120,7 @@ impl Store {
             }
             let mut pipe = redis::pipe();
             for t in &parked {
-                for lane in ["high", "normal", "low"] {
-                    pipe.cmd("LLEN").arg(format!("{p}tq:{t}:{lane}"));
-                }
+                backlog(&mut pipe, p, t);
             }
             let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
             for (t, n) in parked.iter().zip(lens.chunks(3)) {
@@ -160,9 +166,7 @@ impl Store {
             }
             let mut pipe = redis::pipe();
             for t in &names {
-                for lane in ["high", "normal", "low"] {
-                    pipe.cmd("LLEN").arg(format!("{p}tq:{t}:{lane}"));
-                }
+                backlog(&mut pipe, p, t);
                 pipe.cmd("HMGET")
                     .arg(format!("{p}budget:{t}"))
                     .arg("tokens")
