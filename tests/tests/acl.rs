@@ -57,15 +57,30 @@ async fn worker_and_producer_users_have_just_what_they_need() {
     let mock = MockServer::start(MockConfig::default()).await;
 
     // The worker (as sluice-worker) loads the library, creates the group and runs the jobs;
-    // a limit makes every call go through the fleet-wide limiter.
+    // a limit makes every call go through the fleet-wide limiter; its prices are published to
+    // the queue (a budget in dollars reserves at them).
     let mut options = WorkerOptions::new(&url_of("sluice-worker"), &mock.url());
-    options.extra = "rpm = 60000\n".into();
+    options.extra =
+        "rpm = 60000\n\n[prices.\"*\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n".into();
     let mut worker = WorkerProcess::spawn("w1", &options);
     let addr = worker
         .ready(BOUND)
         .await
         .unwrap_or_else(|| panic!("worker did not start:\n{}", worker.log()));
 
+    // The operator gives tenant acme a budget in dollars first, so the worker's user reserves
+    // and corrects dollars for its jobs.
+    let operator = sluice_tests::test_producer(&url_of("sluice-operator")).await;
+    let dollars = sluice_common::store::TenantChange {
+        budget_dollars: Some(1000.0),
+        ..Default::default()
+    };
+    let set = operator
+        .store()
+        .set_tenant("q", "acme", &dollars)
+        .await
+        .expect("the operator sets a budget in dollars");
+    assert!(set.priced, "the worker published its prices");
     let producer = sluice_tests::test_producer(&url_of("sluice-producer")).await;
     let mut events = Events::new(&redis.url(), "q").await;
     let mut jobs: Vec<NewJob> = (0..5).map(|i| scripted_job(i, &[200])).collect();
@@ -146,7 +161,6 @@ async fn worker_and_producer_users_have_just_what_they_need() {
     }
 
     // The operator (the `sluice` CLI's admin commands) may cancel.
-    let operator = sluice_tests::test_producer(&url_of("sluice-operator")).await;
     operator
         .cancel("q", &ids[0])
         .await
@@ -174,6 +188,11 @@ async fn worker_and_producer_users_have_just_what_they_need() {
         .await
         .expect("the operator reads tenants");
     assert_eq!(tenants.len(), 1, "{tenants:?}");
+    // Six calls were made, each priced and settled: the dollars spent are the calls' cost.
+    assert!(
+        tenants[0].spent_dollars > 0.0 && tenants[0].budget_dollars == Some(1000.0),
+        "{tenants:?}"
+    );
 
     // Queue gauges for /metrics are read with the worker's user too.
     let m = Scrape::fetch(addr).await;

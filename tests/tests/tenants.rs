@@ -258,8 +258,62 @@ async fn until_tenant(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
+/// What a budget test limits: tokens, or dollars at the workers' `[prices]`.
+#[derive(Clone, Copy, PartialEq)]
+enum Limit {
+    Tokens,
+    Dollars,
+}
+
+/// The price in the dollar test: $1,000 a million tokens in ($0.001 a token), $3,000 out.
+const PRICE_IN: f64 = 0.001;
+const PRICE_OUT: f64 = 0.003;
+
+/// A tenant's spend in the test's unit (tokens, or dollars).
+fn spent(t: &TenantStats, limit: Limit) -> f64 {
+    match limit {
+        Limit::Tokens => t.spent as f64,
+        Limit::Dollars => t.spent_dollars,
+    }
+}
+
+/// Every completed job's (usage tokens in, out, `cost` field) as its hash holds them.
+async fn completed_usage(rig: &Rig, ids: &[String]) -> Vec<(u64, u64, Option<f64>)> {
+    let client = redis::Client::open(rig.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut out = Vec::new();
+    for id in ids {
+        let (state, usage, cost): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(format!("sluice:{{q}}:job:{id}"))
+                .arg("state")
+                .arg("usage")
+                .arg("cost")
+                .query_async(&mut conn)
+                .await
+                .expect("HMGET");
+        if state.as_deref() != Some("completed") {
+            continue;
+        }
+        let u: serde_json::Value =
+            serde_json::from_str(usage.as_deref().unwrap_or("")).expect("usage is JSON");
+        let n = |k: &str| u[k].as_u64().expect("usage tokens");
+        out.push((
+            n("prompt_tokens"),
+            n("completion_tokens"),
+            cost.and_then(|c| c.parse().ok()),
+        ));
+    }
+    out
+}
+
+/// 50 jobs of tenant T against a budget of `limit`: the jobs that fit run, spend ends at most
+/// one job's estimate over the budget and equals what the calls used, the rest are parked
+/// (held: budget), none lost; raising the budget runs each of them once.
+async fn budget_parks_and_resumes(limit: Limit) {
     let rig = Rig::start(MockConfig {
         latency_ms: 50,
         ..MockConfig::default()
@@ -267,15 +321,26 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
     .await;
     let mut options = rig.options();
     options.concurrency = 25;
+    if limit == Limit::Dollars {
+        options.extra = format!(
+            "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = {}\noutput_per_mtok = {}\n",
+            PRICE_IN * 1e6,
+            PRICE_OUT * 1e6
+        );
+    }
     let _workers = rig.spawn_ready(2, &options).await;
     // Each job is estimated at ~100 tokens (36 of prompt, max_tokens 64) and uses ~52 (the mock
-    // answers 16): spend is reserved at the estimate and corrected to the usage.
-    let budget: u64 = 1000;
+    // answers 16): spend is reserved at the estimate and corrected to the usage. In dollars the
+    // estimate is $0.228 (36 in, 64 out) and the use ~$0.084.
+    let (budget, estimate, flag) = match limit {
+        Limit::Tokens => (1000.0, 36.0 + 64.0 + 2.0, "--tokens"),
+        Limit::Dollars => (2.0, 38.0 * PRICE_IN + 64.0 * PRICE_OUT, "--dollars"),
+    };
     rig.cli(&[
         "budget",
         "set",
         "T",
-        "--tokens",
+        flag,
         &budget.to_string(),
         "--period",
         "day",
@@ -295,7 +360,6 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
         })
         .collect();
     let ids = rig.enqueue(jobs).await;
-    let estimate: u64 = 36 + 64 + 2;
     // Settled: parked, nothing running or moved to the lane (every queued job is in the list),
     // and no room left for another job's estimate.
     let t = until_tenant(&rig, "T", |t, counts| {
@@ -303,24 +367,47 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
         t.parked
             && n("running") == 0
             && n("queued") == t.backlog as i64
-            && t.spent + estimate > budget
+            && spent(t, limit) + estimate > budget
     })
     .await;
     let counts = rig.counts().await;
     let completed = counts.get("completed").copied().unwrap_or(0);
-    let tokens: u64 = calls(&rig).iter().map(|c| c.1).sum();
+    let used = completed_usage(&rig, &ids).await;
+    let calls_spent: f64 = match limit {
+        Limit::Tokens => calls(&rig).iter().map(|c| c.1 as f64).sum(),
+        Limit::Dollars => used
+            .iter()
+            .map(|&(i, o, _)| i as f64 * PRICE_IN + o as f64 * PRICE_OUT)
+            .sum(),
+    };
     println!(
-        "budget {budget}: {completed} of 50 jobs completed, spent {} (the mock counted {tokens}), \
-         {} parked with state held (budget)",
-        t.spent, t.backlog
+        "budget {budget} ({flag}): {completed} of 50 jobs completed, spent {} (the calls used \
+         {calls_spent}), {} parked with state held (budget)",
+        spent(&t, limit),
+        t.backlog
     );
     assert!(t.parked, "{t:?}");
     assert!(
-        t.spent <= budget + estimate,
+        spent(&t, limit) <= budget + estimate,
         "spent {} over a budget of {budget}",
-        t.spent
+        spent(&t, limit)
     );
-    assert_eq!(t.spent, tokens, "spend is corrected to what the calls used");
+    assert!(
+        (spent(&t, limit) - calls_spent).abs() < 1e-6,
+        "spend {} is not corrected to what the calls used ({calls_spent})",
+        spent(&t, limit)
+    );
+    assert_eq!(used.len() as i64, completed);
+    if limit == Limit::Dollars {
+        // Each completion carries the cost its worker priced: it is what corrected the spend.
+        for &(i, o, cost) in &used {
+            let priced = i as f64 * PRICE_IN + o as f64 * PRICE_OUT;
+            assert!(
+                cost.is_some_and(|c| (c - priced).abs() < 1e-9),
+                "cost {cost:?} for {i} in, {o} out"
+            );
+        }
+    }
     assert_eq!(t.backlog as i64, 50 - completed, "{t:?}");
     assert!(completed > 0 && completed < 50, "{completed} completed");
     let held: Vec<_> = {
@@ -340,7 +427,11 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
     );
 
     // Raised: the parked jobs run, each once.
-    rig.cli(&["budget", "set", "T", "--tokens", "100000", "-q", "q"]);
+    let raised = match limit {
+        Limit::Tokens => "100000",
+        Limit::Dollars => "100",
+    };
+    rig.cli(&["budget", "set", "T", flag, raised, "-q", "q"]);
     let mut events = rig.events().await;
     let done = events
         .until(BOUND, |s| ids.iter().all(|id| s.job(id, "completed") == 1))
@@ -354,4 +445,17 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
     let out = rig.cli(&["stats", "q", "--tenants"]);
     println!("{out}");
     assert!(out.contains("T "), "{out}");
+    if limit == Limit::Dollars {
+        assert!(out.contains("/ $100.00 a day"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
+    budget_parks_and_resumes(Limit::Tokens).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_budget_in_dollars_is_parked_and_resumes_when_it_is_raised() {
+    budget_parks_and_resumes(Limit::Dollars).await;
 }

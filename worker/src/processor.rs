@@ -242,7 +242,7 @@ async fn process(
             }
             Err(e) => outcome::transport_failure(&e.to_string()),
         };
-        let usage = match &reply {
+        let mut usage = match &reply {
             Ok(r) => Usage::of(&r.body),
             Err(_) => Usage::default(),
         };
@@ -252,7 +252,8 @@ async fn process(
             }
         }
         let model = route::model_of(&step.spec).unwrap_or("");
-        ctx.metrics
+        usage.cost = ctx
+            .metrics
             .tenant_usage(&job.queue, spec.tenant_name(), model, &usage);
         let headers = reply.as_ref().ok().map(|r| &r.headers);
         match Box::pin(
@@ -316,7 +317,7 @@ async fn process(
                     job,
                     &step,
                     reply,
-                    &usage.text,
+                    &usage,
                     called_ms,
                     answered_by,
                 ))
@@ -386,7 +387,7 @@ async fn complete(
     job: &Job,
     step: &Step<'_>,
     reply: crate::upstream::Reply,
-    usage: &str,
+    usage: &Usage,
     called_ms: u64,
     answered_by: Option<String>,
 ) -> Result<(), StoreError> {
@@ -426,11 +427,15 @@ async fn complete(
         result: body,
         http_status: reply.status,
         fields: vec![
-            ("usage".into(), usage.to_string()),
+            ("usage".into(), usage.text.clone()),
             ("headers".into(), headers),
             ("called_ms".into(), called_ms.to_string()),
         ],
     };
+    // What the call cost at this worker's [prices]: it corrects a budget in dollars.
+    if let Some(cost) = usage.cost {
+        completion.fields.push(("cost".into(), cost.to_string()));
+    }
     // Only a fallback's answer is marked: the job's own upstream is the status's default.
     if let Some(by) = answered_by {
         completion.fields.push(("answered_by".into(), by));

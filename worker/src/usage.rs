@@ -3,7 +3,7 @@
 
 /// Tokens an answer says it used (OpenAI's `usage.prompt_tokens`/`completion_tokens`/
 /// `total_tokens`, or Anthropic's `input_tokens`/`output_tokens`).
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Usage {
     pub prompt: u64,
     pub completion: u64,
@@ -11,6 +11,9 @@ pub struct Usage {
     pub total: Option<u64>,
     /// The `usage` object as JSON text, stored with the result ("" when absent).
     pub text: String,
+    /// What it cost at the worker's `[prices]` (set by the processor; None: no usage or no
+    /// price), stored with the result as `cost`: it corrects a budget in dollars.
+    pub cost: Option<f64>,
 }
 
 /// Only the `usage` of an answer, kept as its text; the rest is skipped without being built.
@@ -48,6 +51,7 @@ impl Usage {
             completion,
             total,
             text: raw.get().to_string(),
+            cost: None,
         }
     }
 }
@@ -66,6 +70,7 @@ mod tests {
                 completion: 30,
                 total: Some(42),
                 text: r#"{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}"#.into(),
+                cost: None,
             }
         );
         let anthropic = br#"{"usage":{"input_tokens":5,"output_tokens":7}}"#;

@@ -207,6 +207,10 @@ async fn prepare(
     let store = Store::connect(&config.redis.url, config.store_settings()).await?;
     for q in queues {
         store.create_group(q).await?;
+        // Budgets in dollars reserve at these; a worker without prices leaves the queue's be.
+        if !config.prices.is_empty() {
+            store.publish_prices(q, &config.prices).await?;
+        }
     }
     store.register_upstreams(upstreams).await?;
     for (queue, before) in store.record_partitions(&config.worker.queues).await? {

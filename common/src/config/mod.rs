@@ -19,7 +19,7 @@ mod upstream;
 
 pub use api::{ApiConfig, ApiKeyConfig};
 pub use fallback::{ApiFormat, Fallback, confine};
-pub use prices::ModelPrice;
+pub use prices::{ANY_MODEL, ModelPrice};
 pub use upstream::{HttpVersion, LimitScope, ModelLimits, UpstreamConfig};
 
 /// The built-in defaults: the one source of every setting's default value outside `[upstreams]`
@@ -243,6 +243,16 @@ impl Config {
                 key: "redis.url",
                 reason: e,
             });
+        }
+        for (model, price) in &self.prices {
+            if !price.is_valid() || model.is_empty() || model.contains(' ') {
+                return Err(ConfigError::Invalid {
+                    key: "prices",
+                    reason: format!(
+                        "{model:?}: a model name without spaces, prices from 0 to 1e9 a million tokens"
+                    ),
+                });
+            }
         }
         for (queue, &p) in &self.queues.partitions {
             if validate::queue_name(queue).is_err() || !(1..=1024).contains(&p) {

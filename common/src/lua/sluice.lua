@@ -312,6 +312,34 @@ local function trim_acked(p, group)
   for _, lane in ipairs(LANES) do trim_lane(lane_stream(p, lane), group) end
 end
 
+-- The token estimate of a decoded spec, as the limiter makes it (worker/src/limiter/tokens.rs):
+-- `tokens`, else prompt characters ÷ 4 plus the answer's cap.
+local function chars_in(v)
+  if type(v) == 'string' then
+    local _, n = string.gsub(v, '[^\128-\191]', '')
+    return n
+  elseif type(v) == 'table' then
+    local n = 0
+    for _, x in pairs(v) do n = n + chars_in(x) end
+    return n
+  end
+  return 0
+end
+
+-- -> total, the answer's cap within it (nil when the spec gives `tokens`: no split known)
+local function estimate_of(spec)
+  if type(spec.tokens) == 'number' and spec.tokens >= 0 then return math.floor(spec.tokens) end
+  local body = spec.request and spec.request.body
+  if type(body) ~= 'table' then return 1, 0 end
+  local prompt = 0
+  for _, k in ipairs({'messages', 'input', 'prompt', 'system'}) do prompt = prompt + chars_in(body[k]) end
+  local cap = 0
+  for _, k in ipairs({'max_tokens', 'max_completion_tokens', 'max_output_tokens'}) do
+    if type(body[k]) == 'number' and body[k] >= 0 then cap = math.floor(body[k]); break end
+  end
+  return math.max(1, math.ceil(prompt / 4)) + cap, cap
+end
+
 -- ==== tenants: fair share and budgets (docs/OPERATIONS.md, "Tenants") ====
 -- A queue turns *tenanted* with its first job that names a tenant (the string key `tenanted`);
 -- from then on every ready job (one without a tenant belongs to tenant `default`) waits in its
@@ -324,9 +352,11 @@ end
 -- credit and a new one joins at once. At completion the tag is corrected by usage − estimate
 -- (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
 -- hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch moves what it reads.
--- Budgets (`budget:<tenant>`: tokens per day or month) are charged the estimate when a job is
--- moved and corrected by usage; a tenant whose next job does not fit is *parked* (`parked`):
--- out of `tenants`, its jobs left in its lists, queued, shown held (budget).
+-- Budgets (`budget:<tenant>`: tokens and/or dollars per day or month) are charged the estimate
+-- when a job is moved and corrected by usage (dollars: by the cost the worker reports); a tenant
+-- whose next job does not fit is *parked* (`parked`): out of `tenants`, its jobs left in its
+-- lists, queued, shown held (budget). Dollars are priced from `prices` (model -> "in out" per
+-- million tokens, published by workers from their `[prices]`; `*` prices models not named).
 local FAIR_WINDOW = 2
 local DEFAULT_AGING_MS = 600000
 -- Set when push_ready put a job in a tenant's list; `guarded` then tops the window up, once the
@@ -375,28 +405,63 @@ local function period_id(period, now)
   return string.format('%d', y * 100 + m)
 end
 
--- The budget of tenant `t` now: limit (nil: none), spent in the current period (a new period
--- starts at 0).
+-- The budget of tenant `t` now (nil: none): {tokens = limit or nil, spent, dollars = limit or
+-- nil, dspent}, spent in the current period (a new period starts at 0).
 local function budget_now(p, t, now)
   local bk = p .. 'budget:' .. t
-  local b = redis.call('HMGET', bk, 'tokens', 'spent', 'period', 'pid')
-  local limit = tonumber(b[1] or '')
-  if not limit then return nil, 0 end
+  local b = redis.call('HMGET', bk, 'tokens', 'spent', 'period', 'pid', 'dollars', 'dspent')
+  local r = {tokens = tonumber(b[1] or ''), dollars = tonumber(b[5] or ''), spent = 0, dspent = 0}
+  if not r.tokens and not r.dollars then return nil end
   local pid = period_id(b[3], now)
   if b[4] ~= pid then
-    redis.call('HSET', bk, 'spent', '0', 'pid', pid)
-    return limit, 0
+    redis.call('HSET', bk, 'spent', '0', 'dspent', '0', 'pid', pid)
+  else
+    r.spent = tonumber(b[2] or '0') or 0
+    r.dspent = tonumber(b[6] or '0') or 0
   end
-  return limit, tonumber(b[2] or '0') or 0
+  return r
 end
 
--- Whether tenant `t` has budget for `est` tokens now; if so they are charged (reserved).
-local function budget_take(p, t, est, now)
-  local limit, spent = budget_now(p, t, now)
-  if not limit then return true end
-  if spent + est > limit then return false end
+-- Whether budget `b` (budget_now's) has room left at all.
+local function budget_room(b)
+  return not b or ((not b.tokens or b.spent < b.tokens) and (not b.dollars or b.dspent < b.dollars))
+end
+
+-- Dollars, printed for HINCRBYFLOAT and HSET (no exponent).
+local function dollars(v) return string.format('%.12f', v) end
+
+-- What job `jk` (estimated at `est` tokens) is reserved at in dollars: the prompt's part of the
+-- estimate at its model's input price, the answer's cap at its output price (a spec that gives
+-- `tokens`: all of it at the higher); a model without a price (nor `*`) costs 0.
+local function cost_estimate(p, jk, est)
+  local ok, spec = pcall(cjson.decode, redis.call('HGET', jk, 'spec') or '')
+  if not ok or type(spec) ~= 'table' then spec = {} end
+  local body = type(spec.request) == 'table' and spec.request.body
+  local model = type(body) == 'table' and type(body.model) == 'string' and body.model or '*'
+  local pr = redis.call('HMGET', p .. 'prices', model, '*')
+  local pin, pout = string.match(pr[1] or pr[2] or '', '^(%S+) (%S+)$')
+  pin, pout = tonumber(pin), tonumber(pout)
+  if not pin or not pout then return 0 end
+  local _, cap = estimate_of(spec)
+  if not cap then return est * math.max(pin, pout) / 1e6 end
+  cap = math.min(cap, est)
+  return ((est - cap) * pin + cap * pout) / 1e6
+end
+
+-- Whether tenant `t` has budget for job `jk` (`est` tokens) now; if so it is charged (reserved).
+-- -> fits, the dollars reserved (nil: the budget has none)
+local function budget_take(p, t, jk, est, now)
+  local b = budget_now(p, t, now)
+  if not b then return true end
+  if b.tokens and b.spent + est > b.tokens then return false end
+  local cost
+  if b.dollars then
+    cost = cost_estimate(p, jk, est)
+    if b.dspent + cost > b.dollars then return false end
+    redis.call('HINCRBYFLOAT', p .. 'budget:' .. t, 'dspent', dollars(cost))
+  end
   redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', est)
-  return true
+  return true, cost
 end
 
 -- The next job of tenant `t`: high, normal, low, except that a normal or low job that has waited
@@ -437,9 +502,15 @@ local function fair_fill(p, n, laned, aging)
       local f = redis.call('HMGET', jk, 'state', 'fair', 'entry')
       if f[1] == 'queued' and f[2] and (not f[3] or f[3] == '') then
         local est = tonumber(f[2]) or 1
-        if not budgets or budget_take(p, t, est, now) then
+        local fits, cost = true, nil
+        if budgets then fits, cost = budget_take(p, t, jk, est, now) end
+        if fits then
           local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)
-          redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1')
+          if cost then
+            redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1', 'dres', dollars(cost))
+          else
+            redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1')
+          end
           moved = moved + 1
           vt = tag
           local w = weights[t]
@@ -490,19 +561,27 @@ local function fair_queue(p, jk, id, t, lane, front)
   activate(p, t)
 end
 
--- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made).
--- Its tenant's tag and budget are corrected by used − estimate; its tokens counted (`tused`).
--- `f`: the job's {reserved, tenant, fair} when the caller read them.
+-- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made) and
+-- cost `cost` dollars (nil: 0). Its tenant's tag and budget are corrected by used − estimate
+-- (the budget's dollars by cost − `dres`, the dollars reserved); its tokens counted (`tused`).
+-- `f`: the job's {reserved, tenant, fair, dres} when the caller read them.
 -- `call`: what one function call learned, shared by its jobs ({} for a single job): the
 -- weights read, whether any tenant has a budget (`budgets`). A caller that clears `reserved`
 -- itself (in the HSET it makes anyway) passes `cleared`.
-local function fair_settle(p, jk, used, f, call, cleared)
-  f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair')
+local function fair_settle(p, jk, used, f, call, cleared, cost)
+  f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair', 'dres')
   if f[1] ~= '1' then return end
   call = call or {}
-  if not cleared then redis.call('HDEL', jk, 'reserved') end
+  if not cleared then redis.call('HDEL', jk, 'reserved', 'dres') end
   local t = f[2] or 'default'
   local delta = used - (tonumber(f[3] or '') or 1)
+  local dres = tonumber(f[4] or '')
+  if dres then
+    local d = (cost or 0) - dres
+    if d ~= 0 and redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
+      redis.call('HINCRBYFLOAT', p .. 'budget:' .. t, 'dspent', dollars(d))
+    end
+  end
   if delta ~= 0 then
     call.weights = call.weights or {}
     local w = call.weights[t]
@@ -518,33 +597,6 @@ local function fair_settle(p, jk, used, f, call, cleared)
     end
   end
   if used > 0 then redis.call('HINCRBY', p .. 'tused', t, used) end
-end
-
--- The token estimate of a decoded spec, as the limiter makes it (worker/src/limiter/tokens.rs):
--- `tokens`, else prompt characters ÷ 4 plus the answer's cap.
-local function chars_in(v)
-  if type(v) == 'string' then
-    local _, n = string.gsub(v, '[^\128-\191]', '')
-    return n
-  elseif type(v) == 'table' then
-    local n = 0
-    for _, x in pairs(v) do n = n + chars_in(x) end
-    return n
-  end
-  return 0
-end
-
-local function estimate_of(spec)
-  if type(spec.tokens) == 'number' and spec.tokens >= 0 then return math.floor(spec.tokens) end
-  local body = spec.request and spec.request.body
-  if type(body) ~= 'table' then return 1 end
-  local prompt = 0
-  for _, k in ipairs({'messages', 'input', 'prompt', 'system'}) do prompt = prompt + chars_in(body[k]) end
-  local cap = 0
-  for _, k in ipairs({'max_tokens', 'max_completion_tokens', 'max_output_tokens'}) do
-    if type(body[k]) == 'number' and body[k] >= 0 then cap = math.floor(body[k]); break end
-  end
-  return math.max(1, math.ceil(prompt / 4)) + cap
 end
 
 -- Where a job's spec lives: a job enqueued straight into the ready stream keeps it only in its
@@ -814,7 +866,7 @@ local function enqueue_one(p, now, nows, emax, max_bytes, tally, id, spec, dkey,
   end
   if tally.fair then
     redis.call('HSET', jk, 'upstream', decoded.upstream, 'created_ms', nows, 'spec', spec,
-      'fair', estimate_of(decoded))
+      'fair', (estimate_of(decoded)))
     if due > 0 then
       redis.call('ZADD', p .. 'delayed', due, id)
       redis.call('HSET', jk, 'run_at_ms', due)
@@ -1271,8 +1323,7 @@ local function fetch(keys, args)
   if flags[3] then
     local t = redis.call('SRANDMEMBER', p .. 'parked')
     if t then
-      local limit, spent = budget_now(p, t, now_ms())
-      if not limit or spent < limit then
+      if budget_room(budget_now(p, t, now_ms())) then
         redis.call('SREM', p .. 'parked', t)
         activate(p, t)
       end
@@ -1326,7 +1377,8 @@ local function fetch(keys, args)
 end
 
 -- complete: ARGV group, retention_ms, events_maxlen, then per job: id, entry, result, status, n,
--- and n field/value pairs stored with the result (usage, headers, called_ms)
+-- and n field/value pairs stored with the result (usage, headers, called_ms, cost: dollars at
+-- the worker's `[prices]`, which corrects a dollar budget's reservation)
 -- -> per job 'completed' | 'refused:<state>'
 -- Many jobs per call: a worker sends the completions that arrived while its last call was out.
 local function complete(keys, args)
@@ -1353,7 +1405,7 @@ local function complete(keys, args)
   end
   for _, job in ipairs(jobs) do
     local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook',
-      'cache', 'reserved', 'tenant', 'fair')
+      'cache', 'reserved', 'tenant', 'fair', 'dres')
     if ok then job.f = f else job.corrupt = true end
   end
   local _, nows = now_ms()
@@ -1384,6 +1436,7 @@ local function complete(keys, args)
       local fields = {'state', 'completed', 'result', result or '', 'status', status or '',
         'finished_ms', nows, 'updated_ms', nows, 'entry', ''}
       if f[5] == '1' then fields[#fields + 1] = 'reserved'; fields[#fields + 1] = '' end
+      if f[8] then fields[#fields + 1] = 'dres'; fields[#fields + 1] = '' end
       for j = i + 5, i + 4 + 2 * n do fields[#fields + 1] = args[j] end
       redis.call('HSET', jk, unpack(fields))
       redis.call('PEXPIRE', jk, retention)
@@ -1392,15 +1445,15 @@ local function complete(keys, args)
       out[#out + 1] = 'completed'
       local spec = (f[3] or f[4]) and spec_at(p, jk, entry)
       if f[3] then hooked[#hooked + 1] = {id, spec} end
-      local usage = ''
+      local usage, cost = '', nil
       if f[4] or f[5] == '1' then
         for j = i + 5, i + 3 + 2 * n, 2 do
-          if args[j] == 'usage' then usage = args[j + 1] end
+          if args[j] == 'usage' then usage = args[j + 1] elseif args[j] == 'cost' then cost = tonumber(args[j + 1]) end
         end
       end
       if f[5] == '1' then
         local input, output = usage_tokens(usage)
-        fair_settle(p, jk, input + output, {f[5], f[6], f[7]}, call, true)
+        fair_settle(p, jk, input + output, {f[5], f[6], f[7], f[8]}, call, true, cost)
       end
       if f[4] then
         settled[#settled + 1] = {id, f[4], result or '', status or '', usage, spec}
@@ -1998,8 +2051,10 @@ end
 
 
 -- tenant: ARGV tenant, then field/value pairs: `weight` (a number > 0, '' for the default 1),
--- `budget` (tokens per period, '' or 0 for none), `period` (`day` or `month`, the default)
--- -> {weight, budget (0: none), period, spent this period, parked (0|1), backlog}
+-- `budget` (tokens per period, '' or 0 for none), `dollars` (dollars per period, '' or 0 for
+-- none), `period` (`day` or `month`, the default)
+-- -> {weight, budget (0: none), period, spent this period, parked (0|1), backlog,
+--     dollars (0: none), dollars spent this period, prices known (0|1)}
 -- A parked tenant goes back in turn (fair_fill parks it again if its next job still does not
 -- fit), so raising its budget resumes its jobs.
 local function tenant_set(keys, args)
@@ -2019,10 +2074,15 @@ local function tenant_set(keys, args)
       end
     elseif k == 'budget' then
       int(v, 'budget', 0, 1000000000000000, 0)
+    elseif k == 'dollars' then
+      local d = tonumber(v)
+      if v ~= '' and (not d or d < 0 or d > 1000000000000 or not string.match(v, '^[%d%.]+$')) then
+        invalid('dollars: ' .. shown(v) .. ' is not a number from 0 to 1000000000000')
+      end
     elseif k == 'period' then
       if v ~= 'day' and v ~= 'month' then invalid('period: ' .. shown(v) .. ' is not day or month') end
     else
-      invalid('field: ' .. shown(k) .. ' is not weight, budget or period')
+      invalid('field: ' .. shown(k) .. ' is not weight, budget, dollars or period')
     end
     set[k] = v
   end
@@ -2032,24 +2092,62 @@ local function tenant_set(keys, args)
     redis.call('HSET', p .. 'weights', t, set.weight)
   end
   local bk = p .. 'budget:' .. t
-  if set.budget == '' or set.budget == '0' then
+  -- Tokens (`tokens`) and dollars (`dollars`) are limits of one budget: the hash goes with the
+  -- last of them.
+  for _, limit in ipairs({{'budget', 'tokens'}, {'dollars', 'dollars'}}) do
+    local v = set[limit[1]]
+    if v and (v == '' or tonumber(v) == 0) then
+      redis.call('HDEL', bk, limit[2])
+    elseif v then
+      redis.call('HSET', bk, limit[2], v)
+      redis.call('SADD', p .. 'budgets', t)
+      if not set.period and not redis.call('HGET', bk, 'period') then set.period = 'month' end
+    end
+  end
+  local limits = redis.call('HMGET', bk, 'tokens', 'dollars')
+  if not limits[1] and not limits[2] then
     redis.call('DEL', bk)
     redis.call('SREM', p .. 'budgets', t)
-  elseif set.budget then
-    redis.call('HSET', bk, 'tokens', set.budget)
-    redis.call('SADD', p .. 'budgets', t)
-    if not set.period and not redis.call('HGET', bk, 'period') then set.period = 'month' end
   end
   if set.period and redis.call('EXISTS', bk) == 1 then redis.call('HSET', bk, 'period', set.period) end
   if redis.call('SREM', p .. 'parked', t) == 1 then
     activate(p, t)
     fair_top_up(p, DEFAULT_AGING_MS)
   end
-  local limit, spent = budget_now(p, t, now_ms())
+  local b = budget_now(p, t, now_ms()) or {spent = 0, dspent = 0}
   local backlog = 0
   for _, lane in ipairs(LANES) do backlog = backlog + redis.call('LLEN', tq(p, t, lane)) end
-  return {redis.call('HGET', p .. 'weights', t) or '1', limit or 0,
-    redis.call('HGET', bk, 'period') or '', spent, redis.call('SISMEMBER', p .. 'parked', t), backlog}
+  return {redis.call('HGET', p .. 'weights', t) or '1', b.tokens or 0,
+    redis.call('HGET', bk, 'period') or '', b.spent, redis.call('SISMEMBER', p .. 'parked', t), backlog,
+    dollars(b.dollars or 0), dollars(b.dspent), redis.call('EXISTS', p .. 'prices')}
+end
+
+-- prices: ARGV model, input, output per million tokens, repeated (none: no prices)
+-- -> the number of models priced. The queue's `prices` becomes exactly these (a worker publishes
+-- its `[prices]` at start; dollar budgets reserve at them). `*` prices every model not named.
+local function prices(keys, args)
+  local p = queue_key(keys)
+  if #args % 3 ~= 0 or #args > 3 * 1000 then
+    invalid('arguments: model, input, output per million tokens, repeated (at most 1000)')
+  end
+  local set = {}
+  for i = 1, #args, 3 do
+    local model = args[i]
+    if type(model) ~= 'string' or #model == 0 or #model > 256 or string.find(model, ' ') then
+      invalid('model: ' .. shown(model) .. ' is not 1 to 256 characters without spaces')
+    end
+    for k = 1, 2 do
+      local v = tonumber(args[i + k])
+      if not v or v < 0 or v > 1000000000 or v ~= v then
+        invalid('price: ' .. shown(args[i + k]) .. ' is not a number from 0 to 1000000000')
+      end
+    end
+    set[#set + 1] = model
+    set[#set + 1] = args[i + 1] .. ' ' .. args[i + 2]
+  end
+  redis.call('DEL', p .. 'prices')
+  if #set > 0 then redis.call('HSET', p .. 'prices', unpack(set)) end
+  return #set / 2
 end
 
 
@@ -2140,4 +2238,5 @@ redis.register_function('sluice_report', worker_only(report))
 redis.register_function('sluice_redrive', worker_only(redrive))
 redis.register_function('sluice_purge', worker_only(purge))
 redis.register_function('sluice_tenant', worker_only(tenant_set))
+redis.register_function('sluice_prices', worker_only(prices))
 redis.register_function('sluice_cache_purge', worker_only(cache_purge))

@@ -2,6 +2,9 @@
 //! (`sluice_tenant`), and what `sluice stats --tenants` shows: each tenant's backlog, share of
 //! the tokens used, spend this period and whether it is parked.
 //!
+//! Budgets in dollars reserve at the queue's `prices`, which workers publish from their
+//! `[prices]` (`publish_prices`).
+//!
 //! A partitioned queue keeps its tenants per partition: a weight is written to every partition,
 //! a budget divided among them (each partition's share, rounded up).
 
@@ -29,9 +32,18 @@ impl Period {
 pub struct TenantChange {
     /// Its weight in the fair share; `Some(None)` goes back to the default, 1.
     pub weight: Option<Option<f64>>,
-    /// Tokens per period; `Some(0)` removes the budget.
+    /// Tokens per period; `Some(0)` removes that limit.
     pub budget_tokens: Option<u64>,
+    /// Dollars per period (at the queue's published prices); `Some(0.0)` removes that limit.
+    pub budget_dollars: Option<f64>,
     pub period: Option<Period>,
+}
+
+/// What `set_tenant` learned besides: whether the queue has prices published (without them a
+/// budget in dollars counts every job at 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantSet {
+    pub priced: bool,
 }
 
 /// One tenant as `sluice stats --tenants` shows it (summed over partitions).
@@ -50,6 +62,11 @@ pub struct TenantStats {
     pub period: Option<String>,
     /// Spent (reserved, then corrected by usage) this period.
     pub spent: u64,
+    /// Dollars per period, when its budget has them.
+    pub budget_dollars: Option<f64>,
+    /// Dollars spent (reserved at the published prices, then corrected by each call's cost)
+    /// this period.
+    pub spent_dollars: f64,
     /// Over budget: its `backlog` jobs are held until the budget is raised or a new period.
     pub parked: bool,
 }
@@ -80,10 +97,11 @@ impl Store {
         queue: &str,
         tenant: &str,
         change: &TenantChange,
-    ) -> Result<(), StoreError> {
+    ) -> Result<TenantSet, StoreError> {
         crate::validate::tenant_name(tenant)?;
         let parts = self.partitions_of(queue);
         let n = parts.len() as u64;
+        let mut priced = true;
         for part in parts {
             let keys = keys_for(&part)?;
             let mut cmd = Self::fcall("sluice_tenant", &keys);
@@ -95,8 +113,33 @@ impl Store {
             if let Some(b) = change.budget_tokens {
                 cmd.arg("budget").arg(b.div_ceil(n.max(1)));
             }
+            if let Some(d) = change.budget_dollars {
+                cmd.arg("dollars")
+                    .arg(format!("{:.9}", d / n.max(1) as f64));
+            }
             if let Some(p) = change.period {
                 cmd.arg("period").arg(p.as_str());
+            }
+            let reply: Value = cmd.run(self).await?;
+            priced &= array(&reply).and_then(|r| r.get(8).and_then(int)) == Some(1);
+        }
+        Ok(TenantSet { priced })
+    }
+
+    /// Publishes `prices` to every partition of `queue`, replacing what was there: budgets in
+    /// dollars reserve each job's estimate at them. A worker with prices calls it at start.
+    pub async fn publish_prices(
+        &self,
+        queue: &str,
+        prices: &BTreeMap<String, crate::config::ModelPrice>,
+    ) -> Result<(), StoreError> {
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let mut cmd = Self::fcall("sluice_prices", &keys);
+            for (model, price) in prices {
+                cmd.arg(model)
+                    .arg(price.input_per_mtok)
+                    .arg(price.output_per_mtok);
             }
             let _: Value = cmd.run(self).await?;
         }
@@ -171,7 +214,9 @@ impl Store {
                     .arg(format!("{p}budget:{t}"))
                     .arg("tokens")
                     .arg("spent")
-                    .arg("period");
+                    .arg("period")
+                    .arg("dollars")
+                    .arg("dspent");
             }
             let r: Vec<Value> = pipe.query_async(&mut conn).await?;
             for (i, t) in names.iter().enumerate() {
@@ -190,12 +235,23 @@ impl Store {
                 row.parked |= parked.contains(t);
                 let b = r.get(4 * i + 3).and_then(array).unwrap_or_default();
                 let field = |k: usize| b.get(k).and_then(text);
-                if let Some(limit) = field(0).and_then(|v| v.parse::<u64>().ok()) {
+                let tokens = field(0).and_then(|v| v.parse::<u64>().ok());
+                let dollars = field(3).and_then(|v| v.parse::<f64>().ok());
+                if let Some(limit) = tokens {
                     *row.budget.get_or_insert(0) += limit;
+                }
+                if let Some(limit) = dollars {
+                    *row.budget_dollars.get_or_insert(0.0) += limit;
+                }
+                if tokens.is_some() || dollars.is_some() {
                     row.spent += field(1)
                         .and_then(|v| v.parse::<i64>().ok())
                         .unwrap_or(0)
                         .max(0) as u64;
+                    row.spent_dollars += field(4)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        .max(0.0);
                     row.period = field(2);
                 }
             }

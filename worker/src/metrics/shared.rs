@@ -114,7 +114,7 @@ impl Metrics {
                 (_, Some(m)) => (m, (0, n)),
                 _ => continue,
             };
-            if let Some(price) = self.prices.get(model) {
+            if let Some(price) = sluice_common::config::ModelPrice::of(&self.prices, model) {
                 cost += price.cost(tokens.0, tokens.1);
             }
         }

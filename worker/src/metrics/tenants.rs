@@ -78,7 +78,8 @@ impl TenantMetrics {
         }
     }
 
-    /// Counts one answer's usage for `tenant`, priced by `model`.
+    /// Counts one answer's usage for `tenant`, priced by `model`. -> its cost, when the answer
+    /// has a `usage` and the model a price (or `*` one).
     pub fn record(
         &self,
         queue: &str,
@@ -86,22 +87,19 @@ impl TenantMetrics {
         model: &str,
         usage: &Usage,
         prices: &BTreeMap<String, ModelPrice>,
-    ) {
-        if usage.total.is_none() {
-            return;
-        }
+    ) -> Option<f64> {
+        usage.total?;
         let label = self.label(tenant);
         for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion)] {
             self.tokens
                 .with_label_values(&[queue, &label, kind])
                 .inc_by(n);
         }
-        let dollars = prices
-            .get(model)
-            .map_or(0.0, |p| p.cost(usage.prompt, usage.completion));
+        let dollars = ModelPrice::of(prices, model).map(|p| p.cost(usage.prompt, usage.completion));
         self.cost
             .with_label_values(&[queue, &label])
-            .inc_by(dollars);
+            .inc_by(dollars.unwrap_or(0.0));
+        dollars
     }
 }
 
