@@ -164,6 +164,21 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
         ),
         15 => ("sluice_leave", Q, s(&[GROUP, "c"]), vec![]),
         16 => ("sluice_cache_purge", Q, s(&["", "0", "1000"]), vec![1, 2]),
+        // `dollars` and the prices take fractions: only `budget` is a whole number.
+        18 => (
+            "sluice_tenant",
+            Q,
+            s(&[
+                "acme", "weight", "2", "budget", "1000", "dollars", "1.5", "period", "day",
+            ]),
+            vec![4],
+        ),
+        19 => (
+            "sluice_prices",
+            Q,
+            s(&["gpt-4o-mini", "0.15", "0.6", "*", "1", "2"]),
+            vec![],
+        ),
         _ => (
             "sluice_report",
             U,
@@ -181,7 +196,7 @@ fn base(function: usize, n: u64) -> (Call, Vec<usize>) {
     )
 }
 
-const FUNCTIONS: usize = 18;
+const FUNCTIONS: usize = 20;
 
 /// Values no whole-number argument may take.
 const BAD_NUMBERS: &[&str] = &[

@@ -42,6 +42,10 @@ fn the_annotated_example_config_loads() {
     let c = Config::load(Some(&path)).expect("config/example.toml is valid");
     assert_eq!(c.upstreams["openai"].rpm, 5000);
     assert!(c.upstreams["anthropic"].adaptive);
+    assert_eq!(
+        ModelPrice::of(&c.prices, "gpt-4o-mini").map(|p| p.output_per_mtok),
+        Some(15.0)
+    );
 }
 
 #[test]
@@ -69,4 +73,20 @@ fn a_bad_url_is_named() {
     std::fs::write(&path, "[redis]\nurl = \"http://x\"\n").expect("write");
     let err = Config::load(Some(&path)).expect_err("bad url must fail");
     assert!(err.to_string().contains("redis.url"), "{err}");
+}
+
+#[test]
+fn a_negative_price_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[prices.\"gpt-4o\"]\ninput_per_mtok = -2.5\noutput_per_mtok = 10.0\n",
+    )
+    .expect("write");
+    let err = Config::load(Some(&path)).expect_err("a negative price must fail");
+    assert!(
+        err.to_string().contains("prices") && err.to_string().contains("gpt-4o"),
+        "{err}"
+    );
 }
