@@ -72,14 +72,31 @@ pub struct TenantStats {
 }
 
 /// A partition's tenants as its keys hold them: backlogged (`tenants`), `parked`, tokens used
-/// (`tused`), `weights`, and those that had a backlog (`tfinish`).
+/// (`tused`), `weights`, and those that had a backlog (`tfinish`); and the server's `TIME`.
 type TenantKeys = (
     Vec<String>,
     Vec<String>,
     HashMap<String, u64>,
     HashMap<String, String>,
     HashMap<String, String>,
+    (u64, u64),
 );
+
+/// The period a budget counts in at `now_ms` (the library's `period_id`): the UTC day's number,
+/// or the month as yyyymm. A budget whose `pid` is another has spent nothing yet this period.
+fn period_id(period: Option<&str>, now_ms: u64) -> String {
+    let days = now_ms / 86_400_000;
+    if period != Some("month") {
+        return days.to_string();
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(now_ms);
+    let date = humantime::format_rfc3339_seconds(at).to_string();
+    format!(
+        "{}{}",
+        date.get(0..4).unwrap_or_default(),
+        date.get(5..7).unwrap_or_default()
+    )
+}
 
 /// Adds to `pipe` the lengths of tenant `t`'s three lists (partition prefix `p`): its backlog,
 /// three replies.
@@ -183,7 +200,7 @@ impl Store {
             let keys = keys_for(&part)?;
             let p = keys.prefix();
             let mut conn = self.conn.clone();
-            let (active, parked, used, weights, idle): TenantKeys = redis::pipe()
+            let (active, parked, used, weights, idle, time): TenantKeys = redis::pipe()
                 .cmd("ZRANGE")
                 .arg(format!("{p}tenants"))
                 .arg(0)
@@ -196,8 +213,10 @@ impl Store {
                 .arg(format!("{p}weights"))
                 .cmd("HGETALL")
                 .arg(format!("{p}tfinish"))
+                .cmd("TIME")
                 .query_async(&mut conn)
                 .await?;
+            let now_ms = time.0 * 1000 + time.1 / 1000;
             let mut names: Vec<String> = active.into_iter().chain(parked.iter().cloned()).collect();
             names.extend(used.keys().cloned());
             names.extend(weights.keys().cloned());
@@ -216,7 +235,8 @@ impl Store {
                     .arg("spent")
                     .arg("period")
                     .arg("dollars")
-                    .arg("dspent");
+                    .arg("dspent")
+                    .arg("pid");
             }
             let r: Vec<Value> = pipe.query_async(&mut conn).await?;
             for (i, t) in names.iter().enumerate() {
@@ -243,7 +263,10 @@ impl Store {
                 if let Some(limit) = dollars {
                     *row.budget_dollars.get_or_insert(0.0) += limit;
                 }
-                if tokens.is_some() || dollars.is_some() {
+                // Spend of an earlier period is not this one's (the library starts the new
+                // period at 0 when it next looks at the budget).
+                let current = field(5) == Some(period_id(field(2).as_deref(), now_ms));
+                if (tokens.is_some() || dollars.is_some()) && current {
                     row.spent += field(1)
                         .and_then(|v| v.parse::<i64>().ok())
                         .unwrap_or(0)
@@ -252,6 +275,8 @@ impl Store {
                         .and_then(|v| v.parse::<f64>().ok())
                         .unwrap_or(0.0)
                         .max(0.0);
+                }
+                if tokens.is_some() || dollars.is_some() {
                     row.period = field(2);
                 }
             }
@@ -272,5 +297,20 @@ impl Store {
                 .then(a.tenant.cmp(&b.tenant))
         });
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::period_id;
+
+    #[test]
+    fn periods_are_utc_days_and_calendar_months() {
+        // 2026-12-03T00:00:00Z; 2024-02-29T23:59:59Z and a second later.
+        assert_eq!(period_id(Some("day"), 1_796_256_000_000), "20790");
+        assert_eq!(period_id(None, 1_796_256_000_000), "20790");
+        assert_eq!(period_id(Some("month"), 1_796_256_000_000), "202612");
+        assert_eq!(period_id(Some("month"), 1_709_251_199_000), "202402");
+        assert_eq!(period_id(Some("month"), 1_709_251_200_000), "202403");
     }
 }
