@@ -71,6 +71,24 @@ pub struct TenantStats {
     pub parked: bool,
 }
 
+/// How much of its budget a tenant has spent this period (over every partition), for
+/// `sluice_tenant_budget_used_ratio`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetUse {
+    pub tenant: String,
+    /// Tokens spent ÷ its token limit, when it has one.
+    pub tokens: Option<f64>,
+    /// Dollars spent ÷ its dollar limit, when it has one.
+    pub dollars: Option<f64>,
+}
+
+impl BudgetUse {
+    /// The larger of its two ratios (0 with neither).
+    pub fn most(&self) -> f64 {
+        self.tokens.unwrap_or(0.0).max(self.dollars.unwrap_or(0.0))
+    }
+}
+
 /// A partition's tenants as its keys hold them: backlogged (`tenants`), `parked`, tokens used
 /// (`tused`), `weights`, and those that had a backlog (`tfinish`); and the server's `TIME`.
 type TenantKeys = (
@@ -81,6 +99,55 @@ type TenantKeys = (
     HashMap<String, String>,
     (u64, u64),
 );
+
+/// Adds to `pipe` the HMGET of tenant `t`'s budget (partition prefix `p`) that `BudgetRead::of`
+/// reads: one reply.
+fn budget_fields(pipe: &mut redis::Pipeline, p: &str, t: &str) {
+    pipe.cmd("HMGET")
+        .arg(format!("{p}budget:{t}"))
+        .arg("tokens")
+        .arg("spent")
+        .arg("period")
+        .arg("dollars")
+        .arg("dspent")
+        .arg("pid");
+}
+
+/// One partition's budget of a tenant, as of now: its limits and this period's spend.
+struct BudgetRead {
+    tokens: Option<u64>,
+    dollars: Option<f64>,
+    spent: u64,
+    spent_dollars: f64,
+    period: Option<String>,
+}
+
+impl BudgetRead {
+    /// `budget_fields`' reply at `now_ms` (None: no budget). Spend of an earlier period is not
+    /// this one's: the library starts the new period at 0 when it next looks at the budget.
+    fn of(v: &Value, now_ms: u64) -> Option<BudgetRead> {
+        let b = array(v)?;
+        let field = |k: usize| b.get(k).and_then(text);
+        let tokens = field(0).and_then(|v| v.parse::<u64>().ok());
+        let dollars = field(3).and_then(|v| v.parse::<f64>().ok());
+        if tokens.is_none() && dollars.is_none() {
+            return None;
+        }
+        let period = field(2);
+        let current = field(5) == Some(period_id(period.as_deref(), now_ms));
+        let spent = |k: usize| {
+            let v = field(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            if current { v.max(0.0) } else { 0.0 }
+        };
+        Some(BudgetRead {
+            tokens,
+            dollars,
+            spent: spent(1) as u64,
+            spent_dollars: spent(4),
+            period,
+        })
+    }
+}
 
 /// The period a budget counts in at `now_ms` (the library's `period_id`): the UTC day's number,
 /// or the month as yyyymm. A budget whose `pid` is another has spent nothing yet this period.
@@ -192,6 +259,59 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every tenant of `queue` with a budget and how much of it is spent this period, nearest
+    /// its limit first.
+    pub async fn budget_use(&self, queue: &str) -> Result<Vec<BudgetUse>, StoreError> {
+        // tenant -> (tokens spent, token limit, dollars spent, dollar limit)
+        type Sums = (u64, Option<u64>, f64, Option<f64>);
+        let mut all: BTreeMap<String, Sums> = BTreeMap::new();
+        for part in self.partitions_of(queue) {
+            let keys = keys_for(&part)?;
+            let p = keys.prefix();
+            let mut conn = self.conn.clone();
+            let (names, time): (Vec<String>, (u64, u64)) = redis::pipe()
+                .cmd("SMEMBERS")
+                .arg(format!("{p}budgets"))
+                .cmd("TIME")
+                .query_async(&mut conn)
+                .await?;
+            if names.is_empty() {
+                continue;
+            }
+            let now_ms = time.0 * 1000 + time.1 / 1000;
+            let mut pipe = redis::pipe();
+            for t in &names {
+                budget_fields(&mut pipe, p, t);
+            }
+            let r: Vec<Value> = pipe.query_async(&mut conn).await?;
+            for (t, v) in names.iter().zip(&r) {
+                let Some(b) = BudgetRead::of(v, now_ms) else {
+                    continue;
+                };
+                let sums = all.entry(t.clone()).or_default();
+                sums.0 += b.spent;
+                sums.2 += b.spent_dollars;
+                if let Some(l) = b.tokens {
+                    *sums.1.get_or_insert(0) += l;
+                }
+                if let Some(l) = b.dollars {
+                    *sums.3.get_or_insert(0.0) += l;
+                }
+            }
+        }
+        let ratio = |spent: f64, limit: f64| if limit > 0.0 { spent / limit } else { 0.0 };
+        let mut rows: Vec<BudgetUse> = all
+            .into_iter()
+            .map(|(tenant, (spent, tokens, dspent, dollars))| BudgetUse {
+                tenant,
+                tokens: tokens.map(|l| ratio(spent as f64, l as f64)),
+                dollars: dollars.map(|l| ratio(dspent, l)),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.most().total_cmp(&a.most()).then(a.tenant.cmp(&b.tenant)));
+        Ok(rows)
+    }
+
     /// Every tenant of `queue` that ever had a job, a setting or used tokens, busiest first
     /// (most backlog, then most tokens).
     pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {
@@ -229,14 +349,7 @@ impl Store {
             let mut pipe = redis::pipe();
             for t in &names {
                 backlog(&mut pipe, p, t);
-                pipe.cmd("HMGET")
-                    .arg(format!("{p}budget:{t}"))
-                    .arg("tokens")
-                    .arg("spent")
-                    .arg("period")
-                    .arg("dollars")
-                    .arg("dspent")
-                    .arg("pid");
+                budget_fields(&mut pipe, p, t);
             }
             let r: Vec<Value> = pipe.query_async(&mut conn).await?;
             for (i, t) in names.iter().enumerate() {
@@ -253,31 +366,16 @@ impl Store {
                     row.weight = w;
                 }
                 row.parked |= parked.contains(t);
-                let b = r.get(4 * i + 3).and_then(array).unwrap_or_default();
-                let field = |k: usize| b.get(k).and_then(text);
-                let tokens = field(0).and_then(|v| v.parse::<u64>().ok());
-                let dollars = field(3).and_then(|v| v.parse::<f64>().ok());
-                if let Some(limit) = tokens {
-                    *row.budget.get_or_insert(0) += limit;
-                }
-                if let Some(limit) = dollars {
-                    *row.budget_dollars.get_or_insert(0.0) += limit;
-                }
-                // Spend of an earlier period is not this one's (the library starts the new
-                // period at 0 when it next looks at the budget).
-                let current = field(5) == Some(period_id(field(2).as_deref(), now_ms));
-                if (tokens.is_some() || dollars.is_some()) && current {
-                    row.spent += field(1)
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or(0)
-                        .max(0) as u64;
-                    row.spent_dollars += field(4)
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0)
-                        .max(0.0);
-                }
-                if tokens.is_some() || dollars.is_some() {
-                    row.period = field(2);
+                if let Some(b) = r.get(4 * i + 3).and_then(|v| BudgetRead::of(v, now_ms)) {
+                    if let Some(limit) = b.tokens {
+                        *row.budget.get_or_insert(0) += limit;
+                    }
+                    if let Some(limit) = b.dollars {
+                        *row.budget_dollars.get_or_insert(0.0) += limit;
+                    }
+                    row.spent += b.spent;
+                    row.spent_dollars += b.spent_dollars;
+                    row.period = b.period;
                 }
             }
         }

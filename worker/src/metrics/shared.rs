@@ -38,6 +38,13 @@ impl Metrics {
                     tracing::warn!(queue = %q, error = %e, "reading parked tenants failed");
                 }
             }
+            match store.budget_use(q).await {
+                Ok(rows) => self.tenants.set_budget_use(q, &rows),
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(queue = %q, error = %e, "reading tenants' budgets failed");
+                }
+            }
         }
         match store.upstream_states_of(upstreams).await {
             Ok(states) => {

@@ -4,14 +4,18 @@
 //! and jobs without a tenant as `default`. A fleet's series per queue are thus at most
 //! workers × (`TENANT_LABELS` + 2), however many tenants there are. Jobs held by tenants over
 //! their budgets (`sluice_tenant_parked_jobs`, read from Redis with the queue gauges): the
-//! `TENANT_LABELS` tenants holding most by name, the rest summed as `other`.
+//! `TENANT_LABELS` tenants holding most by name, the rest summed as `other`. How much of its
+//! budget each tenant has spent this period (`sluice_tenant_budget_used_ratio`, by unit, tokens
+//! or dollars): the `TENANT_LABELS` nearest their limits by name, the highest of the rest as
+//! `other` (so an alert on the ratio misses nobody).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
-use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use sluice_common::config::ModelPrice;
+use sluice_common::store::BudgetUse;
 
 use crate::usage::Usage;
 
@@ -22,6 +26,7 @@ pub struct TenantMetrics {
     tokens: IntCounterVec,
     cost: CounterVec,
     parked: IntGaugeVec,
+    budget_used: GaugeVec,
     named: Mutex<HashSet<String>>,
 }
 
@@ -51,14 +56,24 @@ impl TenantMetrics {
             &["queue", "tenant"],
         )
         .expect("valid metric");
+        let budget_used = GaugeVec::new(
+            Opts::new(
+                "sluice_tenant_budget_used_ratio",
+                "Share of its budget a tenant has spent this period, by queue, tenant (the 50 nearest their limits; the highest of the rest as `other`) and unit (tokens, dollars); at 1 its jobs are parked",
+            ),
+            &["queue", "tenant", "unit"],
+        )
+        .expect("valid metric");
         // Registered once, with fixed names: only a defect could make this fail.
         let _ = r.register(Box::new(tokens.clone()));
         let _ = r.register(Box::new(cost.clone()));
         let _ = r.register(Box::new(parked.clone()));
+        let _ = r.register(Box::new(budget_used.clone()));
         TenantMetrics {
             tokens,
             cost,
             parked,
+            budget_used,
             named: Mutex::new(HashSet::new()),
         }
     }
@@ -125,6 +140,43 @@ impl TenantMetrics {
         }
         self.parked.with_label_values(&[queue, "other"]).set(other);
     }
+
+    /// Sets `queue`'s budget ratios (`rows`, nearest their limits first), forgetting tenants no
+    /// longer listed; `other` (the highest of the unnamed, else 0) always exists in both units.
+    pub fn set_budget_use(&self, queue: &str, rows: &[BudgetUse]) {
+        for m in self
+            .budget_used
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+        {
+            let labels: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+            if labels.first() == Some(&queue) {
+                let _ = self.budget_used.remove_label_values(&labels);
+            }
+        }
+        let (mut other_tokens, mut other_dollars) = (0.0f64, 0.0f64);
+        for (i, row) in rows.iter().enumerate() {
+            for (unit, ratio, other) in [
+                ("tokens", row.tokens, &mut other_tokens),
+                ("dollars", row.dollars, &mut other_dollars),
+            ] {
+                let Some(ratio) = ratio else { continue };
+                if i < TENANT_LABELS {
+                    self.budget_used
+                        .with_label_values(&[queue, &row.tenant, unit])
+                        .set(ratio);
+                } else {
+                    *other = other.max(ratio);
+                }
+            }
+        }
+        for (unit, v) in [("tokens", other_tokens), ("dollars", other_dollars)] {
+            self.budget_used
+                .with_label_values(&[queue, "other", unit])
+                .set(v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +192,30 @@ mod tests {
         }
         assert_eq!(m.label(Some("late")), "other");
         assert_eq!(m.label(Some("t0")), "t0", "a named tenant keeps its label");
+    }
+
+    #[test]
+    fn budget_ratios_name_the_50_nearest_their_limits_and_keep_the_highest_of_the_rest() {
+        let m = TenantMetrics::new(&Registry::new());
+        let rows: Vec<BudgetUse> = (0..60)
+            .map(|i| BudgetUse {
+                tenant: format!("t{i}"),
+                tokens: Some(1.0 - i as f64 / 100.0),
+                dollars: (i % 2 == 0).then_some(0.5),
+            })
+            .collect();
+        m.set_budget_use("q", &rows);
+        let get = |t: &str, u: &str| m.budget_used.with_label_values(&["q", t, u]).get();
+        assert_eq!(get("t0", "tokens"), 1.0);
+        assert_eq!(get("t0", "dollars"), 0.5);
+        assert_eq!(get("other", "tokens"), 0.5, "t50's, the highest unnamed");
+        assert_eq!(get("other", "dollars"), 0.5);
+        m.set_budget_use("q", &[]);
+        assert_eq!(
+            m.budget_used.collect()[0].get_metric().len(),
+            2,
+            "only `other` is left, in both units"
+        );
     }
 
     #[test]
