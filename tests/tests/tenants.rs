@@ -488,3 +488,88 @@ async fn a_tenant_over_its_budget_is_parked_and_resumes_when_it_is_raised() {
 async fn a_tenant_over_its_budget_in_dollars_is_parked_and_resumes_when_it_is_raised() {
     budget_parks_and_resumes(Limit::Dollars).await;
 }
+
+/// A call that starts in one budget period and ends in the next: the new period started at 0
+/// without its reservation, so it is charged what the call used (tokens and dollars), not
+/// usage − estimate (which would leave spend below zero, room the budget never had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_ends_in_a_new_period_is_charged_what_it_used() {
+    // The call takes 1.5 s: the period is turned while it is out.
+    let rig = Rig::start(MockConfig {
+        latency_ms: 1500,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.extra = format!(
+        "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = {}\noutput_per_mtok = {}\n",
+        PRICE_IN * 1e6,
+        PRICE_OUT * 1e6
+    );
+    let _workers = rig.spawn_ready(1, &options).await;
+    rig.cli(&[
+        "budget",
+        "set",
+        "T",
+        "--tokens",
+        "100000",
+        "--dollars",
+        "100",
+        "--period",
+        "day",
+        "-q",
+        "q",
+    ]);
+    let mut events = rig.events().await;
+    let prompt = format!("T 0 {}", "x".repeat(4 * 30));
+    let id = rig
+        .enqueue(vec![
+            NewJob::post(
+                "q",
+                "mock",
+                "/v1/chat/completions",
+                serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}),
+            )
+            .with_tenant("T"),
+        ])
+        .await
+        .remove(0);
+    assert!(events.until(BOUND, |s| s.job(&id, "running") == 1).await);
+    // What a move in the next period does first: spend back to 0 under the new period's id.
+    let client = redis::Client::open(rig.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let budget_key = "sluice:{q}:budget:T";
+    let () = redis::cmd("HSET")
+        .arg(budget_key)
+        .arg("spent")
+        .arg("0")
+        .arg("dspent")
+        .arg("0")
+        .arg("pid")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    assert!(events.until(BOUND, |s| s.job(&id, "completed") == 1).await);
+    let (spent, dspent): (i64, f64) = redis::cmd("HMGET")
+        .arg(budget_key)
+        .arg("spent")
+        .arg("dspent")
+        .query_async(&mut conn)
+        .await
+        .expect("HMGET");
+    let used = completed_usage(&rig, std::slice::from_ref(&id)).await;
+    let (i, o, cost) = used[0];
+    println!(
+        "the call used {i} + {o} tokens, cost {cost:?}; the new period's spend: {spent} tokens, ${dspent}"
+    );
+    assert_eq!(spent, (i + o) as i64, "tokens charged to the new period");
+    let cost = cost.expect("the call's cost");
+    assert!(
+        (dspent - cost).abs() < 1e-9,
+        "dollars charged to the new period: {dspent}, the call cost {cost}"
+    );
+}

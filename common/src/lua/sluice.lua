@@ -563,7 +563,8 @@ end
 
 -- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made) and
 -- cost `cost` dollars (nil: 0). Its tenant's tag and budget are corrected by used − estimate
--- (the budget's dollars by cost − `dres`, the dollars reserved); its tokens counted (`tused`).
+-- (the budget's dollars by cost − `dres`, the dollars reserved; a job that started in an
+-- earlier period charges what it used); its tokens counted (`tused`).
 -- `f`: the job's {reserved, tenant, fair, dres} when the caller read them.
 -- `call`: what one function call learned, shared by its jobs ({} for a single job): the
 -- weights read, whether any tenant has a budget (`budgets`). A caller that clears `reserved`
@@ -576,12 +577,6 @@ local function fair_settle(p, jk, used, f, call, cleared, cost)
   local t = f[2] or 'default'
   local delta = used - (tonumber(f[3] or '') or 1)
   local dres = tonumber(f[4] or '')
-  if dres then
-    local d = (cost or 0) - dres
-    if d ~= 0 and redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
-      redis.call('HINCRBYFLOAT', p .. 'budget:' .. t, 'dspent', dollars(d))
-    end
-  end
   if delta ~= 0 then
     call.weights = call.weights or {}
     local w = call.weights[t]
@@ -591,9 +586,24 @@ local function fair_settle(p, jk, used, f, call, cleared, cost)
         and redis.call('HEXISTS', p .. 'tfinish', t) == 1 then
       redis.call('HINCRBYFLOAT', p .. 'tfinish', t, delta / w)
     end
+  end
+  if delta ~= 0 or dres then
     if call.budgets == nil then call.budgets = redis.call('SCARD', p .. 'budgets') > 0 end
-    if call.budgets and redis.call('EXISTS', p .. 'budget:' .. t) == 1 then
-      redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', delta)
+    local bk = p .. 'budget:' .. t
+    -- `pid`: the budget has been looked at (a move that reserved set it).
+    local b = call.budgets and redis.call('HMGET', bk, 'period', 'pid')
+    if b and b[2] then
+      -- A job that started in an earlier period: its reservation went with that period's spend
+      -- (a new period starts at 0), so this one is charged what the call used, not the
+      -- difference (which would take the reservation off spend it was never added to).
+      local started = tonumber(redis.call('HGET', jk, 'started_ms') or '')
+      local earlier = started and period_id(b[1], started) ~= b[2]
+      local tokens = earlier and used or delta
+      if tokens ~= 0 then redis.call('HINCRBY', bk, 'spent', tokens) end
+      if dres then
+        local d = (cost or 0) - (earlier and 0 or dres)
+        if d ~= 0 then redis.call('HINCRBYFLOAT', bk, 'dspent', dollars(d)) end
+      end
     end
   end
   if used > 0 then redis.call('HINCRBY', p .. 'tused', t, used) end
@@ -1450,6 +1460,8 @@ local function complete(keys, args)
         for j = i + 5, i + 3 + 2 * n, 2 do
           if args[j] == 'usage' then usage = args[j + 1] elseif args[j] == 'cost' then cost = tonumber(args[j + 1]) end
         end
+        -- A cost that is no finite amount counts 0 (HINCRBYFLOAT would refuse the whole call).
+        if cost and not (cost == cost and cost > -1e15 and cost < 1e15) then cost = nil end
       end
       if f[5] == '1' then
         local input, output = usage_tokens(usage)
@@ -2142,8 +2154,9 @@ local function prices(keys, args)
         invalid('price: ' .. shown(args[i + k]) .. ' is not a number from 0 to 1000000000')
       end
     end
+    -- Stored as Lua prints the numbers: no spaces, whatever spelling the caller used.
     set[#set + 1] = model
-    set[#set + 1] = args[i + 1] .. ' ' .. args[i + 2]
+    set[#set + 1] = tostring(tonumber(args[i + 1])) .. ' ' .. tostring(tonumber(args[i + 2]))
   end
   redis.call('DEL', p .. 'prices')
   if #set > 0 then redis.call('HSET', p .. 'prices', unpack(set)) end
