@@ -31,10 +31,12 @@ enum Op {
         later: bool,
         tenant: Option<u8>,
     },
-    /// A tenant's budget in tokens (0: none); each job here is estimated at 1 token.
+    /// A tenant's budget in tokens and in dollars (0: none); each job here is estimated at 1
+    /// token, reserved at $1 (the queue's price of model `m`) and completed at $0.50.
     Budget {
         tenant: u8,
         tokens: u8,
+        dollars: u8,
     },
     Fetch {
         consumer: u8,
@@ -69,7 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (proptest::option::of(0u8..4), proptest::bool::weighted(0.15), proptest::option::of(0u8..3))
             .prop_map(|(key, later, tenant)| Op::Enqueue { key, later, tenant }),
-        2 => (0u8..3, 0u8..4).prop_map(|(tenant, tokens)| Op::Budget { tenant, tokens }),
+        2 => (0u8..3, 0u8..4, 0u8..4).prop_map(|(tenant, tokens, dollars)| Op::Budget { tenant, tokens, dollars }),
         4 => (0u8..3, 1u8..5).prop_map(|(consumer, count)| Op::Fetch { consumer, count }),
         3 => any::<u16>().prop_map(|pick| Op::Complete { pick }),
         2 => any::<u16>().prop_map(|pick| Op::Retry { pick }),
@@ -130,7 +132,7 @@ impl Model {
     async fn complete(&mut self, h: &Held) -> Transition {
         let t = self
             .store
-            .complete(&self.queue, &h.id, &h.entry, "{}", 200, &[])
+            .complete(&self.queue, &h.id, &h.entry, "{}", 200, &[("cost", "0.5")])
             .await
             .expect("complete");
         if t == Transition::Done {
@@ -142,9 +144,14 @@ impl Model {
     async fn apply(&mut self, op: &Op) {
         let q = self.queue.clone();
         match op {
-            Op::Budget { tenant, tokens } => {
+            Op::Budget {
+                tenant,
+                tokens,
+                dollars,
+            } => {
                 let change = sluice_common::store::TenantChange {
                     budget_tokens: Some(u64::from(*tokens)),
+                    budget_dollars: Some(f64::from(*dollars)),
                     ..Default::default()
                 };
                 self.store
@@ -338,6 +345,18 @@ impl Model {
                 .parse()
                 .unwrap_or_else(|_| panic!("after {after}: job {id} has an unknown state"));
             *in_state.entry(state.to_string()).or_default() += 1;
+            // A budget's reservation (`reserved`, and `dres` in dollars) lives from a job's move
+            // to its settlement: only a queued (moved) or running job holds one.
+            let held = |k: &str| f.get(k).is_some_and(|v| !v.is_empty());
+            assert!(
+                !held("dres") || f.get("reserved").map(String::as_str) == Some("1"),
+                "after {after}: job {id} holds dollars without a reservation: {f:?}"
+            );
+            assert!(
+                matches!(state, JobState::Queued | JobState::Running)
+                    || !(held("reserved") || held("dres")),
+                "after {after}: {state} job {id} still holds a reservation: {f:?}"
+            );
             let entry = f.get("entry").cloned().unwrap_or_default();
             let is_delayed = delayed.contains(id);
             match state {
@@ -444,7 +463,12 @@ impl Model {
     async fn drain(&mut self) -> Vec<(String, JobState)> {
         // Parked tenants resume once their budgets go.
         for tenant in 0..3 {
-            self.apply(&Op::Budget { tenant, tokens: 0 }).await;
+            self.apply(&Op::Budget {
+                tenant,
+                tokens: 0,
+                dollars: 0,
+            })
+            .await;
         }
         for _ in 0..50 {
             for h in std::mem::take(&mut self.held) {
@@ -536,6 +560,13 @@ fn no_sequence_of_operations_loses_a_job_or_completes_one_twice() {
         rt.block_on(async {
             let queue = format!("sm{n}");
             store.create_group(&queue).await.expect("group");
+            // $1 a token in and out: a job here (1 token) is reserved at $1.
+            let price = sluice_common::config::ModelPrice {
+                input_per_mtok: 1e6,
+                output_per_mtok: 1e6,
+            };
+            let prices = [("m".to_string(), price)].into_iter().collect();
+            store.publish_prices(&queue, &prices).await.expect("prices");
             let mut model = Model {
                 store: store.clone(),
                 keys: QueueKeys::new(&queue),
