@@ -275,6 +275,28 @@ enum Limit {
 const PRICE_IN: f64 = 0.001;
 const PRICE_OUT: f64 = 0.003;
 
+/// The workers' `[prices]` of the dollar tests.
+fn prices() -> String {
+    format!(
+        "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = {}\noutput_per_mtok = {}\n",
+        PRICE_IN * 1e6,
+        PRICE_OUT * 1e6
+    )
+}
+
+/// Job `i` of tenant T in the budget tests: estimated at ~100 tokens (36 of prompt, max_tokens
+/// 64), using ~52 (the mock answers 16).
+fn budget_job(i: usize) -> NewJob {
+    let prompt = format!("T {i} {}", "x".repeat(4 * 30));
+    NewJob::post(
+        "q",
+        "mock",
+        "/v1/chat/completions",
+        serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}),
+    )
+    .with_tenant("T")
+}
+
 /// A tenant's spend in the test's unit (tokens, or dollars).
 fn spent(t: &TenantStats, limit: Limit) -> f64 {
     match limit {
@@ -328,11 +350,7 @@ async fn budget_parks_and_resumes(limit: Limit) {
     let mut options = rig.options();
     options.concurrency = 25;
     if limit == Limit::Dollars {
-        options.extra = format!(
-            "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = {}\noutput_per_mtok = {}\n",
-            PRICE_IN * 1e6,
-            PRICE_OUT * 1e6
-        );
+        options.extra = prices();
     }
     let mut workers = rig.spawn_ready(2, &options).await;
     // Each job is estimated at ~100 tokens (36 of prompt, max_tokens 64) and uses ~52 (the mock
@@ -353,19 +371,7 @@ async fn budget_parks_and_resumes(limit: Limit) {
         "-q",
         "q",
     ]);
-    let jobs: Vec<NewJob> = (0..50)
-        .map(|i| {
-            let prompt = format!("T {i} {}", "x".repeat(4 * 30));
-            NewJob::post(
-                "q",
-                "mock",
-                "/v1/chat/completions",
-                serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}),
-            )
-            .with_tenant("T")
-        })
-        .collect();
-    let ids = rig.enqueue(jobs).await;
+    let ids = rig.enqueue((0..50).map(budget_job).collect()).await;
     // Settled: parked, nothing running or moved to the lane (every queued job is in the list),
     // and no room left for another job's estimate.
     let t = until_tenant(&rig, "T", |t, counts| {
@@ -501,11 +507,7 @@ async fn a_call_that_ends_in_a_new_period_is_charged_what_it_used() {
     })
     .await;
     let mut options = rig.options();
-    options.extra = format!(
-        "\n[prices.\"gpt-4o-mini\"]\ninput_per_mtok = {}\noutput_per_mtok = {}\n",
-        PRICE_IN * 1e6,
-        PRICE_OUT * 1e6
-    );
+    options.extra = prices();
     let _workers = rig.spawn_ready(1, &options).await;
     rig.cli(&[
         "budget",
@@ -521,19 +523,7 @@ async fn a_call_that_ends_in_a_new_period_is_charged_what_it_used() {
         "q",
     ]);
     let mut events = rig.events().await;
-    let prompt = format!("T 0 {}", "x".repeat(4 * 30));
-    let id = rig
-        .enqueue(vec![
-            NewJob::post(
-                "q",
-                "mock",
-                "/v1/chat/completions",
-                serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}),
-            )
-            .with_tenant("T"),
-        ])
-        .await
-        .remove(0);
+    let id = rig.enqueue(vec![budget_job(0)]).await.remove(0);
     assert!(events.until(BOUND, |s| s.job(&id, "running") == 1).await);
     // What a move in the next period does first: spend back to 0 under the new period's id.
     let client = redis::Client::open(rig.url()).expect("client");

@@ -59,7 +59,7 @@ impl TenantMetrics {
         let budget_used = GaugeVec::new(
             Opts::new(
                 "sluice_tenant_budget_used_ratio",
-                "Share of its budget a tenant has spent this period, by queue, tenant (the 50 nearest their limits; the highest of the rest as `other`) and unit (tokens, dollars); at 1 its jobs are parked",
+                "Share of its budget a tenant has spent this period, by queue, tenant (the 50 nearest their limits; the highest of the rest as `other`) and unit (tokens, dollars); near 1 its next job no longer fits and its jobs are parked",
             ),
             &["queue", "tenant", "unit"],
         )

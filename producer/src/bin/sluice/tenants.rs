@@ -1,6 +1,6 @@
 //! Tenants (docs/OPERATIONS.md, "Tenants"): `sluice budget set` (tokens and/or dollars per day or
-//! month; raising it resumes a parked tenant's jobs), `sluice weight set` (a tenant's weight in the fair share),
-//! and the table `sluice stats --tenants` prints.
+//! month; raising it resumes a parked tenant's jobs), `sluice weight set` (a tenant's weight in
+//! the fair share), and the table `sluice stats --tenants` prints.
 
 use std::process::ExitCode;
 
