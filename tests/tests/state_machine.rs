@@ -336,6 +336,22 @@ impl Model {
                     .and_then(sluice_common::reply::text)
             })
             .collect();
+        // Spend is what was reserved and used: never below zero, whatever budgets came and went
+        // while jobs were out.
+        for tenant in 0..3 {
+            let (spent, dspent): (Option<i64>, Option<f64>) = redis::cmd("HMGET")
+                .arg(format!("{}budget:t{tenant}", self.keys.prefix()))
+                .arg("spent")
+                .arg("dspent")
+                .query_async(&mut self.conn)
+                .await
+                .expect("HMGET");
+            assert!(
+                spent.unwrap_or(0) >= 0 && dspent.unwrap_or(0.0) >= -1e-9,
+                "after {after}: tenant t{tenant}'s spend went below zero: {spent:?} tokens, \
+                 {dspent:?} dollars"
+            );
+        }
         for id in &self.jobs {
             let f: HashMap<String, String> =
                 self.conn.hgetall(self.keys.job(id)).await.expect("HGETALL");
@@ -345,16 +361,18 @@ impl Model {
                 .parse()
                 .unwrap_or_else(|_| panic!("after {after}: job {id} has an unknown state"));
             *in_state.entry(state.to_string()).or_default() += 1;
-            // A budget's reservation (`reserved`, and `dres` in dollars) lives from a job's move
-            // to its settlement: only a queued (moved) or running job holds one.
+            // A budget's reservation (`reserved`; `bres`, the budget charged; `dres` in dollars)
+            // lives from a job's move to its settlement: only a queued (moved) or running job
+            // holds one.
             let held = |k: &str| f.get(k).is_some_and(|v| !v.is_empty());
             assert!(
-                !held("dres") || f.get("reserved").map(String::as_str) == Some("1"),
-                "after {after}: job {id} holds dollars without a reservation: {f:?}"
+                !(held("dres") || held("bres"))
+                    || f.get("reserved").map(String::as_str) == Some("1"),
+                "after {after}: job {id} holds a budget's charge without a reservation: {f:?}"
             );
             assert!(
                 matches!(state, JobState::Queued | JobState::Running)
-                    || !(held("reserved") || held("dres")),
+                    || !(held("reserved") || held("dres") || held("bres")),
                 "after {after}: {state} job {id} still holds a reservation: {f:?}"
             );
             let entry = f.get("entry").cloned().unwrap_or_default();

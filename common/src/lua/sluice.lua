@@ -406,13 +406,16 @@ local function period_id(period, now)
 end
 
 -- The budget of tenant `t` now (nil: none): {tokens = limit or nil, spent, dollars = limit or
--- nil, dspent}, spent in the current period (a new period starts at 0).
+-- nil, dspent, tag}, spent in the current period (a new period starts at 0). `tag` names what a
+-- reservation is charged to: the period and the budget's generation (`gen`, new each time the
+-- budget is created), `<pid>:<gen>`.
 local function budget_now(p, t, now)
   local bk = p .. 'budget:' .. t
-  local b = redis.call('HMGET', bk, 'tokens', 'spent', 'period', 'pid', 'dollars', 'dspent')
+  local b = redis.call('HMGET', bk, 'tokens', 'spent', 'period', 'pid', 'dollars', 'dspent', 'gen')
   local r = {tokens = tonumber(b[1] or ''), dollars = tonumber(b[5] or ''), spent = 0, dspent = 0}
   if not r.tokens and not r.dollars then return nil end
   local pid = period_id(b[3], now)
+  r.tag = pid .. ':' .. (b[7] or '')
   if b[4] ~= pid then
     redis.call('HSET', bk, 'spent', '0', 'dspent', '0', 'pid', pid)
   else
@@ -449,7 +452,7 @@ local function cost_estimate(p, jk, est)
 end
 
 -- Whether tenant `t` has budget for job `jk` (`est` tokens) now; if so it is charged (reserved).
--- -> fits, the dollars reserved (nil: the budget has none)
+-- -> fits, the dollars reserved (nil: the budget has none), the budget's tag (nil: no budget)
 local function budget_take(p, t, jk, est, now)
   local b = budget_now(p, t, now)
   if not b then return true end
@@ -461,7 +464,7 @@ local function budget_take(p, t, jk, est, now)
     redis.call('HINCRBYFLOAT', p .. 'budget:' .. t, 'dspent', dollars(cost))
   end
   redis.call('HINCRBY', p .. 'budget:' .. t, 'spent', est)
-  return true, cost
+  return true, cost, b.tag
 end
 
 -- The next job of tenant `t`: high, normal, low, except that a normal or low job that has waited
@@ -502,15 +505,15 @@ local function fair_fill(p, n, laned, aging)
       local f = redis.call('HMGET', jk, 'state', 'fair', 'entry')
       if f[1] == 'queued' and f[2] and (not f[3] or f[3] == '') then
         local est = tonumber(f[2]) or 1
-        local fits, cost = true, nil
-        if budgets then fits, cost = budget_take(p, t, jk, est, now) end
+        local fits, cost, tag_of = true, nil, nil
+        if budgets then fits, cost, tag_of = budget_take(p, t, jk, est, now) end
         if fits then
           local raw = redis.call('XADD', lane_stream(p, lane), '*', 'id', id)
-          if cost then
-            redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1', 'dres', dollars(cost))
-          else
-            redis.call('HSET', jk, 'entry', lane_entry(lane, raw), 'reserved', '1')
-          end
+          local fields = {'entry', lane_entry(lane, raw), 'reserved', '1'}
+          -- Charged to a budget: to which (`bres`) and, in dollars, how much (`dres`).
+          if tag_of then fields[5] = 'bres'; fields[6] = tag_of end
+          if cost then fields[#fields + 1] = 'dres'; fields[#fields + 1] = dollars(cost) end
+          redis.call('HSET', jk, unpack(fields))
           moved = moved + 1
           vt = tag
           local w = weights[t]
@@ -562,18 +565,20 @@ local function fair_queue(p, jk, id, t, lane, front)
 end
 
 -- A moved job's reservation is settled: the call used `used` tokens (0: none, or not made) and
--- cost `cost` dollars (nil: 0). Its tenant's tag and budget are corrected by used − estimate
--- (the budget's dollars by cost − `dres`, the dollars reserved; a job that started in an
--- earlier period charges what it used); its tokens counted (`tused`).
--- `f`: the job's {reserved, tenant, fair, dres} when the caller read them.
+-- cost `cost` dollars (nil: 0). Its tenant's tag is corrected by used − estimate, and so is its
+-- budget if the reservation went to the budget as it is now (`bres` is its tag: same period,
+-- same budget; dollars by cost − `dres`); otherwise the budget is charged what the call used
+-- and cost (a new period, or a budget created since, never held the reservation). Its tokens
+-- are counted (`tused`).
+-- `f`: the job's {reserved, tenant, fair, dres, bres} when the caller read them.
 -- `call`: what one function call learned, shared by its jobs ({} for a single job): the
 -- weights read, whether any tenant has a budget (`budgets`). A caller that clears `reserved`
--- itself (in the HSET it makes anyway) passes `cleared`.
+-- (and `dres`, `bres`) itself, in the HSET it makes anyway, passes `cleared`.
 local function fair_settle(p, jk, used, f, call, cleared, cost)
-  f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair', 'dres')
+  f = f or redis.call('HMGET', jk, 'reserved', 'tenant', 'fair', 'dres', 'bres')
   if f[1] ~= '1' then return end
   call = call or {}
-  if not cleared then redis.call('HDEL', jk, 'reserved', 'dres') end
+  if not cleared then redis.call('HDEL', jk, 'reserved', 'dres', 'bres') end
   local t = f[2] or 'default'
   local delta = used - (tonumber(f[3] or '') or 1)
   local dres = tonumber(f[4] or '')
@@ -587,23 +592,17 @@ local function fair_settle(p, jk, used, f, call, cleared, cost)
       redis.call('HINCRBYFLOAT', p .. 'tfinish', t, delta / w)
     end
   end
-  if delta ~= 0 or dres then
-    if call.budgets == nil then call.budgets = redis.call('SCARD', p .. 'budgets') > 0 end
+  if call.budgets == nil then call.budgets = redis.call('SCARD', p .. 'budgets') > 0 end
+  if call.budgets then
     local bk = p .. 'budget:' .. t
-    -- `pid`: the budget has been looked at (a move that reserved set it).
-    local b = call.budgets and redis.call('HMGET', bk, 'period', 'pid')
-    if b and b[2] then
-      -- A job that started in an earlier period: its reservation went with that period's spend
-      -- (a new period starts at 0), so this one is charged what the call used, not the
-      -- difference (which would take the reservation off spend it was never added to).
-      local started = tonumber(redis.call('HGET', jk, 'started_ms') or '')
-      local earlier = started and period_id(b[1], started) ~= b[2]
-      local tokens = earlier and used or delta
+    -- `pid`: the budget has been looked at (creating it, or a move, set it).
+    local b = redis.call('HMGET', bk, 'pid', 'gen')
+    if b[1] then
+      local same = f[5] == b[1] .. ':' .. (b[2] or '')
+      local tokens = same and delta or used
       if tokens ~= 0 then redis.call('HINCRBY', bk, 'spent', tokens) end
-      if dres then
-        local d = (cost or 0) - (earlier and 0 or dres)
-        if d ~= 0 then redis.call('HINCRBYFLOAT', bk, 'dspent', dollars(d)) end
-      end
+      local d = (cost or 0) - (same and dres or 0)
+      if d ~= 0 then redis.call('HINCRBYFLOAT', bk, 'dspent', dollars(d)) end
     end
   end
   if used > 0 then redis.call('HINCRBY', p .. 'tused', t, used) end
@@ -1415,7 +1414,7 @@ local function complete(keys, args)
   end
   for _, job in ipairs(jobs) do
     local ok, f = pcall(redis.call, 'HMGET', p .. 'job:' .. job.id, 'state', 'entry', 'hook',
-      'cache', 'reserved', 'tenant', 'fair', 'dres')
+      'cache', 'reserved', 'tenant', 'fair', 'dres', 'bres')
     if ok then job.f = f else job.corrupt = true end
   end
   local _, nows = now_ms()
@@ -1447,6 +1446,7 @@ local function complete(keys, args)
         'finished_ms', nows, 'updated_ms', nows, 'entry', ''}
       if f[5] == '1' then fields[#fields + 1] = 'reserved'; fields[#fields + 1] = '' end
       if f[8] then fields[#fields + 1] = 'dres'; fields[#fields + 1] = '' end
+      if f[9] then fields[#fields + 1] = 'bres'; fields[#fields + 1] = '' end
       for j = i + 5, i + 4 + 2 * n do fields[#fields + 1] = args[j] end
       redis.call('HSET', jk, unpack(fields))
       redis.call('PEXPIRE', jk, retention)
@@ -1465,7 +1465,7 @@ local function complete(keys, args)
       end
       if f[5] == '1' then
         local input, output = usage_tokens(usage)
-        fair_settle(p, jk, input + output, {f[5], f[6], f[7], f[8]}, call, true, cost)
+        fair_settle(p, jk, input + output, {f[5], f[6], f[7], f[8], f[9]}, call, true, cost)
       end
       if f[4] then
         settled[#settled + 1] = {id, f[4], result or '', status or '', usage, spec}
@@ -2104,6 +2104,11 @@ local function tenant_set(keys, args)
     redis.call('HSET', p .. 'weights', t, set.weight)
   end
   local bk = p .. 'budget:' .. t
+  -- A budget created anew gets a new generation (`gen`): reservations made under an earlier
+  -- one are not taken back from it.
+  if (set.budget or set.dollars) and redis.call('EXISTS', bk) == 0 then
+    redis.call('HSET', bk, 'gen', redis.call('INCR', p .. 'budgetgen'))
+  end
   -- Tokens (`tokens`) and dollars (`dollars`) are limits of one budget: the hash goes with the
   -- last of them.
   for _, limit in ipairs({{'budget', 'tokens'}, {'dollars', 'dollars'}}) do
