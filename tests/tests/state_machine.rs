@@ -338,14 +338,16 @@ impl Model {
             .collect();
         // Spend is what was reserved and used: never below zero, whatever budgets came and went
         // while jobs were out.
+        let mut pipe = redis::pipe();
         for tenant in 0..3 {
-            let (spent, dspent): (Option<i64>, Option<f64>) = redis::cmd("HMGET")
+            pipe.cmd("HMGET")
                 .arg(format!("{}budget:t{tenant}", self.keys.prefix()))
                 .arg("spent")
-                .arg("dspent")
-                .query_async(&mut self.conn)
-                .await
-                .expect("HMGET");
+                .arg("dspent");
+        }
+        let spends: Vec<(Option<i64>, Option<f64>)> =
+            pipe.query_async(&mut self.conn).await.expect("HMGET");
+        for (tenant, (spent, dspent)) in spends.into_iter().enumerate() {
             assert!(
                 spent.unwrap_or(0) >= 0 && dspent.unwrap_or(0.0) >= -1e-9,
                 "after {after}: tenant t{tenant}'s spend went below zero: {spent:?} tokens, \

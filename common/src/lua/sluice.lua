@@ -2104,11 +2104,6 @@ local function tenant_set(keys, args)
     redis.call('HSET', p .. 'weights', t, set.weight)
   end
   local bk = p .. 'budget:' .. t
-  -- A budget created anew gets a new generation (`gen`): reservations made under an earlier
-  -- one are not taken back from it.
-  if (set.budget or set.dollars) and redis.call('EXISTS', bk) == 0 then
-    redis.call('HSET', bk, 'gen', redis.call('INCR', p .. 'budgetgen'))
-  end
   -- Tokens (`tokens`) and dollars (`dollars`) are limits of one budget: the hash goes with the
   -- last of them.
   for _, limit in ipairs({{'budget', 'tokens'}, {'dollars', 'dollars'}}) do
@@ -2116,6 +2111,11 @@ local function tenant_set(keys, args)
     if v and (v == '' or tonumber(v) == 0) then
       redis.call('HDEL', bk, limit[2])
     elseif v then
+      -- A budget created anew gets a new generation (`gen`): reservations made under an
+      -- earlier one are not taken back from it.
+      if redis.call('EXISTS', bk) == 0 then
+        redis.call('HSET', bk, 'gen', redis.call('INCR', p .. 'budgetgen'))
+      end
       redis.call('HSET', bk, limit[2], v)
       redis.call('SADD', p .. 'budgets', t)
       if not set.period and not redis.call('HGET', bk, 'period') then set.period = 'month' end
