@@ -371,6 +371,8 @@ async fn budget_parks_and_resumes(limit: Limit) {
         "-q",
         "q",
     ]);
+    // A second tenant the queue knows (by its weight) and the one-tenant read must pass over.
+    rig.cli(&["weight", "set", "U", "2", "-q", "q"]);
     let ids = rig.enqueue((0..50).map(budget_job).collect()).await;
     // Settled: parked, nothing running or moved to the lane (every queued job is in the list),
     // and no room left for another job's estimate.
@@ -382,6 +384,9 @@ async fn budget_parks_and_resumes(limit: Limit) {
             && spent(t, limit) + estimate > budget
     })
     .await;
+    // Settled, so the one-tenant read (what `sluice budget set` prints) agrees with the list.
+    let one = rig.store().tenant("q", "T").await.expect("tenant");
+    assert_eq!(one.as_ref(), Some(&t), "the one-tenant read");
     let counts = rig.counts().await;
     let completed = counts.get("completed").copied().unwrap_or(0);
     let used = completed_usage(&rig, &ids).await;
@@ -442,17 +447,24 @@ async fn budget_parks_and_resumes(limit: Limit) {
         Limit::Tokens => "tokens",
         Limit::Dollars => "dollars",
     };
+    // And the jobs it has parked.
     let want = spent(&t, limit) / budget;
     let addr = workers[0].http_addr(BOUND).await.expect("metrics address");
     let deadline = tokio::time::Instant::now() + BOUND;
-    let seen = loop {
-        // Workers read it from Redis at most every 5 s, when scraped.
-        let seen = Scrape::fetch(addr).await.sum(
+    let (seen, parked) = loop {
+        // Workers read them from Redis at most every 5 s, when scraped.
+        let m = Scrape::fetch(addr).await;
+        let seen = m.sum(
             "sluice_tenant_budget_used_ratio",
             &[("queue", "q"), ("tenant", "T"), ("unit", unit)],
         );
-        if (seen - want).abs() < 1e-9 || tokio::time::Instant::now() >= deadline {
-            break seen;
+        let parked = m.sum(
+            "sluice_tenant_parked_jobs",
+            &[("queue", "q"), ("tenant", "T")],
+        );
+        let right = (seen - want).abs() < 1e-9 && parked == t.backlog as f64;
+        if right || tokio::time::Instant::now() >= deadline {
+            break (seen, parked);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
@@ -460,13 +472,18 @@ async fn budget_parks_and_resumes(limit: Limit) {
         (seen - want).abs() < 1e-9,
         "budget used ratio {seen}, spent ÷ budget {want}"
     );
+    assert_eq!(parked, t.backlog as f64, "parked jobs in the metric");
 
     // Raised: the parked jobs run, each once.
     let raised = match limit {
         Limit::Tokens => "100000",
         Limit::Dollars => "100",
     };
-    rig.cli(&["budget", "set", "T", flag, raised, "-q", "q"]);
+    let out = rig.cli(&["budget", "set", "T", flag, raised, "-q", "q"]);
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("T ")),
+        "{out}"
+    );
     let mut events = rig.events().await;
     let done = events
         .until(BOUND, |s| ids.iter().all(|id| s.job(id, "completed") == 1))

@@ -4,12 +4,13 @@
 //!
 //! Every worker module may use this one; it uses none of them but the plain parts it holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_common::Store;
+use sluice_common::config::ModelPrice;
 use sluice_common::store::{DeadLetter, StoreError, Transition};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -51,6 +52,9 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// The configured upstreams' names.
     pub upstream_names: Vec<String>,
+    /// `[prices]`: what each call's usage cost (stored with its completion, it corrects a
+    /// budget in dollars).
+    pub prices: BTreeMap<String, ModelPrice>,
     /// Paused flags per queue, refreshed in the background.
     pub(crate) paused: HashMap<String, AtomicBool>,
 }

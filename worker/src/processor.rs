@@ -252,9 +252,9 @@ async fn process(
             }
         }
         let model = route::model_of(&step.spec).unwrap_or("");
-        usage.cost = ctx
-            .metrics
-            .tenant_usage(&job.queue, spec.tenant_name(), model, &usage);
+        usage.price(&ctx.prices, model);
+        ctx.metrics
+            .tenant_usage(&job.queue, spec.tenant_name(), &usage);
         let headers = reply.as_ref().ok().map(|r| &r.headers);
         match Box::pin(
             ctx.limiter

@@ -1,6 +1,10 @@
 //! Tokens an answer says it used: OpenAI's and Anthropic's `usage`, read without building the
 //! rest of the answer (token metrics, the limiter's correction, the stored `usage` field).
 
+use std::collections::BTreeMap;
+
+use sluice_common::config::ModelPrice;
+
 /// Tokens an answer says it used (OpenAI's `usage.prompt_tokens`/`completion_tokens`/
 /// `total_tokens`, or Anthropic's `input_tokens`/`output_tokens`).
 #[derive(Debug, Default, PartialEq)]
@@ -11,7 +15,7 @@ pub struct Usage {
     pub total: Option<u64>,
     /// The `usage` object as JSON text, stored with the result ("" when absent).
     pub text: String,
-    /// What it cost at the worker's `[prices]` (set by the processor; None: no usage or no
+    /// What it cost at the worker's `[prices]` (set by [`Usage::price`]; None: no usage or no
     /// price), stored with the result as `cost`: it corrects a budget in dollars.
     pub cost: Option<f64>,
 }
@@ -54,11 +58,20 @@ impl Usage {
             cost: None,
         }
     }
+
+    /// Sets `cost` from `model`'s price in `prices` (or the `*` price), when the answer had a
+    /// `usage`; else leaves it None.
+    pub fn price(&mut self, prices: &BTreeMap<String, ModelPrice>, model: &str) {
+        self.cost = self
+            .total
+            .and(ModelPrice::of(prices, model))
+            .map(|p| p.cost(self.prompt, self.completion));
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Usage;
+    use super::*;
 
     #[test]
     fn usage_is_read_from_openai_and_anthropic_answers() {
@@ -77,5 +90,25 @@ mod tests {
         assert_eq!(Usage::of(anthropic).total, Some(12));
         assert_eq!(Usage::of(b"not json"), Usage::default());
         assert_eq!(Usage::of(br#"{"choices":[]}"#).total, None);
+    }
+
+    #[test]
+    fn a_call_costs_its_usage_at_its_models_price_and_nothing_without_usage() {
+        let price = ModelPrice {
+            input_per_mtok: 1_000.0,
+            output_per_mtok: 3_000.0,
+        };
+        let prices = BTreeMap::from([("m".to_string(), price)]);
+        let mut u = Usage::of(br#"{"usage":{"prompt_tokens":31,"completion_tokens":16}}"#);
+        u.price(&prices, "m");
+        assert_eq!(u.cost, Some(0.079));
+        u.price(&prices, "other");
+        assert_eq!(u.cost, None, "no price for the model, no * price");
+        let mut none = Usage::of(br#"{"choices":[]}"#);
+        none.price(&prices, "m");
+        assert_eq!(
+            none.cost, None,
+            "an answer without usage costs nothing known"
+        );
     }
 }

@@ -105,6 +105,7 @@ pub async fn run_with_metrics(
         poison_deliveries: config.worker.poison_deliveries,
         metrics,
         upstream_names,
+        prices: config.prices.clone(),
         paused: queues
             .iter()
             .map(|q| (q.clone(), AtomicBool::new(false)))

@@ -113,6 +113,15 @@ fn budget_fields(pipe: &mut redis::Pipeline, p: &str, t: &str) {
         .arg("pid");
 }
 
+/// What the worker's tenant gauges read of a queue ([`Store::tenant_gauges`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenantGauges {
+    /// Parked tenants and the jobs each holds in its lists, most first.
+    pub parked: Vec<(String, u64)>,
+    /// Tenants with a budget, nearest their limits first.
+    pub budgets: Vec<BudgetUse>,
+}
+
 /// One partition's budget of a tenant, as of now: its limits and this period's spend.
 struct BudgetRead {
     tokens: Option<u64>,
@@ -230,77 +239,63 @@ impl Store {
         Ok(())
     }
 
-    /// The parked tenants of `queue` and the jobs each holds in its lists (every partition's,
-    /// summed), most first.
-    pub async fn parked(&self, queue: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut all: HashMap<String, u64> = HashMap::new();
-        for part in self.partitions_of(queue) {
-            let keys = keys_for(&part)?;
-            let p = keys.prefix();
-            let mut conn = self.conn.clone();
-            let parked: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(format!("{p}parked"))
-                .query_async(&mut conn)
-                .await?;
-            if parked.is_empty() {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for t in &parked {
-                backlog(&mut pipe, p, t);
-            }
-            let lens: Vec<u64> = pipe.query_async(&mut conn).await?;
-            for (t, n) in parked.iter().zip(lens.chunks(3)) {
-                *all.entry(t.clone()).or_default() += n.iter().sum::<u64>();
-            }
-        }
-        let mut rows: Vec<(String, u64)> = all.into_iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(rows)
-    }
-
-    /// Every tenant of `queue` with a budget and how much of it is spent this period, nearest
-    /// its limit first.
-    pub async fn budget_use(&self, queue: &str) -> Result<Vec<BudgetUse>, StoreError> {
+    /// What the worker's tenant gauges show of `queue` (every partition's, summed), in one
+    /// round trip to learn who is parked and budgeted and one to read them: the parked tenants
+    /// and the jobs each holds in its lists, most first; and every tenant with a budget and how
+    /// much of it is spent this period, nearest its limit first.
+    pub async fn tenant_gauges(&self, queue: &str) -> Result<TenantGauges, StoreError> {
         // tenant -> (tokens spent, token limit, dollars spent, dollar limit)
         type Sums = (u64, Option<u64>, f64, Option<f64>);
-        let mut all: BTreeMap<String, Sums> = BTreeMap::new();
+        let mut held: HashMap<String, u64> = HashMap::new();
+        let mut sums: BTreeMap<String, Sums> = BTreeMap::new();
         for part in self.partitions_of(queue) {
             let keys = keys_for(&part)?;
             let p = keys.prefix();
             let mut conn = self.conn.clone();
-            let (names, time): (Vec<String>, (u64, u64)) = redis::pipe()
+            let (parked, budgeted, time): (Vec<String>, Vec<String>, (u64, u64)) = redis::pipe()
+                .cmd("SMEMBERS")
+                .arg(format!("{p}parked"))
                 .cmd("SMEMBERS")
                 .arg(format!("{p}budgets"))
                 .cmd("TIME")
                 .query_async(&mut conn)
                 .await?;
-            if names.is_empty() {
+            if parked.is_empty() && budgeted.is_empty() {
                 continue;
             }
             let now_ms = time.0 * 1000 + time.1 / 1000;
             let mut pipe = redis::pipe();
-            for t in &names {
+            for t in &parked {
+                backlog(&mut pipe, p, t);
+            }
+            for t in &budgeted {
                 budget_fields(&mut pipe, p, t);
             }
             let r: Vec<Value> = pipe.query_async(&mut conn).await?;
-            for (t, v) in names.iter().zip(&r) {
+            let (lens, budgets) = r.split_at((3 * parked.len()).min(r.len()));
+            for (t, n) in parked.iter().zip(lens.chunks(3)) {
+                let jobs = n.iter().filter_map(int).map(|v| v.max(0) as u64);
+                *held.entry(t.clone()).or_default() += jobs.sum::<u64>();
+            }
+            for (t, v) in budgeted.iter().zip(budgets) {
                 let Some(b) = BudgetRead::of(v, now_ms) else {
                     continue;
                 };
-                let sums = all.entry(t.clone()).or_default();
-                sums.0 += b.spent;
-                sums.2 += b.spent_dollars;
+                let s = sums.entry(t.clone()).or_default();
+                s.0 += b.spent;
+                s.2 += b.spent_dollars;
                 if let Some(l) = b.tokens {
-                    *sums.1.get_or_insert(0) += l;
+                    *s.1.get_or_insert(0) += l;
                 }
                 if let Some(l) = b.dollars {
-                    *sums.3.get_or_insert(0.0) += l;
+                    *s.3.get_or_insert(0.0) += l;
                 }
             }
         }
+        let mut parked: Vec<(String, u64)> = held.into_iter().collect();
+        parked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let ratio = |spent: f64, limit: f64| if limit > 0.0 { spent / limit } else { 0.0 };
-        let mut rows: Vec<BudgetUse> = all
+        let mut budgets: Vec<BudgetUse> = sums
             .into_iter()
             .map(|(tenant, (spent, tokens, dspent, dollars))| BudgetUse {
                 tenant,
@@ -308,14 +303,34 @@ impl Store {
                 dollars: dollars.map(|l| ratio(dspent, l)),
             })
             .collect();
-        rows.sort_by(|a, b| b.most().total_cmp(&a.most()).then(a.tenant.cmp(&b.tenant)));
-        Ok(rows)
+        budgets.sort_by(|a, b| b.most().total_cmp(&a.most()).then(a.tenant.cmp(&b.tenant)));
+        Ok(TenantGauges { parked, budgets })
     }
 
     /// Every tenant of `queue` that ever had a job, a setting or used tokens, busiest first
     /// (most backlog, then most tokens).
     pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {
+        self.tenants_where(queue, None).await
+    }
+
+    /// One tenant of `queue` as [`Store::tenants`] shows it (its share still of all tenants'
+    /// tokens), reading no other tenant's lists or budget; None if the queue has never heard
+    /// of it.
+    pub async fn tenant(
+        &self,
+        queue: &str,
+        tenant: &str,
+    ) -> Result<Option<TenantStats>, StoreError> {
+        Ok(self.tenants_where(queue, Some(tenant)).await?.pop())
+    }
+
+    async fn tenants_where(
+        &self,
+        queue: &str,
+        only: Option<&str>,
+    ) -> Result<Vec<TenantStats>, StoreError> {
         let mut all: BTreeMap<String, TenantStats> = BTreeMap::new();
+        let mut total = 0u64;
         for part in self.partitions_of(queue) {
             let keys = keys_for(&part)?;
             let p = keys.prefix();
@@ -343,6 +358,10 @@ impl Store {
             names.extend(idle.into_keys());
             names.sort();
             names.dedup();
+            total += used.values().sum::<u64>();
+            if let Some(only) = only {
+                names.retain(|t| t == only);
+            }
             if names.is_empty() {
                 continue;
             }
@@ -379,7 +398,6 @@ impl Store {
                 }
             }
         }
-        let total: u64 = all.values().map(|t| t.tokens).sum();
         let mut rows: Vec<TenantStats> = all.into_values().collect();
         for t in &mut rows {
             t.share = if total > 0 {

@@ -394,16 +394,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one answer's usage for its job's tenant, priced from `[prices]`. -> its cost.
-    pub fn tenant_usage(
-        &self,
-        queue: &str,
-        tenant: Option<&str>,
-        model: &str,
-        usage: &crate::usage::Usage,
-    ) -> Option<f64> {
-        self.tenants
-            .record(queue, tenant, model, usage, &self.prices)
+    /// Counts one answer's usage and cost (`usage.cost`) for its job's tenant.
+    pub fn tenant_usage(&self, queue: &str, tenant: Option<&str>, usage: &crate::usage::Usage) {
+        self.tenants.record(queue, tenant, usage);
     }
 
     /// Prices per model for the cache's estimated cost saved (`[prices]`).

@@ -31,18 +31,14 @@ impl Metrics {
                     tracing::warn!(queue = %q, error = %e, "reading queue gauges failed");
                 }
             }
-            match store.parked(q).await {
-                Ok(rows) => self.tenants.set_parked(q, &rows),
-                Err(e) => {
-                    ok = false;
-                    tracing::warn!(queue = %q, error = %e, "reading parked tenants failed");
+            match store.tenant_gauges(q).await {
+                Ok(g) => {
+                    self.tenants.set_parked(q, &g.parked);
+                    self.tenants.set_budget_use(q, &g.budgets);
                 }
-            }
-            match store.budget_use(q).await {
-                Ok(rows) => self.tenants.set_budget_use(q, &rows),
                 Err(e) => {
                     ok = false;
-                    tracing::warn!(queue = %q, error = %e, "reading tenants' budgets failed");
+                    tracing::warn!(queue = %q, error = %e, "reading tenants' gauges failed");
                 }
             }
         }

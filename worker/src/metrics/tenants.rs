@@ -9,12 +9,11 @@
 //! or dollars): the `TENANT_LABELS` nearest their limits by name, the highest of the rest as
 //! `other` (so an alert on the ratio misses nobody).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
 use prometheus::{CounterVec, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-use sluice_common::config::ModelPrice;
 use sluice_common::store::BudgetUse;
 
 use crate::usage::Usage;
@@ -93,28 +92,21 @@ impl TenantMetrics {
         }
     }
 
-    /// Counts one answer's usage for `tenant`, priced by `model`. -> its cost, when the answer
-    /// has a `usage` and the model a price (or `*` one).
-    pub fn record(
-        &self,
-        queue: &str,
-        tenant: Option<&str>,
-        model: &str,
-        usage: &Usage,
-        prices: &BTreeMap<String, ModelPrice>,
-    ) -> Option<f64> {
-        usage.total?;
+    /// Counts one answer's usage and its cost (`usage.cost`, 0 when unpriced) for `tenant`;
+    /// nothing when the answer had no `usage`.
+    pub fn record(&self, queue: &str, tenant: Option<&str>, usage: &Usage) {
+        if usage.total.is_none() {
+            return;
+        }
         let label = self.label(tenant);
         for (kind, n) in [("prompt", usage.prompt), ("completion", usage.completion)] {
             self.tokens
                 .with_label_values(&[queue, &label, kind])
                 .inc_by(n);
         }
-        let dollars = ModelPrice::of(prices, model).map(|p| p.cost(usage.prompt, usage.completion));
         self.cost
             .with_label_values(&[queue, &label])
-            .inc_by(dollars.unwrap_or(0.0));
-        dollars
+            .inc_by(usage.cost.unwrap_or(0.0));
     }
 }
 

@@ -128,9 +128,8 @@ async fn set(
              reserve $0 and the budget in dollars holds nothing back"
         );
     }
-    let rows = store.tenants(queue).await?;
-    match rows.iter().find(|t| t.tenant == tenant) {
-        Some(t) => print_rows(queue, std::slice::from_ref(t)),
+    match store.tenant(queue, tenant).await? {
+        Some(t) => print_rows(queue, std::slice::from_ref(&t)),
         None => println!("{queue}: tenant {tenant} set"),
     }
     Ok(ExitCode::SUCCESS)
