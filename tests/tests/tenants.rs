@@ -580,3 +580,43 @@ async fn a_call_that_ends_in_a_new_period_is_charged_what_it_used() {
         "dollars charged to the new period: {dspent}, the call cost {cost}"
     );
 }
+
+/// Tenants that come and go leave no place in the fair order behind: 200 tenants with one job
+/// each, and once they have run no saved tag is left (`tidle`), though each one's tokens are
+/// still counted (`tused`). Before, every tenant the queue ever had kept its tag for good (~77
+/// bytes each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_that_come_and_go_leave_no_saved_places_behind() {
+    let rig = Rig::start(MockConfig {
+        latency_ms: 5,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut options = rig.options();
+    options.concurrency = 20;
+    let _workers = rig.spawn_ready(1, &options).await;
+    let n = 200;
+    let jobs = (0..n).map(|i| job(&format!("t{i:03}"), i, B_TOKENS));
+    rig.enqueue(jobs.collect()).await;
+    let mut events = rig.events().await;
+    let done = events
+        .until(BOUND, |s| s.count("completed") >= n as u64)
+        .await;
+    assert!(done, "only {} completed", events.seen.count("completed"));
+    let mut r = rig.redis.client().await;
+    let saved: u64 = redis::cmd("ZCARD")
+        .arg("sluice:{q}:tidle")
+        .query_async(&mut r)
+        .await
+        .expect("ZCARD");
+    let counted: u64 = redis::cmd("HLEN")
+        .arg("sluice:{q}:tused")
+        .query_async(&mut r)
+        .await
+        .expect("HLEN");
+    println!(
+        "{n} tenants of one job each: {saved} saved tags left, {counted} tenants' tokens counted"
+    );
+    assert_eq!(counted, n as u64);
+    assert_eq!(saved, 0, "saved tags left behind");
+}

@@ -348,8 +348,11 @@ end
 -- order: `tenants` (ZSET) holds each backlogged tenant scored by its next job's virtual start
 -- tag; the lowest goes first, and its tag then grows by the job's tokens ÷ the tenant's weight
 -- (`weights`, default 1). The queue's virtual time (`fair` vt) is the tag last served; a tenant
--- that was idle comes back at max(its saved tag (`tfinish`), vt), so an idle tenant banks no
--- credit and a new one joins at once. At completion the tag is corrected by usage − estimate
+-- that was idle comes back at max(its saved tag (`tidle`, a ZSET), vt), so an idle tenant banks
+-- no credit and a new one joins at once; a saved tag the queue's vt has passed says no more than
+-- none, so a move that leaves a tenant idle drops those, and all of them when no tenant is left
+-- backlogged (`tidle` holds only tenants that would come back behind vt, not every tenant the
+-- queue ever had). At completion the tag is corrected by usage − estimate
 -- (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
 -- hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch moves what it reads.
 -- Budgets (`budget:<tenant>`: tokens and/or dollars per day or month) are charged the estimate
@@ -379,11 +382,11 @@ local function activate(p, t)
   if redis.call('ZSCORE', p .. 'tenants', t) then return end
   if redis.call('SISMEMBER', p .. 'parked', t) == 1 then return end
   local vt = tonumber(redis.call('HGET', p .. 'fair', 'vt') or '0') or 0
-  local saved = tonumber(redis.call('HGET', p .. 'tfinish', t) or '')
+  local saved = tonumber(redis.call('ZSCORE', p .. 'tidle', t) or '')
   local tag = vt
   if saved then
     if saved > vt then tag = saved end
-    redis.call('HDEL', p .. 'tfinish', t)
+    redis.call('ZREM', p .. 'tidle', t)
   end
   redis.call('ZADD', p .. 'tenants', tag, t)
 end
@@ -490,7 +493,7 @@ end
 -- Moves up to `n` jobs from the tenants' lists into the lane streams, in fair order. -> moved
 local function fair_fill(p, n, laned, aging)
   local now = now_ms()
-  local moved, vt, spins = 0, nil, 0
+  local moved, vt, spins, idled = 0, nil, 0, false
   local weights = {}
   local budgets = redis.call('SCARD', p .. 'budgets') > 0
   while moved < n and spins < n + 64 do
@@ -523,7 +526,8 @@ local function fair_fill(p, n, laned, aging)
           -- Over budget: the job goes back to the head of its list, the tenant is parked.
           redis.call('LPUSH', tq(p, t, lane), id)
           redis.call('ZREM', p .. 'tenants', t)
-          redis.call('HSET', p .. 'tfinish', t, tag)
+          redis.call('ZADD', p .. 'tidle', tag, t)
+          idled = true
           redis.call('SADD', p .. 'parked', t)
           left = -1
         end
@@ -536,12 +540,29 @@ local function fair_fill(p, n, laned, aging)
     end
     if left == 0 then
       redis.call('ZREM', p .. 'tenants', t)
-      redis.call('HSET', p .. 'tfinish', t, tag)
+      redis.call('ZADD', p .. 'tidle', tag, t)
+      idled = true
     elseif left > 0 then
       redis.call('ZADD', p .. 'tenants', tag, t)
     end
   end
   if moved > 0 then
+    -- Saved tags vt has passed are dropped (see "tenants"), only when this call saved one, so a
+    -- queue whose tenants all stay backlogged pays nothing for it. With no tenant backlogged,
+    -- vt moves up to the highest saved tag and every saved tag goes (start-time fair queueing's
+    -- rule for an idle server: nobody waits, so nobody is owed a place).
+    if idled then
+      local top = nil
+      if not redis.call('ZRANGE', p .. 'tenants', 0, 0)[1] then
+        top = tonumber(redis.call('ZRANGE', p .. 'tidle', -1, -1, 'WITHSCORES')[2] or '')
+      end
+      if top then
+        if top > vt then vt = top end
+        redis.call('ZREMRANGEBYSCORE', p .. 'tidle', '-inf', '+inf')
+      else
+        redis.call('ZREMRANGEBYSCORE', p .. 'tidle', '-inf', '(' .. vt)
+      end
+    end
     redis.call('HSET', p .. 'fair', 'vt', vt)
     redis.call('HINCRBY', p .. 'fair', 'window', moved)
   end
@@ -587,9 +608,8 @@ local function fair_settle(p, jk, used, f, call, cleared, cost)
     local w = call.weights[t]
     if not w then w = weight_of(p, t); call.weights[t] = w end
     -- ZADD XX INCR: the backlogged tenant's tag, in one command (nil when it is not there).
-    if not redis.call('ZADD', p .. 'tenants', 'XX', 'INCR', delta / w, t)
-        and redis.call('HEXISTS', p .. 'tfinish', t) == 1 then
-      redis.call('HINCRBYFLOAT', p .. 'tfinish', t, delta / w)
+    if not redis.call('ZADD', p .. 'tenants', 'XX', 'INCR', delta / w, t) then
+      redis.call('ZADD', p .. 'tidle', 'XX', 'INCR', delta / w, t)
     end
   end
   if call.budgets == nil then call.budgets = redis.call('SCARD', p .. 'budgets') > 0 end

@@ -90,13 +90,13 @@ impl BudgetUse {
 }
 
 /// A partition's tenants as its keys hold them: backlogged (`tenants`), `parked`, tokens used
-/// (`tused`), `weights`, and those that had a backlog (`tfinish`); and the server's `TIME`.
+/// (`tused`), `weights`, and those idle that would come back ahead (`tidle`); and `TIME`.
 type TenantKeys = (
     Vec<String>,
     Vec<String>,
     HashMap<String, u64>,
     HashMap<String, String>,
-    HashMap<String, String>,
+    Vec<String>,
     (u64, u64),
 );
 
@@ -307,8 +307,8 @@ impl Store {
         Ok(TenantGauges { parked, budgets })
     }
 
-    /// Every tenant of `queue` that ever had a job, a setting or used tokens, busiest first
-    /// (most backlog, then most tokens).
+    /// Every tenant of `queue` with jobs waiting, a setting, tokens used or a saved place in the
+    /// fair order, busiest first (most backlog, then most tokens).
     pub async fn tenants(&self, queue: &str) -> Result<Vec<TenantStats>, StoreError> {
         self.tenants_where(queue, None).await
     }
@@ -346,8 +346,10 @@ impl Store {
                 .arg(format!("{p}tused"))
                 .cmd("HGETALL")
                 .arg(format!("{p}weights"))
-                .cmd("HGETALL")
-                .arg(format!("{p}tfinish"))
+                .cmd("ZRANGE")
+                .arg(format!("{p}tidle"))
+                .arg(0)
+                .arg(-1)
                 .cmd("TIME")
                 .query_async(&mut conn)
                 .await?;
@@ -355,7 +357,7 @@ impl Store {
             let mut names: Vec<String> = active.into_iter().chain(parked.iter().cloned()).collect();
             names.extend(used.keys().cloned());
             names.extend(weights.keys().cloned());
-            names.extend(idle.into_keys());
+            names.extend(idle);
             names.sort();
             names.dedup();
             total += used.values().sum::<u64>();
