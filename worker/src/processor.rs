@@ -163,7 +163,9 @@ async fn process(
         };
         let upstream = step.upstream.clone();
         let u = upstream.name.as_str();
-        tracing::Span::current().record("upstream", u);
+        if u != spec.upstream {
+            tracing::Span::current().record("upstream", u);
+        }
         let moved = |to: Target, class: &str| {
             let to_name = match to {
                 Target::Chain(i) => plan.name_of(i),
