@@ -1,5 +1,6 @@
 //! Tokens an answer says it used: OpenAI's and Anthropic's `usage`, read without building the
-//! rest of the answer (token metrics, the limiter's correction, the stored `usage` field).
+//! rest of the answer (token metrics, the limiter's correction, the stored `usage` field), and
+//! what they cost at the worker's `[prices]` (the stored `cost`, which settles a budget).
 
 use std::collections::BTreeMap;
 
@@ -59,8 +60,8 @@ impl Usage {
         }
     }
 
-    /// Sets `cost` from `model`'s price in `prices` (or the `*` price), when the answer had a
-    /// `usage`; else leaves it None.
+    /// Sets `cost` from `model`'s price in `prices` (or the `*` price); None when the answer
+    /// had no `usage` or the model no price.
     pub fn price(&mut self, prices: &BTreeMap<String, ModelPrice>, model: &str) {
         self.cost = self
             .total

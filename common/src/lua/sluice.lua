@@ -350,10 +350,10 @@ end
 -- (`weights`, default 1). The queue's virtual time (`fair` vt) is the tag last served; a tenant
 -- that was idle comes back at max(its saved tag (`tidle`, a ZSET), vt), so an idle tenant banks
 -- no credit and a new one joins at once; a saved tag the queue's vt has passed says no more than
--- none, so a move that leaves a tenant idle drops those, and all of them when no tenant is left
--- backlogged (`tidle` holds only tenants that would come back behind vt, not every tenant the
--- queue ever had). At completion the tag is corrected by usage − estimate
--- (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
+-- none, so a move that leaves a tenant idle drops those, and all of them (vt rising to the
+-- highest) when no tenant is left backlogged: `tidle` holds only tenants that would come back
+-- behind vt, not every tenant the queue ever had. At completion the tag is corrected by
+-- usage − estimate (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
 -- hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch moves what it reads.
 -- Budgets (`budget:<tenant>`: tokens and/or dollars per day or month) are charged the estimate
 -- when a job is moved and corrected by usage (dollars: by the cost the worker reports); a tenant

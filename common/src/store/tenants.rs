@@ -90,7 +90,7 @@ impl BudgetUse {
 }
 
 /// A partition's tenants as its keys hold them: backlogged (`tenants`), `parked`, tokens used
-/// (`tused`), `weights`, and those idle that would come back ahead (`tidle`); and `TIME`.
+/// (`tused`), `weights`, and idle ones with a kept place in the fair order (`tidle`); `TIME`.
 type TenantKeys = (
     Vec<String>,
     Vec<String>,
@@ -314,8 +314,8 @@ impl Store {
     }
 
     /// One tenant of `queue` as [`Store::tenants`] shows it (its share still of all tenants'
-    /// tokens), reading no other tenant's lists or budget; None if the queue has never heard
-    /// of it.
+    /// tokens), reading no other tenant's lists or budget; None when the queue holds nothing of
+    /// it (no jobs waiting, setting, tokens used or kept place).
     pub async fn tenant(
         &self,
         queue: &str,
