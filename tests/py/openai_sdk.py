@@ -5,7 +5,8 @@ JSON object; any SDK error (a 429 included: max_retries=0, so the SDK would surf
 
   openai_sdk.py gone  --base URL --key KEY   a call that gives up (timeout) before its job ran
   openai_sdk.py calls --base URL --key KEY --n N   N concurrent calls, the given-up one again,
-                                                   and one with Prefer: respond-async
+                                                   and one with Prefer: respond-async and
+                                                   Sluice-Priority: high
 """
 
 import argparse
@@ -60,7 +61,7 @@ def calls(args):
     later = c.chat.completions.with_raw_response.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "later"}],
-        extra_headers={"Prefer": "respond-async", "Idempotency-Key": "async-1"},
+        extra_headers={"Prefer": "respond-async", "Idempotency-Key": "async-1", "Sluice-Priority": "high"},
     )
     return {
         "answers": answers,

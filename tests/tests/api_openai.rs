@@ -81,6 +81,15 @@ async fn the_openai_sdk_gets_typed_answers_and_no_429_under_a_saturated_quota() 
         out["async"]["location"],
         format!("/v1/queues/q/jobs/{async_id}").as_str()
     );
+    // Its Sluice-Priority put it in the high lane (the job's hash names a lane other than normal).
+    let mut r = rig.redis.client().await;
+    let lane: Option<String> = redis::cmd("HGET")
+        .arg(format!("sluice:{{q}}:job:{async_id}"))
+        .arg("lane")
+        .query_async(&mut r)
+        .await
+        .expect("HGET");
+    assert_eq!(lane.as_deref(), Some("high"), "the async call's lane");
 
     let stats = rig.mock.stats(true);
     println!(
@@ -134,6 +143,22 @@ async fn a_wait_that_runs_out_names_the_job_and_a_dead_job_answers_the_upstream_
     let body: serde_json::Value = r.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "still_running", "{body}");
     assert!(error_message(&body).contains(&id), "{body}");
+
+    // A priority that is not a lane's name is refused, naming the header.
+    let r = http
+        .post(&url)
+        .bearer_auth("key-a")
+        .header("Sluice-Priority", "urgent")
+        .json(&chat)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert!(
+        error_message(&body).starts_with("Sluice-Priority: \"urgent\" is not a priority"),
+        "{body}"
+    );
 
     let mut streamed = chat.clone();
     streamed["stream"] = true.into();

@@ -5,6 +5,7 @@
 //! and 5xx answers are ridden out in the queue, so the caller waits instead of seeing a 429.
 //!
 //! - `Prefer: respond-async` answers 202 with the job's `Location` at once;
+//! - `Sluice-Priority: high|normal|low` puts the job in that lane (default normal);
 //! - a job still running after the wait answers 504 with its id (the same `Idempotency-Key`
 //!   returns the result later); a client that goes away does not cancel its job;
 //! - a dead job answers the upstream's last status with an OpenAI-shaped error (502 when no
@@ -18,6 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use sluice_common::job::Priority;
 use sluice_common::{JobState, JobStatus, NewJob};
 
 use super::Api;
@@ -30,12 +32,16 @@ type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 /// The header that names the job behind an answer.
 pub const JOB_ID_HEADER: &str = "sluice-job-id";
 
+/// The header that gives a request's priority lane (an OpenAI SDK sends it in `extra_headers`).
+pub const PRIORITY_HEADER: &str = "sluice-priority";
+
 /// One route of the endpoint: `$name` serves `POST $path` (documented once, here, for all three).
 macro_rules! relay_route {
     ($name:ident, $path:tt) => {
         #[utoipa::path(post, path = $path, tag = "openai",
             params(("Idempotency-Key" = Option<String>, Header, description = "the dedupe key; resend it to get a result later"),
-                ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once")),
+                ("Prefer" = Option<String>, Header, description = "`respond-async`: 202 with the job's Location at once"),
+                ("Sluice-Priority" = Option<String>, Header, description = "`high`, `normal` (the default) or `low`: the job's lane within its tenant's share")),
             request_body(content = Object, description = "the OpenAI request, sent on as it is"),
             responses(
                 (status = 200, description = "the upstream's answer, verbatim (any status it gave)", headers(("Sluice-Job-Id" = String))),
@@ -86,6 +92,7 @@ async fn relay(
         ));
     }
     let mut job = with_identity(NewJob::post(queue, upstream, path, request), key, headers)?;
+    job.spec.priority = priority(headers)?;
     job.spec.metadata.insert("via".into(), json!("openai"));
     let enqueued = api.producer.enqueue(job).await?;
     let id = enqueued.id;
@@ -114,6 +121,19 @@ async fn relay(
         return Ok(with_job(e.into_response(), &id, &location));
     };
     Ok(with_job(verbatim(status), &id, &location))
+}
+
+/// The request's `Sluice-Priority` (normal when absent); anything but a lane's name is refused.
+fn priority(headers: &HeaderMap) -> Result<Priority, ApiError> {
+    let Some(v) = headers.get(PRIORITY_HEADER) else {
+        return Ok(Priority::default());
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::Invalid("Sluice-Priority: not visible ASCII".into()))?;
+    v.trim()
+        .parse()
+        .map_err(|e| ApiError::Invalid(format!("Sluice-Priority: {e}")))
 }
 
 /// Job `id` once it has ended, waiting up to `wait` for the queue's follower (the hub) to report
