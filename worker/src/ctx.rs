@@ -53,7 +53,7 @@ pub struct Ctx {
     /// The configured upstreams' names.
     pub upstream_names: Vec<String>,
     /// `[prices]`: what each call's usage cost (stored with its completion, it corrects a
-    /// budget in dollars).
+    /// budget in dollars) and what the response cache saved (a metric).
     pub prices: BTreeMap<String, ModelPrice>,
     /// Paused flags per queue, refreshed in the background.
     pub(crate) paused: HashMap<String, AtomicBool>,

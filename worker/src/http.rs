@@ -83,7 +83,7 @@ pub async fn serve(served: Arc<Served>, listener: TcpListener, done: Cancellatio
 async fn metrics(State(served): State<Arc<Served>>) -> Response {
     if let Some(ctx) = served.ctx.get() {
         ctx.metrics
-            .refresh(&ctx.store, &ctx.queues, &ctx.upstream_names)
+            .refresh(&ctx.store, &ctx.queues, &ctx.upstream_names, &ctx.prices)
             .await;
         ctx.metrics.in_flight.set(ctx.inflight.len() as i64);
     }

@@ -35,7 +35,7 @@ pub fn default_consumer() -> String {
 
 /// Runs a worker until SIGTERM/SIGINT (or until `shutdown.stop` is cancelled by the caller).
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let metrics = Metrics::new(config.worker.concurrency).with_prices(config.prices.clone());
+    let metrics = Metrics::new(config.worker.concurrency);
     run_with_metrics(config, shutdown, metrics).await
 }
 

@@ -353,8 +353,9 @@ end
 -- none, so a move that leaves a tenant idle drops those, and all of them (vt rising to the
 -- highest) when no tenant is left backlogged: `tidle` holds only tenants that would come back
 -- behind vt, not every tenant the queue ever had. At completion the tag is corrected by
--- usage − estimate (shares are tokens used). `fair` window counts jobs moved but not yet started: enqueue and
--- hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch moves what it reads.
+-- usage − estimate (shares are tokens used). `fair` window counts jobs moved but not yet
+-- started: enqueue and hand-backs top it up to FAIR_WINDOW (so a blocked worker wakes), fetch
+-- moves what it reads.
 -- Budgets (`budget:<tenant>`: tokens and/or dollars per day or month) are charged the estimate
 -- when a job is moved and corrected by usage (dollars: by the cost the worker reports); a tenant
 -- whose next job does not fit is *parked* (`parked`): out of `tenants`, its jobs left in its

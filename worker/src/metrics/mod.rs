@@ -131,7 +131,6 @@ pub struct Metrics {
     rpm_limit: prometheus::GaugeVec,
     /// The response cache's estimated cost saved per queue, from `[prices]`.
     cache_cost_saved: prometheus::GaugeVec,
-    prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
     refresh_errors: prometheus::IntCounter,
     /// Unix ms of the last refresh from Redis, and whether one is running.
     refreshed_ms: AtomicU64,
@@ -385,7 +384,6 @@ impl Metrics {
                 "Estimated cost of the calls the response cache saved, fleet-wide, from Redis: tokens saved per model times [prices] (models without a price count 0)",
                 q,
             ),
-            prices: Default::default(),
             tenants: tenants::TenantMetrics::new(&r),
             refresh_errors,
             registry: r,
@@ -397,15 +395,6 @@ impl Metrics {
     /// Counts one answer's usage and cost (`usage.cost`) for its job's tenant.
     pub fn tenant_usage(&self, queue: &str, tenant: Option<&str>, usage: &crate::usage::Usage) {
         self.tenants.record(queue, tenant, usage);
-    }
-
-    /// Prices per model for the cache's estimated cost saved (`[prices]`).
-    pub fn with_prices(
-        mut self,
-        prices: std::collections::BTreeMap<String, sluice_common::config::ModelPrice>,
-    ) -> Metrics {
-        self.prices = prices;
-        self
     }
 
     /// Creates the series that should read 0 before anything happens, so dashboards and alerts

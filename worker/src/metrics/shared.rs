@@ -2,17 +2,26 @@
 //! worker, when scraped, one pipelined round trip per queue), and the queue totals the counters
 //! follow.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sluice_common::Store;
+use sluice_common::config::ModelPrice;
 
 use super::{Metrics, REFRESH, STATES, circuit_value, now_ms};
 
 impl Metrics {
     /// Reads the shared gauges from Redis if the last read is older than `REFRESH` and no other
-    /// scrape is reading them; a failure keeps the old values and counts an error.
-    pub async fn refresh(&self, store: &Store, queues: &[String], upstreams: &[String]) {
+    /// scrape is reading them; a failure keeps the old values and counts an error. `prices`
+    /// (`[prices]`) price the cache's estimated saving.
+    pub async fn refresh(
+        &self,
+        store: &Store,
+        queues: &[String],
+        upstreams: &[String],
+        prices: &BTreeMap<String, ModelPrice>,
+    ) {
         let now = now_ms();
         let last = self.refreshed_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < REFRESH.as_millis() as u64 {
@@ -25,7 +34,7 @@ impl Metrics {
         let mut ok = true;
         for q in queues {
             match store.stats(q).await {
-                Ok(s) => self.set_queue(&s),
+                Ok(s) => self.set_queue(&s, prices),
                 Err(e) => {
                     ok = false;
                     tracing::warn!(queue = %q, error = %e, "reading queue gauges failed");
@@ -74,7 +83,11 @@ impl Metrics {
         );
     }
 
-    fn set_queue(&self, s: &sluice_common::store::QueueStats) {
+    fn set_queue(
+        &self,
+        s: &sluice_common::store::QueueStats,
+        prices: &BTreeMap<String, ModelPrice>,
+    ) {
         let q = s.queue.as_str();
         for state in STATES {
             let n = s.counts.get(state).copied().unwrap_or(0).max(0);
@@ -117,7 +130,7 @@ impl Metrics {
                 (_, Some(m)) => (m, (0, n)),
                 _ => continue,
             };
-            if let Some(price) = sluice_common::config::ModelPrice::of(&self.prices, model) {
+            if let Some(price) = ModelPrice::of(prices, model) {
                 cost += price.cost(tokens.0, tokens.1);
             }
         }
