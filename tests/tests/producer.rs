@@ -263,9 +263,11 @@ async fn due_jobs_are_promoted_once_into_the_stream() {
     let (redis, producer) = setup().await;
     let store = producer.store();
     let mut ids = HashSet::new();
+    // Due 3 s on: the 50 enqueues must end before the first is due (100 ms was too short on a
+    // loaded CI machine, where the first promote found 3 due).
     for i in 0..50 {
         let e = producer
-            .enqueue(chat("q", i).with_schedule(Schedule::After(Duration::from_millis(100))))
+            .enqueue(chat("q", i).with_schedule(Schedule::After(Duration::from_secs(3))))
             .await
             .expect("enqueue");
         ids.insert(e.id);
